@@ -1,0 +1,304 @@
+//! The wgpu device: adapter selection, limits, and the small set of buffer
+//! and dispatch helpers every kernel uses.
+//!
+//! Adapter selection honours `WGPU_BACKEND` (for example `vulkan`, `metal`,
+//! `dx12`) and `WGPU_ADAPTER_NAME` (a case-insensitive substring of the
+//! adapter's name). The device is requested with the adapter's own limits,
+//! not wgpu's portable defaults, because model weights need large storage
+//! bindings.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use wgpu::util::DeviceExt;
+
+/// The WGSL prelude prepended to every kernel: shared unpack helpers.
+const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
+
+/// An opened GPU: device, queue and what was chosen.
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: Arc<wgpu::Device>,
+    pub queue: Arc<wgpu::Queue>,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+impl Gpu {
+    /// Opens the adapter picked by `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`,
+    /// or the highest-performance adapter when neither is set.
+    ///
+    /// # Errors
+    ///
+    /// Fails when no adapter matches or the device request is rejected. The
+    /// message says what to install.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::open())
+    }
+
+    async fn open() -> Result<Self> {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
+            backends,
+            ..Default::default()
+        });
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(wanted) => {
+                let wanted_lower = wanted.to_lowercase();
+                let adapters = instance.enumerate_adapters(backends).await;
+                let names: Vec<String> =
+                    adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+                    .with_context(|| {
+                        format!(
+                            "no GPU adapter matches WGPU_ADAPTER_NAME={wanted:?}; \
+                             available: {names:?}"
+                        )
+                    })?
+            }
+            Err(_) => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                })
+                .await
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "no GPU adapter found ({err}); install your GPU's Vulkan, \
+                         Metal or DX12 driver, or on Linux without a GPU install \
+                         the CPU fallback with `apt-get install mesa-vulkan-drivers`"
+                    )
+                })?,
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // Subgroup operations speed up reductions where present; every kernel
+        // also works without them.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        tracing::debug!(
+            adapter = %info.name,
+            backend = ?info.backend,
+            max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size,
+            max_buffer_size = limits.max_buffer_size,
+            "opening GPU adapter"
+        );
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("laser-host"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .with_context(|| format!("failed to open GPU device on adapter {:?}", info.name))?;
+        Ok(Self {
+            device: Arc::new(device),
+            queue: Arc::new(queue),
+            info,
+            limits,
+            features,
+        })
+    }
+
+    /// A one-line description: adapter name, backend and device type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// The largest byte size one storage binding may have on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+    }
+
+    /// Compiles `source` (with the shared prelude prepended) into a compute
+    /// pipeline whose bind group layout is inferred from the shader.
+    pub fn pipeline(&self, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
+        let code = format!("{PRELUDE}\n{source}");
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(code.into()),
+            });
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+    }
+
+    /// Creates a storage buffer holding `data`, usable as a copy source and
+    /// destination.
+    pub fn buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let contents: &[u8] = bytemuck::cast_slice(data);
+        // wgpu rejects empty buffers; keep one word so every binding is valid.
+        let padded;
+        let contents = if contents.is_empty() {
+            padded = [0u8; 4];
+            &padded[..]
+        } else {
+            contents
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Creates a zero-filled storage buffer of `bytes` bytes (at least 4).
+    pub fn buffer_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Creates a uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Creates a bind group for group 0 of `pipeline`, binding each buffer in
+    /// `buffers` at the binding number equal to its index.
+    pub fn bind_group(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: resource.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Copies `bytes` bytes from the start of `buffer` back to the CPU and
+    /// returns them as `T`s. Blocks until the GPU has finished.
+    ///
+    /// # Errors
+    ///
+    /// Fails when mapping the staging buffer fails (device lost).
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
+        self.read_at(buffer, 0, bytes)
+    }
+
+    /// Like [`Gpu::read`], from byte `offset` of `buffer`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when mapping the staging buffer fails (device lost).
+    pub fn read_at<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<T>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("GPU device lost while waiting for results")?;
+        match receiver.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => bail!("failed to map GPU results: {err}"),
+            Err(_) => bail!("failed to map GPU results: callback dropped"),
+        }
+        let data = slice.get_mapped_range();
+        let out = bytemuck::pod_collect_to_vec(&data);
+        drop(data);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Submits `encoder` and returns immediately.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Blocks until all submitted work has finished.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the device is lost.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("GPU device lost")?;
+        Ok(())
+    }
+}
+
+/// Returns the number of workgroups needed to cover `n` items, `size` at a
+/// time.
+pub fn groups(n: u32, size: u32) -> u32 {
+    n.div_ceil(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_rounds_up() {
+        assert_eq!(groups(0, 64), 0);
+        assert_eq!(groups(1, 64), 1);
+        assert_eq!(groups(64, 64), 1);
+        assert_eq!(groups(65, 64), 2);
+    }
+}

@@ -1,0 +1,11 @@
+//! WGSL compute kernels for transformer inference and training, dispatched
+//! through wgpu (Vulkan, Metal, DX12, or lavapipe on the CPU).
+//!
+//! Each kernel's WGSL source is one file in the repository's `shaders/`
+//! folder; each Rust module here owns its dispatch and a plain CPU reference
+//! that the tests compare against. This crate does not know about models:
+//! the engine in `laser-host` strings the kernels into a forward pass.
+
+pub mod device;
+
+pub use device::Gpu;

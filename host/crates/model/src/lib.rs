@@ -1,0 +1,10 @@
+//! Model files and everything read from them: GGUF and Hugging Face
+//! checkpoints, the architecture config, CPU dequantization, the tokenizer
+//! and the chat template.
+//!
+//! Nothing here touches the GPU; `laser-gpu` uploads the tensors this crate
+//! hands out in their stored format.
+
+pub mod dtype;
+
+pub use dtype::DType;
