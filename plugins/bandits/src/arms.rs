@@ -86,8 +86,12 @@ impl Arms {
         Ok(())
     }
 
-    /// Fails with [`BanditError::ArmOutOfRange`] unless `index` exists.
-    pub(crate) fn check_index(&self, index: usize) -> Result<()> {
+    /// Checks that arm `index` exists.
+    ///
+    /// # Errors
+    ///
+    /// [`BanditError::ArmOutOfRange`] otherwise.
+    pub fn check_index(&self, index: usize) -> Result<()> {
         if index < self.len() {
             Ok(())
         } else {

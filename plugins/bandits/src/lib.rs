@@ -15,6 +15,7 @@
 
 mod arms;
 mod context;
+mod driver;
 mod ensemble;
 mod epsilon_greedy;
 mod exp3;
@@ -32,6 +33,7 @@ mod ucb1;
 
 pub use arms::Arms;
 pub use context::{ContextConfig, ContextMap};
+pub use driver::{Driver, DriverConfig, Granularity, parse_config};
 pub use ensemble::{Aggregation, Ensemble, EnsembleConfig};
 pub use epsilon_greedy::{EpsilonGreedy, EpsilonGreedyConfig};
 pub use exp3::{Exp3, Exp3Config};
