@@ -43,7 +43,7 @@ pub use linucb::{LinUcb, LinUcbConfig};
 pub use normalizer::{NormalizerConfig, RewardNormalizer};
 pub use random::{Random, RandomConfig};
 pub use rng::Rng;
-pub use round_robin::RoundRobin;
+pub use round_robin::{RoundRobin, RoundRobinConfig};
 pub use ucb1::{Ucb1, Ucb1Config};
 
 use serde::Serialize;
@@ -195,6 +195,52 @@ pub trait Bandit: Serialize + DeserializeOwned {
     /// [`BanditError::State`] if the bytes are not a valid state of this type.
     fn load(bytes: &[u8]) -> Result<Self> {
         Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// A bandit that can be built from its settings alone, with no arms yet:
+/// how the selector plugins create it before the host's arm list arrives.
+pub trait FromConfig: Bandit {
+    /// The algorithm's settings, as read from the plugin's config.
+    type Config: DeserializeOwned + Default;
+
+    /// Creates the bandit with no arms.
+    ///
+    /// # Errors
+    ///
+    /// [`BanditError::InvalidParameter`] for an invalid setting.
+    fn from_config(config: Self::Config) -> Result<Self>;
+}
+
+/// Implements [`FromConfig`] for a bandit whose `new` takes its settings and
+/// the arm names.
+macro_rules! impl_from_config {
+    ($($bandit:ty => $config:ty),* $(,)?) => {
+        $(impl FromConfig for $bandit {
+            type Config = $config;
+
+            fn from_config(config: $config) -> Result<Self> {
+                <$bandit>::new(config, &[] as &[&str])
+            }
+        })*
+    };
+}
+
+impl_from_config! {
+    LinUcb => LinUcbConfig,
+    LinTs => LinTsConfig,
+    Exp3 => Exp3Config,
+    EpsilonGreedy => EpsilonGreedyConfig,
+    Ucb1 => Ucb1Config,
+    Random => RandomConfig,
+    Fixed => FixedConfig,
+}
+
+impl FromConfig for RoundRobin {
+    type Config = RoundRobinConfig;
+
+    fn from_config(_config: RoundRobinConfig) -> Result<Self> {
+        RoundRobin::new(&[] as &[&str])
     }
 }
 

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Arms, Bandit, Result, check_reward};
 
+/// Round-robin settings: there are none, and any key is rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRobinConfig {}
+
 /// The round-robin selector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundRobin {
