@@ -144,10 +144,13 @@ pub fn format_score(candidate: &str, reference: Option<&str>, category: Option<&
     0.5 * (answer + repetition)
 }
 
-/// The unit in which [`length_score`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The unit in which [`length_score`] counts; in a config, `"chars"` or
+/// `"words"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LengthUnit {
     /// Unicode scalar values.
+    #[default]
     Chars,
     /// Whitespace-separated words.
     Words,
