@@ -93,3 +93,100 @@ impl<B: FromConfig> Selector for BanditSelector<B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use laser_bandits::{Fixed, LinUcb, RoundRobin};
+
+    fn arms(names: &[&str]) -> Vec<ArmInfo> {
+        names
+            .iter()
+            .map(|name| ArmInfo {
+                name: (*name).to_owned(),
+                version: "0.1.0".to_owned(),
+                tags: Vec::new(),
+                enabled: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn linucb_round_trip_through_state() {
+        let mut selector = BanditSelector::<LinUcb>::new();
+        selector
+            .configure(r#"{"alpha": 0.5, "context": {"projection_dim": 4}}"#)
+            .unwrap();
+        let contexts: Vec<Vec<f32>> = (0..8)
+            .map(|i| vec![i as f32, 1.0, -2.0, 0.5, 3.0])
+            .collect();
+        let weights = selector
+            .choose(contexts.clone(), arms(&["a", "b"]))
+            .unwrap();
+        for (context, row) in contexts.iter().zip(&weights) {
+            let arm = row.iter().position(|w| *w == 1.0).unwrap() as u32;
+            selector.update(arm, context.clone(), -1.5).unwrap();
+        }
+
+        let mut restored = BanditSelector::<LinUcb>::new();
+        restored.configure("{}").unwrap();
+        restored.load_state(selector.save_state()).unwrap();
+        let original = selector
+            .choose(contexts.clone(), arms(&["a", "b", "c"]))
+            .unwrap();
+        let copy = restored.choose(contexts, arms(&["a", "b", "c"])).unwrap();
+        assert_eq!(original, copy);
+    }
+
+    #[test]
+    fn disabled_arm_never_chosen() {
+        let mut selector = BanditSelector::<RoundRobin>::new();
+        selector.configure("{}").unwrap();
+        let mut arm_list = arms(&["a", "b", "c"]);
+        arm_list[1].enabled = false;
+        let weights = selector.choose(vec![vec![1.0]; 6], arm_list).unwrap();
+        for row in &weights {
+            assert_eq!(row[1], 0.0, "disabled arm chosen: {row:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let mut selector = BanditSelector::<LinUcb>::new();
+        let message = selector.configure(r#"{"alpah": 1.0}"#).unwrap_err();
+        assert!(
+            message.contains("alpah"),
+            "message {message:?} does not name the key"
+        );
+    }
+
+    #[test]
+    fn fixed_needs_arm() {
+        let mut selector = BanditSelector::<Fixed>::new();
+        let message = selector.configure("{}").unwrap_err();
+        assert!(
+            message.contains("arm"),
+            "message {message:?} does not name `arm`"
+        );
+    }
+
+    #[test]
+    fn fixed_picks_named_arm() {
+        let mut selector = BanditSelector::<Fixed>::new();
+        selector.configure(r#"{"arm": "b"}"#).unwrap();
+        let weights = selector
+            .choose(vec![vec![1.0]; 2], arms(&["a", "b"]))
+            .unwrap();
+        assert_eq!(weights, vec![vec![0.0, 1.0]; 2]);
+    }
+
+    #[test]
+    fn garbage_state_rejected() {
+        let mut selector = BanditSelector::<LinUcb>::new();
+        let message = selector.load_state(b"not json".to_vec()).unwrap_err();
+        assert!(
+            message.contains("8 bytes"),
+            "message {message:?} does not give the size"
+        );
+    }
+}
