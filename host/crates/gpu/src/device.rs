@@ -39,10 +39,9 @@ impl Gpu {
 
     async fn open() -> Result<Self> {
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
-        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
-            backends,
-            ..Default::default()
-        });
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        descriptor.backends = backends;
+        let instance = wgpu::Instance::new(descriptor);
         let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
             Ok(wanted) => {
                 let wanted_lower = wanted.to_lowercase();
@@ -62,8 +61,7 @@ impl Gpu {
             Err(_) => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
                     power_preference: wgpu::PowerPreference::HighPerformance,
-                    force_fallback_adapter: false,
-                    compatible_surface: None,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|err| {
@@ -259,7 +257,9 @@ impl Gpu {
             Ok(Err(err)) => bail!("failed to map GPU results: {err}"),
             Err(_) => bail!("failed to map GPU results: callback dropped"),
         }
-        let data = slice.get_mapped_range();
+        let data = slice
+            .get_mapped_range()
+            .map_err(|err| anyhow::anyhow!("failed to read mapped GPU results: {err}"))?;
         let out = bytemuck::pod_collect_to_vec(&data);
         drop(data);
         staging.unmap();

@@ -1,0 +1,98 @@
+//! Runs each subcommand.
+
+mod bench;
+mod generate;
+mod logits;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use laser_gpu::Gpu;
+
+use crate::cli::{Cli, Command, ModelArgs, ModelsCommand, PluginsCommand};
+use crate::engine::Engine;
+use crate::fetch;
+
+/// Runs the command `cli` names.
+///
+/// # Errors
+///
+/// Returns the command's error, with context for each layer.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(&args, cli.verbose),
+        Command::Logits(args) => logits::run(&args, cli.verbose),
+        Command::Models(ModelsCommand::Fetch) => {
+            let path = fetch::default_model_path();
+            if path.exists() && fetch::sha256_file(&path)? == fetch::DEFAULT_SHA256 {
+                println!("{} (already cached, sha256 ok)", path.display());
+                return Ok(());
+            }
+            fetch::fetch_default_model(&path)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Path) => {
+            println!("{}", fetch::default_model_path().display());
+            Ok(())
+        }
+        Command::Plugins(PluginsCommand::List { dir }) => {
+            print!("{}", laser_plugins::list_plugins(&dir)?);
+            Ok(())
+        }
+        Command::Plugins(PluginsCommand::Check { file }) => {
+            print!("{}", laser_plugins::check_plugin(&file)?);
+            Ok(())
+        }
+        Command::Bench(crate::cli::BenchCommand::Engine(args)) => bench::engine(&args, cli.verbose),
+    }
+}
+
+/// Opens the GPU, printing what was chosen when `verbose`.
+pub(crate) fn open_gpu(verbose: bool) -> Result<Gpu> {
+    let gpu = Gpu::new()?;
+    if verbose {
+        eprintln!("adapter: {}", gpu.describe());
+        let limits = &gpu.limits;
+        eprintln!(
+            "limits: max_buffer_size {} MiB, max_storage_buffer_binding_size {} MiB, \
+             max_compute_workgroup_storage_size {} KiB, max_compute_invocations_per_workgroup {}",
+            limits.max_buffer_size >> 20,
+            limits.max_storage_buffer_binding_size >> 20,
+            limits.max_compute_workgroup_storage_size >> 10,
+            limits.max_compute_invocations_per_workgroup
+        );
+    }
+    Ok(gpu)
+}
+
+/// Resolves `--model`, fetching the default model when none is given.
+pub(crate) fn model_path(args: &ModelArgs) -> Result<PathBuf> {
+    match &args.model {
+        Some(path) => Ok(path.clone()),
+        None => fetch::ensure_default_model(),
+    }
+}
+
+/// Opens the GPU and loads the model `args` names.
+pub(crate) fn load_engine(args: &ModelArgs, verbose: bool) -> Result<Engine> {
+    let path = model_path(args)?;
+    let gpu = open_gpu(verbose)?;
+    let started = std::time::Instant::now();
+    let engine = Engine::load(gpu, &path)?;
+    tracing::debug!(
+        model = %path.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        gpu_mib = engine.gpu_bytes() >> 20,
+        "model loaded"
+    );
+    if verbose {
+        eprintln!(
+            "model: {} ({} MiB on the GPU, loaded in {:.1} s)",
+            path.display(),
+            engine.gpu_bytes() >> 20,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(engine).context("failed to load the model")
+}

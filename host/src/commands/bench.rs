@@ -1,0 +1,77 @@
+//! `laser-host bench engine`: matmul GFLOP/s, prefill and decode tokens/s,
+//! and GPU memory, on whatever adapter is selected.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use laser_model::DType;
+
+use crate::cli::BenchEngineArgs;
+use crate::engine::SamplingConfig;
+
+pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
+    let mut engine = super::load_engine(&args.model, verbose)?;
+    println!("adapter: {}", engine.gpu.describe());
+
+    // Matmul throughput: the square reference shape, then the model's own
+    // shapes at decode (M = 1) and prefill (M = 512) sizes.
+    if !args.skip_matmul {
+        let gflops = laser_gpu::matmul::benchmark(&engine.gpu, DType::F32, 1024, 1024, 1024, 5)?;
+        println!("matmul f32 1024x1024x1024: {gflops:.1} GFLOP/s");
+    }
+    let (c, f) = (engine.config.n_embd as u32, engine.config.n_ff as u32);
+    let v = engine.config.vocab_size as u32;
+    let kv = (engine.config.n_head_kv * engine.config.head_dim) as u32;
+    for (name, dtype, n, k) in [
+        ("attn_q", DType::Q4_1, c, c),
+        ("attn_k", DType::Q4_1, kv, c),
+        ("ffn_up", DType::Q4_1, f, c),
+        ("ffn_down", DType::Q4_1, c, f),
+        ("lm_head", DType::Q8_0, v, c),
+    ] {
+        for m in [1u32, 512] {
+            let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, 5)?;
+            println!("matmul {dtype} {name} M={m} N={n} K={k}: {gflops:.1} GFLOP/s");
+        }
+    }
+
+    // Prefill: one prompt of `prefill_tokens` tokens, one new token.
+    let prompt: Vec<u32> = (0..args.prefill_tokens).map(|i| 100 + i % 1000).collect();
+    let once = SamplingConfig {
+        max_new_tokens: 1,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    engine.generate(&[prompt[..8].to_vec()], &once)?;
+    let started = Instant::now();
+    engine.generate(&[prompt.clone()], &once)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "prefill {} tokens: {:.1} tokens/s",
+        args.prefill_tokens,
+        f64::from(args.prefill_tokens) / seconds
+    );
+
+    // Decode at batch 1 and at `batch`: time the decode steps alone by
+    // subtracting a one-token run from a run of `decode_tokens` tokens.
+    for batch in [1u32, args.batch] {
+        let prompts = vec![prompt[..16].to_vec(); batch as usize];
+        let time = |engine: &mut crate::engine::Engine, tokens: u32| -> Result<f64> {
+            let sampling = SamplingConfig {
+                temperature: 0.8,
+                max_new_tokens: tokens,
+                ignore_eos: true,
+                ..SamplingConfig::default()
+            };
+            let started = Instant::now();
+            engine.generate(&prompts, &sampling)?;
+            Ok(started.elapsed().as_secs_f64())
+        };
+        let base = time(&mut engine, 1)?;
+        let full = time(&mut engine, args.decode_tokens + 1)?;
+        let rate = f64::from(batch * args.decode_tokens) / (full - base).max(1e-9);
+        println!("decode batch {batch}: {rate:.1} tokens/s ({:.1} per sequence)", rate / f64::from(batch));
+    }
+    println!("GPU memory held by the engine: {} MiB", engine.gpu_bytes() >> 20);
+    Ok(())
+}

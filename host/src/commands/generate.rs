@@ -1,0 +1,58 @@
+//! `laser-host generate`: samples continuations of one prompt.
+
+use anyhow::{Result, ensure};
+
+use crate::cli::GenerateArgs;
+use crate::engine::SamplingConfig;
+
+pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
+    ensure!(args.num_samples >= 1, "-n must be at least 1, got {}", args.num_samples);
+    ensure!(
+        args.temperature.is_finite() && args.temperature >= 0.0,
+        "--temperature must be a finite number >= 0, got {}",
+        args.temperature
+    );
+    ensure!(
+        args.top_p > 0.0 && args.top_p <= 1.0,
+        "--top-p must be in (0, 1], got {}",
+        args.top_p
+    );
+    let mut engine = super::load_engine(&args.model, verbose)?;
+    let prompt = if args.chat {
+        engine.chat_prompt(&args.prompt)?
+    } else {
+        engine.tokenizer.encode(&args.prompt, false)?
+    };
+    ensure!(!prompt.is_empty(), "the prompt has no tokens");
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: false,
+    };
+    let prompts = vec![prompt; args.num_samples as usize];
+    let started = std::time::Instant::now();
+    let generations = engine.generate(&prompts, &sampling)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let new_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
+    for (i, generation) in generations.iter().enumerate() {
+        if args.json {
+            println!("{}", serde_json::to_string(generation)?);
+        } else {
+            if args.num_samples > 1 {
+                println!("--- sample {} ---", i + 1);
+            }
+            println!("{}", generation.text);
+        }
+    }
+    if verbose {
+        eprintln!(
+            "{new_tokens} tokens in {seconds:.2} s ({:.1} tokens/s)",
+            new_tokens as f64 / seconds
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,654 @@
+//! The inference engine: a llama-family model on the GPU, with batched
+//! generation, continuation scoring and final hidden states.
+//!
+//! The engine owns one KV cache with a slot per sequence. Prompts are
+//! prefilled in chunks of up to [`MAX_ROWS`] tokens drawn from all
+//! sequences at once; decoding then runs one row per unfinished sequence.
+//! Logits are only ever computed for up to [`HEAD_ROWS`] rows at a time, so
+//! no [tokens x vocabulary] tensor has to fit in one binding.
+
+pub mod forward;
+pub mod reference;
+pub mod weights;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use laser_gpu::Gpu;
+use laser_gpu::sampling::SampleParams;
+use laser_model::chat::ChatTemplate;
+use laser_model::checkpoint::Checkpoint;
+use laser_model::config::ModelConfig;
+use laser_model::tokenizer::Tokenizer;
+
+use forward::{Activations, Kernels, KvCache, Row};
+use weights::Weights;
+
+/// The most rows one forward call runs: one prefill chunk.
+pub const MAX_ROWS: u32 = 512;
+
+/// The most rows whose logits are computed at once: [HEAD_ROWS, V] f32 is
+/// 12 MiB for a 49,152-token vocabulary.
+pub const HEAD_ROWS: u32 = 64;
+
+/// How to sample new tokens. The defaults are greedy decoding of up to 256
+/// tokens, with no stop strings.
+#[derive(Clone, Debug)]
+pub struct SamplingConfig {
+    /// 0 samples greedily.
+    pub temperature: f32,
+    /// 0 turns top-k off.
+    pub top_k: u32,
+    /// 1 turns top-p (nucleus) sampling off.
+    pub top_p: f32,
+    pub seed: u64,
+    pub max_new_tokens: u32,
+    /// Generation stops when the text contains one of these; the text is
+    /// cut before it.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens (for benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            max_new_tokens: 256,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token was drawn (it is not in the output).
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+}
+
+/// One generated sequence.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Generation {
+    /// New token ids, without the prompt and without the EOS token.
+    pub tokens: Vec<u32>,
+    /// The decoded text of `tokens`, cut before a stop string.
+    pub text: String,
+    /// The log-probability of each token in `tokens` under the model
+    /// (temperature 1, before top-k or top-p).
+    pub logprobs: Vec<f32>,
+    pub finish: FinishReason,
+}
+
+/// How a prompt's final hidden states are pooled into one vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// The mean over the prompt's tokens.
+    #[default]
+    Mean,
+    /// The last token's state.
+    Last,
+}
+
+/// A model loaded on the GPU, ready to generate and score.
+pub struct Engine {
+    pub gpu: Gpu,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub chat_template: ChatTemplate,
+    kernels: Kernels,
+    weights: Weights,
+    act: Activations,
+    head: HeadBuffers,
+    cache: Option<KvCache>,
+}
+
+/// Buffers for the final norm, the LM head and what follows it.
+struct HeadBuffers {
+    /// u32 [R]: rows of `act.x` to gather.
+    indices: wgpu::Buffer,
+    /// f32 [R, C]
+    gathered: wgpu::Buffer,
+    /// f32 [R, C]
+    normed: wgpu::Buffer,
+    /// f32 [R, V]
+    logits: wgpu::Buffer,
+    /// u32 [R]: target tokens for `token_logprob`.
+    targets: wgpu::Buffer,
+    /// f32 [R]
+    logprobs: wgpu::Buffer,
+    /// SampleParams [R]
+    params: wgpu::Buffer,
+    /// u32 [R]
+    sampled: wgpu::Buffer,
+}
+
+impl Engine {
+    /// Loads the checkpoint at `path` (a `.gguf` file or a Hugging Face
+    /// folder) onto `gpu`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the checkpoint is invalid or unsupported, or its weights do
+    /// not fit on the device.
+    pub fn load(gpu: Gpu, path: &Path) -> Result<Self> {
+        let checkpoint = Checkpoint::open(path)?;
+        Self::from_checkpoint(gpu, &checkpoint)
+            .with_context(|| format!("failed to load model {}", path.display()))
+    }
+
+    /// Uploads an opened checkpoint onto `gpu`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::load`].
+    pub fn from_checkpoint(gpu: Gpu, checkpoint: &Checkpoint) -> Result<Self> {
+        let config = checkpoint.config().clone();
+        let tokenizer = checkpoint.tokenizer()?;
+        let chat_template = checkpoint.chat_template()?;
+        let kernels = Kernels::new(&gpu)?;
+        let weights = Weights::upload(&gpu, checkpoint)?;
+        let act = Activations::new(&gpu, &config, MAX_ROWS);
+        let r = u64::from(HEAD_ROWS);
+        let c = config.n_embd as u64;
+        let v = config.vocab_size as u64;
+        let head = HeadBuffers {
+            indices: gpu.buffer_zeroed("head.indices", r * 4),
+            gathered: gpu.buffer_zeroed("head.gathered", r * c * 4),
+            normed: gpu.buffer_zeroed("head.normed", r * c * 4),
+            logits: gpu.buffer_zeroed("head.logits", r * v * 4),
+            targets: gpu.buffer_zeroed("head.targets", r * 4),
+            logprobs: gpu.buffer_zeroed("head.logprobs", r * 4),
+            params: gpu.buffer_zeroed(
+                "head.sample_params",
+                r * std::mem::size_of::<SampleParams>() as u64,
+            ),
+            sampled: gpu.buffer_zeroed("head.sampled", r * 4),
+        };
+        Ok(Self {
+            gpu,
+            config,
+            tokenizer,
+            chat_template,
+            kernels,
+            weights,
+            act,
+            head,
+            cache: None,
+        })
+    }
+
+    /// The GPU bytes held by weights, activations and the KV cache.
+    pub fn gpu_bytes(&self) -> u64 {
+        let cache = self.cache.as_ref().map_or(0, KvCache::gpu_bytes);
+        let act = &self.act;
+        let head = &self.head;
+        let buffers = [
+            &act.tokens, &act.positions, &act.rows, &act.x, &act.xn, &act.q, &act.k, &act.v,
+            &act.attn, &act.gate, &act.up, &act.hidden, &head.indices, &head.gathered,
+            &head.normed, &head.logits, &head.targets, &head.logprobs, &head.params,
+            &head.sampled,
+        ];
+        self.weights.gpu_bytes() + cache + buffers.iter().map(|b| b.size()).sum::<u64>()
+    }
+
+    /// Makes sure the KV cache holds `slots` sequences of `max_len` tokens.
+    fn reserve(&mut self, slots: u32, max_len: u32) -> Result<()> {
+        ensure!(
+            max_len as usize <= self.config.context_length.max(1),
+            "sequence of {max_len} tokens exceeds the model's context length of {}",
+            self.config.context_length
+        );
+        let fits = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.slots >= slots && c.max_len >= max_len);
+        if !fits {
+            // Drop the old cache first so both never coexist in memory.
+            self.cache = None;
+            self.cache = Some(KvCache::new(&self.gpu, &self.config, slots, max_len)?);
+        }
+        Ok(())
+    }
+
+    /// Runs `rows` through every block, leaving the residual stream in the
+    /// activations.
+    fn run_blocks(&self, encoder: &mut wgpu::CommandEncoder, rows: &[Row]) -> Result<()> {
+        let cache = self.cache.as_ref().context("KV cache not reserved")?;
+        forward::encode_blocks(
+            &self.gpu,
+            &self.kernels,
+            &self.config,
+            &self.weights,
+            cache,
+            &self.act,
+            encoder,
+            rows,
+        )
+    }
+
+    /// Records gather, final norm and LM head for up to [`HEAD_ROWS`] rows of
+    /// the residual stream; the logits land in `head.logits` [R, V].
+    fn encode_head(&self, encoder: &mut wgpu::CommandEncoder, indices: &[u32]) {
+        let r = indices.len() as u32;
+        debug_assert!(r > 0 && r <= HEAD_ROWS);
+        let c = self.config.n_embd as u32;
+        let gpu = &self.gpu;
+        let head = &self.head;
+        gpu.queue.write_buffer(&head.indices, 0, bytemuck::cast_slice(indices));
+        self.kernels.gather_rows.encode(gpu, encoder, &self.act.x, &head.indices, &head.gathered, r, c);
+        let eps = self.config.rms_eps as f32;
+        self.kernels.rms_norm.encode(gpu, encoder, &head.gathered, &self.weights.output_norm, &head.normed, r, c, eps);
+        self.kernels.matmul.encode(gpu, encoder, &head.normed, self.weights.lm_head(), None, &head.logits, r, false);
+    }
+
+    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Generates a continuation of each prompt (token ids), all sequences at
+    /// once. Every prompt gets its own seeded random stream, so a prompt's
+    /// output does not depend on the others in the batch.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an empty prompt, a sequence longer than the context, or a GPU
+    /// failure.
+    pub fn generate(&mut self, prompts: &[Vec<u32>], sampling: &SamplingConfig) -> Result<Vec<Generation>> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if sampling.max_new_tokens == 0 {
+            let empty = Generation {
+                tokens: Vec::new(),
+                text: String::new(),
+                logprobs: Vec::new(),
+                finish: FinishReason::Length,
+            };
+            return Ok(vec![empty; prompts.len()]);
+        }
+        for (i, prompt) in prompts.iter().enumerate() {
+            ensure!(!prompt.is_empty(), "prompt {i} is empty");
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as u32;
+        let slots = prompts.len() as u32;
+        self.reserve(slots, longest + sampling.max_new_tokens.max(1))?;
+
+        let mut state: Vec<SequenceState> = prompts
+            .iter()
+            .enumerate()
+            .map(|(slot, prompt)| SequenceState::new(slot as u32, prompt.len() as u32, sampling))
+            .collect();
+
+        // Prefill: every prompt token of every sequence, in chunks. The last
+        // prompt row of each sequence yields its first sampled token.
+        let all_rows: Vec<Row> = prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, prompt)| {
+                prompt.iter().enumerate().map(move |(pos, &token)| Row {
+                    token,
+                    slot: slot as u32,
+                    position: pos as u32,
+                })
+            })
+            .collect();
+        for chunk in all_rows.chunks(MAX_ROWS as usize) {
+            let mut encoder = self.encoder("prefill");
+            self.run_blocks(&mut encoder, chunk)?;
+            self.gpu.submit(encoder);
+            let last_rows: Vec<(u32, u32)> = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| row.position + 1 == prompts[row.slot as usize].len() as u32)
+                .map(|(i, row)| (i as u32, row.slot))
+                .collect();
+            self.sample_rows(&last_rows, &mut state, sampling)?;
+        }
+
+        // Decode: one row per unfinished sequence until all have stopped.
+        loop {
+            let rows: Vec<Row> = state
+                .iter()
+                .filter(|s| s.finish.is_none())
+                .map(|s| Row {
+                    token: *s.tokens.last().expect("a prefilled sequence has a token"),
+                    slot: s.slot,
+                    position: s.prompt_len + s.tokens.len() as u32 - 1,
+                })
+                .collect();
+            if rows.is_empty() {
+                break;
+            }
+            let mut encoder = self.encoder("decode");
+            self.run_blocks(&mut encoder, &rows)?;
+            self.gpu.submit(encoder);
+            let picks: Vec<(u32, u32)> = rows.iter().enumerate().map(|(i, r)| (i as u32, r.slot)).collect();
+            self.sample_rows(&picks, &mut state, sampling)?;
+        }
+
+        state.into_iter().map(|s| s.into_generation(&self.tokenizer)).collect()
+    }
+
+    /// Samples one token for each (row of the residual stream, slot) pair and
+    /// appends it to that slot's sequence, checking stop conditions.
+    fn sample_rows(
+        &mut self,
+        picks: &[(u32, u32)],
+        state: &mut [SequenceState],
+        sampling: &SamplingConfig,
+    ) -> Result<()> {
+        for group in picks.chunks(HEAD_ROWS as usize) {
+            let indices: Vec<u32> = group.iter().map(|&(row, _)| row).collect();
+            let params: Vec<SampleParams> = group
+                .iter()
+                .map(|&(_, slot)| {
+                    let seq = &state[slot as usize];
+                    let seed = sequence_seed(sampling.seed, slot);
+                    SampleParams::new(
+                        sampling.temperature,
+                        sampling.top_k,
+                        sampling.top_p,
+                        seed,
+                        seq.tokens.len() as u32,
+                    )
+                })
+                .collect();
+            let r = group.len() as u32;
+            let v = self.config.vocab_size as u32;
+            let mut encoder = self.encoder("sample");
+            self.encode_head(&mut encoder, &indices);
+            self.gpu.queue.write_buffer(&self.head.params, 0, bytemuck::cast_slice(&params));
+            self.kernels.sampler.encode(
+                &self.gpu,
+                &mut encoder,
+                &self.head.logits,
+                &self.head.params,
+                &self.head.sampled,
+                &self.head.logprobs,
+                r,
+                v,
+            );
+            self.gpu.submit(encoder);
+            let tokens: Vec<u32> = self.gpu.read(&self.head.sampled, u64::from(r) * 4)?;
+            let logprobs: Vec<f32> = self.gpu.read(&self.head.logprobs, u64::from(r) * 4)?;
+            for ((&(_, slot), token), logprob) in group.iter().zip(tokens).zip(logprobs) {
+                let seq = &mut state[slot as usize];
+                seq.push(token, logprob, &self.config, &self.tokenizer, sampling)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns, for each (prompt, continuation) pair of token ids, the
+    /// log-probability of every continuation token given what precedes it.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an empty prompt, a sequence longer than the context, or a GPU
+    /// failure.
+    pub fn continuation_logprobs(&mut self, requests: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Vec<f32>> = requests.iter().map(|(_, c)| Vec::with_capacity(c.len())).collect();
+        let sequences: Vec<Vec<u32>> = requests.iter().map(|(p, c)| [p.as_slice(), c].concat()).collect();
+        for (i, (prompt, _)) in requests.iter().enumerate() {
+            ensure!(!prompt.is_empty(), "request {i} has an empty prompt");
+        }
+        let v = self.config.vocab_size as u32;
+        self.for_each_chunk(&sequences, |engine, seq_index, chunk_rows, rows| {
+            // Rows whose next token is a continuation token.
+            let mut wanted: Vec<(u32, usize, u32)> = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                let seq = seq_index[i];
+                let prompt_len = requests[seq].0.len() as u32;
+                let next = row.position + 1;
+                if next >= prompt_len && (next as usize) < sequences[seq].len() {
+                    wanted.push((chunk_rows[i], seq, sequences[seq][next as usize]));
+                }
+            }
+            for group in wanted.chunks(HEAD_ROWS as usize) {
+                let indices: Vec<u32> = group.iter().map(|w| w.0).collect();
+                let targets: Vec<u32> = group.iter().map(|w| w.2).collect();
+                let r = group.len() as u32;
+                let mut encoder = engine.encoder("score");
+                engine.encode_head(&mut encoder, &indices);
+                engine.gpu.queue.write_buffer(&engine.head.targets, 0, bytemuck::cast_slice(&targets));
+                engine.kernels.token_logprob.encode(
+                    &engine.gpu,
+                    &mut encoder,
+                    &engine.head.logits,
+                    &engine.head.targets,
+                    &engine.head.logprobs,
+                    r,
+                    v,
+                );
+                engine.gpu.submit(encoder);
+                let logprobs: Vec<f32> = engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
+                for (w, logprob) in group.iter().zip(logprobs) {
+                    out[w.1].push(logprob);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Returns each sequence's final hidden states (after the final norm),
+    /// pooled into one vector of the model's width.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an empty sequence or a GPU failure.
+    pub fn hidden_states(&mut self, sequences: &[Vec<u32>], pooling: Pooling) -> Result<Vec<Vec<f32>>> {
+        let c = self.config.n_embd;
+        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
+        for (i, seq) in sequences.iter().enumerate() {
+            ensure!(!seq.is_empty(), "sequence {i} is empty");
+        }
+        let eps = self.config.rms_eps as f32;
+        self.for_each_chunk(sequences, |engine, seq_index, _, rows| {
+            let m = rows.len() as u32;
+            let mut encoder = engine.encoder("hidden");
+            engine.kernels.rms_norm.encode(
+                &engine.gpu,
+                &mut encoder,
+                &engine.act.x,
+                &engine.weights.output_norm,
+                &engine.act.xn,
+                m,
+                c as u32,
+                eps,
+            );
+            engine.gpu.submit(encoder);
+            let states: Vec<f32> = engine.gpu.read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
+            for (i, row) in rows.iter().enumerate() {
+                let seq = seq_index[i];
+                let state = &states[i * c..(i + 1) * c];
+                let take = match pooling {
+                    Pooling::Mean => true,
+                    Pooling::Last => row.position as usize + 1 == sequences[seq].len(),
+                };
+                if take {
+                    for (sum, x) in sums[seq].iter_mut().zip(state) {
+                        *sum += x;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if pooling == Pooling::Mean {
+            for (sum, seq) in sums.iter_mut().zip(sequences) {
+                let n = seq.len() as f32;
+                sum.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        Ok(sums)
+    }
+
+    /// Returns the full logits [T, V] predicting the token after each
+    /// position of `tokens`.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an empty sequence or a GPU failure.
+    pub fn logits(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        ensure!(!tokens.is_empty(), "token sequence is empty");
+        let v = self.config.vocab_size;
+        let mut out = Vec::with_capacity(tokens.len());
+        self.for_each_chunk(&[tokens.to_vec()], |engine, _, chunk_rows, _| {
+            for group in chunk_rows.chunks(HEAD_ROWS as usize) {
+                let mut encoder = engine.encoder("logits");
+                engine.encode_head(&mut encoder, group);
+                engine.gpu.submit(encoder);
+                let logits: Vec<f32> = engine.gpu.read(&engine.head.logits, (group.len() * v * 4) as u64)?;
+                out.extend(logits.chunks(v).map(<[f32]>::to_vec));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `sequences` through the blocks in chunks of up to [`MAX_ROWS`]
+    /// rows, at most as many sequences at once as fit the cache, calling
+    /// `visit(engine, sequence index per row, row index in the chunk per row,
+    /// rows)` after each chunk while its residual stream is in place.
+    fn for_each_chunk(
+        &mut self,
+        sequences: &[Vec<u32>],
+        mut visit: impl FnMut(&mut Self, &[usize], &[u32], &[Row]) -> Result<()>,
+    ) -> Result<()> {
+        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0) as u32;
+        if longest == 0 {
+            return Ok(());
+        }
+        // Score at most this many sequences at once, so long batches do not
+        // need one huge cache.
+        let slots = (sequences.len() as u32).clamp(1, 64);
+        self.reserve(slots, longest)?;
+        for (group_index, group) in sequences.chunks(slots as usize).enumerate() {
+            let base = group_index * slots as usize;
+            let mut rows = Vec::new();
+            let mut seq_index = Vec::new();
+            for (slot, seq) in group.iter().enumerate() {
+                for (pos, &token) in seq.iter().enumerate() {
+                    rows.push(Row {
+                        token,
+                        slot: slot as u32,
+                        position: pos as u32,
+                    });
+                    seq_index.push(base + slot);
+                }
+            }
+            for (chunk, seqs) in rows.chunks(MAX_ROWS as usize).zip(seq_index.chunks(MAX_ROWS as usize)) {
+                let mut encoder = self.encoder("prefill");
+                self.run_blocks(&mut encoder, chunk)?;
+                self.gpu.submit(encoder);
+                let chunk_rows: Vec<u32> = (0..chunk.len() as u32).collect();
+                visit(self, seqs, &chunk_rows, chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokenizes a user message with the model's chat template, ready for
+    /// generation.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the template does not render or the text does not
+    /// tokenize.
+    pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        let text = self.chat_template.render_user(user)?;
+        self.tokenizer.encode(&text, true)
+    }
+}
+
+/// A sequence being generated.
+struct SequenceState {
+    slot: u32,
+    prompt_len: u32,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish: Option<FinishReason>,
+    max_new_tokens: u32,
+    text: Option<String>,
+}
+
+impl SequenceState {
+    fn new(slot: u32, prompt_len: u32, sampling: &SamplingConfig) -> Self {
+        Self {
+            slot,
+            prompt_len,
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: None,
+            max_new_tokens: sampling.max_new_tokens,
+            text: None,
+        }
+    }
+
+    /// Appends a sampled token and decides whether the sequence has stopped.
+    fn push(
+        &mut self,
+        token: u32,
+        logprob: f32,
+        config: &ModelConfig,
+        tokenizer: &Tokenizer,
+        sampling: &SamplingConfig,
+    ) -> Result<()> {
+        if self.finish.is_some() {
+            bail!("sampled a token for finished sequence in slot {}", self.slot);
+        }
+        let eos = config.eos_token_ids.contains(&token) || tokenizer.eos_ids().contains(&token);
+        if eos && !sampling.ignore_eos {
+            self.finish = Some(FinishReason::Eos);
+            return Ok(());
+        }
+        self.tokens.push(token);
+        self.logprobs.push(logprob);
+        if !sampling.stop.is_empty() {
+            let text = tokenizer.decode(&self.tokens, true)?;
+            if let Some(cut) = sampling.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                self.text = Some(text[..cut].to_string());
+                self.finish = Some(FinishReason::Stop);
+                return Ok(());
+            }
+        }
+        if self.tokens.len() as u32 >= self.max_new_tokens {
+            self.finish = Some(FinishReason::Length);
+        }
+        Ok(())
+    }
+
+    fn into_generation(self, tokenizer: &Tokenizer) -> Result<Generation> {
+        let text = match self.text {
+            Some(text) => text,
+            None => tokenizer.decode(&self.tokens, true)?,
+        };
+        Ok(Generation {
+            tokens: self.tokens,
+            text,
+            logprobs: self.logprobs,
+            finish: self.finish.unwrap_or(FinishReason::Length),
+        })
+    }
+}
+
+/// Derives slot `slot`'s random stream from the run's seed (SplitMix64).
+fn sequence_seed(seed: u64, slot: u32) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(u64::from(slot) + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,160 @@
+//! The GPU engine against the CPU reference forward pass, on tiny random
+//! models built by the tests.
+
+#[path = "support/tiny_model.rs"]
+mod tiny_model;
+
+use laser_gpu::Gpu;
+use laser_host::engine::reference::ReferenceModel;
+use laser_host::engine::{Engine, Pooling, SamplingConfig};
+use laser_model::DType;
+use laser_model::checkpoint::Checkpoint;
+use tiny_model::{TinySpec, write_tiny_model};
+
+/// Loads `spec` into the GPU engine and the CPU reference.
+fn load(spec: &TinySpec) -> (Engine, ReferenceModel, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, spec);
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    let reference = ReferenceModel::from_checkpoint(&checkpoint).unwrap();
+    let engine = Engine::from_checkpoint(Gpu::new().unwrap(), &checkpoint).unwrap();
+    (engine, reference, dir)
+}
+
+/// The largest |a - b| / max(|b|, 1) over two logit tables.
+fn max_relative_error(gpu: &[Vec<f32>], cpu: &[Vec<f32>]) -> f32 {
+    assert_eq!(gpu.len(), cpu.len());
+    gpu.iter()
+        .flatten()
+        .zip(cpu.iter().flatten())
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+const TOKENS: [u32; 13] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10];
+
+#[test]
+fn llama_f32_logits_match_reference() {
+    let (mut engine, reference, _dir) = load(&TinySpec::default());
+    let gpu = engine.logits(&TOKENS).unwrap();
+    let cpu = reference.logits(&TOKENS);
+    let error = max_relative_error(&gpu, &cpu);
+    assert!(error < 1e-4, "max relative error {error}");
+}
+
+#[test]
+fn qwen2_with_biases_matches_reference() {
+    let spec = TinySpec {
+        arch: "qwen2",
+        n_head: 4,
+        n_head_kv: 1,
+        ..TinySpec::default()
+    };
+    let (mut engine, reference, _dir) = load(&spec);
+    let gpu = engine.logits(&TOKENS).unwrap();
+    let cpu = reference.logits(&TOKENS);
+    let error = max_relative_error(&gpu, &cpu);
+    assert!(error < 1e-4, "max relative error {error}");
+}
+
+#[test]
+fn quantized_models_match_reference() {
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::F16] {
+        let spec = TinySpec {
+            dtype,
+            tied: true,
+            ..TinySpec::default()
+        };
+        let (mut engine, reference, _dir) = load(&spec);
+        let gpu = engine.logits(&TOKENS).unwrap();
+        let cpu = reference.logits(&TOKENS);
+        let error = max_relative_error(&gpu, &cpu);
+        assert!(error < 1e-4, "{dtype}: max relative error {error}");
+    }
+}
+
+#[test]
+fn long_sequence_spans_prefill_chunks() {
+    let (mut engine, reference, _dir) = load(&TinySpec::default());
+    let tokens: Vec<u32> = (0..200u32).map(|i| (i * 37 + 11) % 256).collect();
+    let gpu = engine.logits(&tokens).unwrap();
+    let cpu = reference.logits(&tokens);
+    let error = max_relative_error(&gpu, &cpu);
+    assert!(error < 1e-4, "max relative error {error}");
+}
+
+#[test]
+fn greedy_generation_follows_reference_argmax() {
+    let (mut engine, reference, _dir) = load(&TinySpec::default());
+    let sampling = SamplingConfig {
+        max_new_tokens: 8,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let generated = engine.generate(&[TOKENS.to_vec()], &sampling).unwrap();
+    let mut sequence = TOKENS.to_vec();
+    for &token in &generated[0].tokens {
+        let logits = reference.logits(&sequence);
+        let last = logits.last().unwrap();
+        let argmax = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+        assert_eq!(token as usize, argmax);
+        sequence.push(token);
+    }
+    assert_eq!(generated[0].tokens.len(), 8);
+}
+
+#[test]
+fn batched_generation_equals_single() {
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let sampling = SamplingConfig {
+        temperature: 0.8,
+        seed: 3,
+        max_new_tokens: 6,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let short = TOKENS[..4].to_vec();
+    let long = TOKENS.to_vec();
+    let batch = engine.generate(&[short.clone(), long.clone()], &sampling).unwrap();
+    let alone = engine.generate(&[short], &sampling).unwrap();
+    assert_eq!(batch[0].tokens, alone[0].tokens);
+    let again = engine.generate(&[TOKENS[..4].to_vec(), long], &sampling).unwrap();
+    assert_eq!(batch[1].tokens, again[1].tokens);
+}
+
+#[test]
+fn continuation_logprobs_match_log_softmax() {
+    let (mut engine, reference, _dir) = load(&TinySpec::default());
+    let (prompt, continuation) = (TOKENS[..5].to_vec(), TOKENS[5..].to_vec());
+    let scored = engine
+        .continuation_logprobs(&[(prompt.clone(), continuation.clone())])
+        .unwrap();
+    assert_eq!(scored[0].len(), continuation.len());
+    let logits = reference.logits(&TOKENS);
+    for (j, &token) in continuation.iter().enumerate() {
+        let row = &logits[prompt.len() - 1 + j];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
+        let expected = row[token as usize] - log_sum;
+        assert!((scored[0][j] - expected).abs() < 1e-3, "position {j}: {} vs {expected}", scored[0][j]);
+    }
+}
+
+#[test]
+fn hidden_states_pool_reference_states() {
+    let (mut engine, reference, _dir) = load(&TinySpec::default());
+    let states = reference.final_hidden(&TOKENS);
+    let c = states.len() / TOKENS.len();
+    let mean: Vec<f32> = (0..c)
+        .map(|i| states.chunks(c).map(|row| row[i]).sum::<f32>() / TOKENS.len() as f32)
+        .collect();
+    let pooled = engine.hidden_states(&[TOKENS.to_vec()], Pooling::Mean).unwrap();
+    for (a, b) in pooled[0].iter().zip(&mean) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+    let last = engine.hidden_states(&[TOKENS.to_vec()], Pooling::Last).unwrap();
+    for (a, b) in last[0].iter().zip(&states[states.len() - c..]) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+}
