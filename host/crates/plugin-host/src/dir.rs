@@ -1,0 +1,122 @@
+//! A plugin folder: loads every `NAME.toml` + `NAME.wasm` pair, and on
+//! rescan only the files that are new or changed since the last scan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::LoadError;
+use crate::host::{LoadedPlugin, PluginHost};
+
+/// Extension of precompiled components, which a plugin folder must not
+/// contain.
+const PRECOMPILED_EXTENSION: &str = "cwasm";
+
+/// A plugin folder, remembering which files it has seen.
+#[derive(Debug)]
+pub struct PluginDir {
+    dir: PathBuf,
+    /// Size and modification time of each file at its last scan, so that a
+    /// file is loaded again only when it changes.
+    seen: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+}
+
+/// The outcome of a scan: the plugins loaded and the files that failed.
+/// A failed file does not stop the others from loading.
+pub struct ScanReport {
+    /// Loaded plugins, in file-name order.
+    pub loaded: Vec<LoadedPlugin>,
+    /// One error per file that failed to load.
+    pub errors: Vec<LoadError>,
+}
+
+impl PluginDir {
+    /// Opens `dir` without reading it yet.
+    pub fn new(dir: impl Into<PathBuf>) -> PluginDir {
+        PluginDir {
+            dir: dir.into(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Returns the folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every plugin in the folder, forgetting earlier scans.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the folder cannot be listed. Plugins that
+    /// fail to load are reported in [`ScanReport::errors`].
+    pub fn scan(&mut self, host: &PluginHost) -> std::io::Result<ScanReport> {
+        self.seen.clear();
+        self.rescan(host)
+    }
+
+    /// Loads the plugins whose component or manifest appeared or changed
+    /// since the last scan, for plugins dropped into the folder during a
+    /// run. A file that failed is retried only once it changes.
+    ///
+    /// # Errors
+    ///
+    /// As [`PluginDir::scan`].
+    pub fn rescan(&mut self, host: &PluginHost) -> std::io::Result<ScanReport> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let metadata = entry.metadata()?;
+            if metadata.is_file() {
+                files.insert(path, (metadata.len(), metadata.modified().ok()));
+            }
+        }
+
+        let mut report = ScanReport {
+            loaded: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut stems = BTreeMap::<PathBuf, bool>::new();
+        for (path, stamp) in &files {
+            let changed = self.seen.get(path) != Some(stamp);
+            let extension = path.extension().and_then(|e| e.to_str());
+            match extension {
+                Some("wasm" | "toml") => {
+                    let stem = path.with_extension("");
+                    *stems.entry(stem).or_default() |= changed;
+                }
+                Some(PRECOMPILED_EXTENSION) if changed => {
+                    report.errors.push(LoadError::Precompiled {
+                        path: path.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+
+        for (stem, changed) in stems {
+            if !changed {
+                continue;
+            }
+            let wasm = stem.with_extension("wasm");
+            let toml = stem.with_extension("toml");
+            if !files.contains_key(&wasm) {
+                report.errors.push(LoadError::MissingComponent {
+                    path: toml,
+                    component: wasm,
+                });
+                continue;
+            }
+            match host.load(&wasm) {
+                Ok(plugin) => report.loaded.push(plugin),
+                Err(error) => {
+                    tracing::warn!(path = %wasm.display(), %error, "plugin not loaded");
+                    report.errors.push(error);
+                }
+            }
+        }
+        self.seen = files;
+        Ok(report)
+    }
+}

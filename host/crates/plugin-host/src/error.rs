@@ -1,0 +1,269 @@
+//! Errors of loading plugins and of calls into them. Every message names
+//! the plugin (`name@version`) or the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::ManifestError;
+
+/// A failed call into a loaded plugin.
+#[derive(Debug)]
+pub struct PluginError {
+    /// The plugin, as `name@version`.
+    pub plugin: String,
+    /// What went wrong.
+    pub kind: PluginErrorKind,
+    /// What the plugin wrote to stdout and stderr during the call, such as
+    /// a panic message; empty when it wrote nothing.
+    pub output: String,
+}
+
+/// The ways a plugin call fails. Errors that the plugin returned are kept
+/// apart from traps, which abort the plugin's code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginErrorKind {
+    /// The plugin returned an error value.
+    Guest(String),
+    /// The plugin trapped: a panic, an unreachable instruction, an
+    /// out-of-bounds access. The message is wasmtime's, with the wasm
+    /// backtrace where there is one.
+    Trap(String),
+    /// The plugin computed past its `call_deadline_ms`.
+    Timeout {
+        /// The deadline, in milliseconds.
+        deadline_ms: u64,
+    },
+    /// A memory growth past `memory_mib` was rejected and the plugin
+    /// trapped.
+    MemoryLimit {
+        /// The cap, in MiB.
+        limit_mib: u64,
+        /// Memory size the plugin requested, in bytes.
+        requested: usize,
+    },
+    /// The call's arguments exceed `max_input_bytes`.
+    InputTooLarge {
+        /// Size of the arguments, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The call's result exceeds `max_output_bytes`.
+    OutputTooLarge {
+        /// Size of the result, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The result has the wrong shape or a non-finite value.
+    InvalidOutput(String),
+    /// The caller passed an invalid argument, such as an unknown arm; the
+    /// plugin was not called.
+    InvalidInput(String),
+    /// An earlier call failed, so the host no longer calls the plugin.
+    Disabled(String),
+}
+
+impl PluginError {
+    /// Returns true when the plugin trapped, ran out of time or memory, as
+    /// opposed to returning an error or invalid output.
+    pub fn is_trap(&self) -> bool {
+        matches!(
+            self.kind,
+            PluginErrorKind::Trap(_)
+                | PluginErrorKind::Timeout { .. }
+                | PluginErrorKind::MemoryLimit { .. }
+        )
+    }
+}
+
+impl fmt::Display for PluginErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginErrorKind::Guest(message) => {
+                write!(f, "returned an error: {message}")
+            }
+            PluginErrorKind::Trap(reason) => write!(f, "trapped: {reason}"),
+            PluginErrorKind::Timeout { deadline_ms } => write!(
+                f,
+                "timed out: the call computed past its deadline of \
+                 {deadline_ms} ms (`limits.call_deadline_ms`)"
+            ),
+            PluginErrorKind::MemoryLimit {
+                limit_mib,
+                requested,
+            } => write!(
+                f,
+                "memory limit exceeded: growing memory to {requested} bytes \
+                 was rejected by the cap of {limit_mib} MiB \
+                 (`limits.memory_mib`)"
+            ),
+            PluginErrorKind::InputTooLarge { size, limit } => write!(
+                f,
+                "input of {size} bytes exceeds the limit of {limit} bytes \
+                 (`limits.max_input_bytes`)"
+            ),
+            PluginErrorKind::OutputTooLarge { size, limit } => write!(
+                f,
+                "output of {size} bytes exceeds the limit of {limit} bytes \
+                 (`limits.max_output_bytes`)"
+            ),
+            PluginErrorKind::InvalidOutput(reason) => {
+                write!(f, "invalid output: {reason}")
+            }
+            PluginErrorKind::InvalidInput(reason) => {
+                write!(f, "invalid input: {reason}")
+            }
+            PluginErrorKind::Disabled(reason) => write!(
+                f,
+                "disabled for this run after an earlier failure: {reason}"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {}: {}", self.plugin, self.kind)?;
+        if !self.output.is_empty() {
+            write!(f, "\nplugin output:")?;
+            for line in self.output.trim_end().lines() {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// A plugin that could not be loaded. Each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The manifest is missing, unreadable or invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A component has no manifest beside it.
+    #[error(
+        "{}: missing manifest {}: every NAME.wasm needs a NAME.toml beside it",
+        path.display(),
+        manifest.display()
+    )]
+    MissingManifest {
+        /// The component.
+        path: PathBuf,
+        /// The manifest path expected.
+        manifest: PathBuf,
+    },
+    /// A manifest has no component beside it.
+    #[error(
+        "{}: missing component {}: every NAME.toml needs a NAME.wasm beside it",
+        path.display(),
+        component.display()
+    )]
+    MissingComponent {
+        /// The manifest.
+        path: PathBuf,
+        /// The component path expected.
+        component: PathBuf,
+    },
+    /// A precompiled file was found in a plugin folder. The host only
+    /// deserializes machine code from its own cache.
+    #[error(
+        "{}: precompiled components are never loaded from a plugin \
+         folder: ship the .wasm component instead",
+        path.display()
+    )]
+    Precompiled {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a WebAssembly component.
+    #[error("{}: not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// The file.
+        path: PathBuf,
+        /// What the file is instead.
+        reason: String,
+    },
+    /// The component imports a `laser:plugin` version the host does not
+    /// serve.
+    #[error(
+        "{}: built against {found}, but this host serves {expected}: \
+         rebuild the plugin against {expected}",
+        path.display()
+    )]
+    ApiVersion {
+        /// The component.
+        path: PathBuf,
+        /// The version the host serves.
+        expected: String,
+        /// The version the component imports.
+        found: String,
+    },
+    /// The component does not match its manifest's `kind`, or imports
+    /// something the sandbox does not provide.
+    #[error("{}: {reason}", path.display())]
+    Mismatch {
+        /// The component.
+        path: PathBuf,
+        /// The mismatch.
+        reason: String,
+    },
+    /// Compilation or instantiation failed.
+    #[error("{}: failed to {action}: {reason}", path.display())]
+    Wasm {
+        /// The component.
+        path: PathBuf,
+        /// `compile` or `instantiate`.
+        action: &'static str,
+        /// wasmtime's message.
+        reason: String,
+    },
+    /// `info` or `configure` failed.
+    #[error("{}: {source}", path.display())]
+    Call {
+        /// The component.
+        path: PathBuf,
+        /// The failed call.
+        source: PluginError,
+    },
+}
+
+impl LoadError {
+    /// Returns the file that failed to load.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadError::Manifest(error) => &error.path,
+            LoadError::Io { path, .. }
+            | LoadError::MissingManifest { path, .. }
+            | LoadError::MissingComponent { path, .. }
+            | LoadError::Precompiled { path }
+            | LoadError::NotAComponent { path, .. }
+            | LoadError::ApiVersion { path, .. }
+            | LoadError::Mismatch { path, .. }
+            | LoadError::Wasm { path, .. }
+            | LoadError::Call { path, .. } => path,
+        }
+    }
+}
+
+/// Returned by the epoch deadline callback when a call runs out of time.
+#[derive(Debug)]
+pub(crate) struct DeadlineExceeded;
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("call deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}

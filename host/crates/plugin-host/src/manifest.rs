@@ -1,0 +1,288 @@
+//! The plugin manifest: `NAME.toml` beside `NAME.wasm`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::API_VERSION;
+
+/// What a plugin is, which decides the WIT world it must export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    /// Exports the `reward-model` world: scores candidates.
+    RewardModel,
+    /// Exports the `selector` world: weighs reward models per prompt.
+    Selector,
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginKind::RewardModel => f.write_str("reward-model"),
+            PluginKind::Selector => f.write_str("selector"),
+        }
+    }
+}
+
+/// Resource limits of one plugin, from the manifest's `[limits]` table.
+///
+/// Every field is optional in the manifest; the defaults are those of
+/// [`Limits::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Maximum linear memory of the plugin, in MiB. Default 512.
+    pub memory_mib: u64,
+    /// Maximum time one call may compute, in milliseconds. Time spent in
+    /// the host's `models` functions does not count. Default 30000.
+    pub call_deadline_ms: u64,
+    /// Maximum size of the arguments of one call, in bytes, counted as
+    /// the sum of string bytes and 4 or 8 bytes per number. Default
+    /// 64 MiB.
+    pub max_input_bytes: u64,
+    /// Maximum size of the result of one call, in bytes, counted the same
+    /// way. Default 64 MiB.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 512,
+            call_deadline_ms: 30_000,
+            max_input_bytes: 64 << 20,
+            max_output_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A parsed and validated plugin manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin name. It must equal the file stem of the manifest.
+    pub name: String,
+    /// Version of the plugin itself.
+    pub version: String,
+    /// Whether the plugin is a reward model or a selector.
+    pub kind: PluginKind,
+    /// The WIT package version the plugin is built against, such as
+    /// `laser:plugin@0.1.0`.
+    pub api: String,
+    /// One-line description for listings.
+    #[serde(default)]
+    pub description: String,
+    /// Host models the plugin may call. Default `["policy"]`.
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    /// Resource limits; omitted fields take their defaults.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Free settings passed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+fn default_models() -> Vec<String> {
+    vec!["policy".to_string()]
+}
+
+/// A manifest that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid manifest {}: {message}", path.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming the file when it cannot be read, is not
+    /// valid TOML, has an unknown or missing field, names a different
+    /// plugin than its file stem, or has zero limits.
+    pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_path_buf(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses and validates manifest text; `path` names it in errors and
+    /// its file stem must equal the `name` field.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manifest::from_file`], less the read.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let error = |message: String| ManifestError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| error(toml_message(&e, text)))?;
+
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if manifest.name != stem {
+            return Err(error(format!(
+                "`name` is {:?} but the file is {stem}.toml: name the \
+                 manifest and the component after the plugin",
+                manifest.name
+            )));
+        }
+        if manifest.name.is_empty() {
+            return Err(error("`name` is empty".to_string()));
+        }
+        let limits = &manifest.limits;
+        for (field, value) in [
+            ("limits.memory_mib", limits.memory_mib),
+            ("limits.call_deadline_ms", limits.call_deadline_ms),
+            ("limits.max_input_bytes", limits.max_input_bytes),
+            ("limits.max_output_bytes", limits.max_output_bytes),
+        ] {
+            if value == 0 {
+                return Err(error(format!("`{field}` must be greater than 0")));
+            }
+        }
+        if limits.memory_mib > 4096 {
+            return Err(error(format!(
+                "`limits.memory_mib` is {} but a wasm32 memory holds at \
+                 most 4096 MiB",
+                limits.memory_mib
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Checks that the host serves the manifest's `api` version.
+    ///
+    /// # Errors
+    ///
+    /// Returns the expected and the found version when they differ.
+    pub fn check_api(&self, path: &Path) -> Result<(), ManifestError> {
+        if self.api == API_VERSION {
+            Ok(())
+        } else {
+            Err(ManifestError {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`api` is {:?} but this host serves {API_VERSION:?}",
+                    self.api
+                ),
+            })
+        }
+    }
+
+    /// Returns the `[config]` table as a JSON object, as `configure` takes
+    /// it.
+    pub fn config_json(&self) -> String {
+        // A TOML table always converts to JSON: TOML dates become strings.
+        serde_json::to_string(&self.config)
+            .expect("a TOML table serializes as JSON")
+    }
+
+    /// Returns `name@version`, as errors and logs name the plugin.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Flattens a TOML error onto one line: the message, then the line and
+/// column (1-based) where it was found.
+fn toml_message(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().to_string();
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{message} (line {line}, column {column})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "length"
+        version = "0.1.0"
+        kind = "reward-model"
+        api = "laser:plugin@0.1.0"
+        description = "scores by length"
+
+        [limits]
+        memory_mib = 64
+
+        [config]
+        scale = 2.5
+    "#;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("plugins/length.toml"))
+    }
+
+    #[test]
+    fn manifest_fills_defaults() {
+        let manifest = parse(GOOD).unwrap();
+        assert_eq!(manifest.kind, PluginKind::RewardModel);
+        assert_eq!(manifest.models, vec!["policy".to_string()]);
+        assert_eq!(manifest.limits.memory_mib, 64);
+        assert_eq!(manifest.limits.call_deadline_ms, 30_000);
+        assert_eq!(manifest.config_json(), r#"{"scale":2.5}"#);
+    }
+
+    #[test]
+    fn manifest_rejects_unknown_field() {
+        let text = format!("{GOOD}\n[extra]\nx = 1\n");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("plugins/length.toml"), "{error}");
+        assert!(error.contains("unknown field `extra`"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_unknown_limit() {
+        let text = GOOD.replace("memory_mib = 64", "memory_gb = 1");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("unknown field `memory_gb`"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_missing_field() {
+        let text = GOOD.replace("kind = \"reward-model\"", "");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("missing field `kind`"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_name_mismatch() {
+        let text = GOOD.replace("\"length\"", "\"other\"");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("file is length.toml"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_zero_limit() {
+        let text = GOOD.replace("memory_mib = 64", "memory_mib = 0");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("limits.memory_mib"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_other_api() {
+        let text = GOOD.replace("@0.1.0", "@9.0.0");
+        let manifest = parse(&text).unwrap();
+        let path = Path::new("plugins/length.toml");
+        let error = manifest.check_api(path).unwrap_err().to_string();
+        assert!(error.contains("laser:plugin@9.0.0"), "{error}");
+        assert!(error.contains("laser:plugin@0.1.0"), "{error}");
+    }
+}

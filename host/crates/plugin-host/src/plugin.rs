@@ -1,0 +1,168 @@
+//! What every loaded plugin has: its load-time facts and a store, with the
+//! call wrapper that applies deadlines and limits and sorts failures into
+//! [`PluginErrorKind`]s.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::{Store, Trap};
+
+use crate::error::{DeadlineExceeded, PluginError, PluginErrorKind};
+use crate::host::{Prepared, ticks_for};
+use crate::manifest::{Limits, Manifest, PluginKind};
+use crate::sandbox::HostState;
+use crate::PluginInfo;
+
+/// Facts about a loaded plugin, for listings and run outputs.
+#[derive(Debug, Clone)]
+pub struct PluginMeta {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The component file.
+    pub path: PathBuf,
+    /// Hex sha256 digest of the component file.
+    pub digest: String,
+    /// What the plugin's `info` returned at load.
+    pub info: PluginInfo,
+    /// Whether the compiled code came from the compile cache.
+    pub from_cache: bool,
+}
+
+impl PluginMeta {
+    /// Returns `name@version` from the manifest.
+    pub fn label(&self) -> String {
+        self.manifest.label()
+    }
+
+    /// Returns the plugin's kind.
+    pub fn kind(&self) -> PluginKind {
+        self.manifest.kind
+    }
+
+    /// Returns the plugin's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.manifest.limits
+    }
+
+    /// Returns the component file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A plugin's store with the facts needed to call into it.
+pub(crate) struct PluginCore {
+    pub(crate) meta: PluginMeta,
+    pub(crate) label: String,
+    pub(crate) store: Store<HostState>,
+}
+
+impl PluginCore {
+    /// Wraps a fresh store; `info` is filled in by the caller after the
+    /// first call.
+    pub(crate) fn new(prepared: &Prepared, store: Store<HostState>) -> PluginCore {
+        let manifest = prepared.manifest.clone();
+        PluginCore {
+            label: manifest.label(),
+            meta: PluginMeta {
+                manifest,
+                path: prepared.path.clone(),
+                digest: prepared.digest.clone(),
+                info: PluginInfo {
+                    name: String::new(),
+                    version: String::new(),
+                    description: String::new(),
+                    models: Vec::new(),
+                    tags: Vec::new(),
+                },
+                from_cache: prepared.from_cache,
+            },
+            store,
+        }
+    }
+
+    /// Builds an error of `kind` for this plugin.
+    pub(crate) fn error(&self, kind: PluginErrorKind) -> PluginError {
+        PluginError {
+            plugin: self.label.clone(),
+            kind,
+            output: String::new(),
+        }
+    }
+
+    /// Runs `call` against the store, after checking `input_size` against
+    /// the input limit and under the call deadline.
+    ///
+    /// A wasmtime error becomes a timeout, a memory-limit error or a trap,
+    /// with the output the plugin wrote attached.
+    pub(crate) fn call<R>(
+        &mut self,
+        input_size: usize,
+        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let limits = &self.meta.manifest.limits;
+        if input_size as u64 > limits.max_input_bytes {
+            return Err(self.error(PluginErrorKind::InputTooLarge {
+                size: input_size,
+                limit: limits.max_input_bytes,
+            }));
+        }
+
+        let state = self.store.data_mut();
+        state.clock.start();
+        state.memory_denied = None;
+        let deadline = state.clock.deadline;
+        self.store.set_epoch_deadline(ticks_for(deadline));
+
+        let result = call(&mut self.store);
+        let output = self.store.data().output.take();
+        match result {
+            Ok(value) => {
+                if !output.is_empty() {
+                    tracing::debug!(plugin = %self.label, %output, "plugin output");
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                let kind = self.classify(&error);
+                tracing::debug!(plugin = %self.label, %kind, "plugin call failed");
+                Err(PluginError {
+                    plugin: self.label.clone(),
+                    kind,
+                    output,
+                })
+            }
+        }
+    }
+
+    fn classify(&self, error: &wasmtime::Error) -> PluginErrorKind {
+        let limits = &self.meta.manifest.limits;
+        if error.downcast_ref::<DeadlineExceeded>().is_some() {
+            return PluginErrorKind::Timeout {
+                deadline_ms: limits.call_deadline_ms,
+            };
+        }
+        if let Some(requested) = self.store.data().memory_denied {
+            return PluginErrorKind::MemoryLimit {
+                limit_mib: limits.memory_mib,
+                requested,
+            };
+        }
+        let reason = match error.downcast_ref::<Trap>() {
+            // The trap code says what happened; the full chain adds the
+            // wasm backtrace, which names the plugin's functions.
+            Some(trap) => format!("{trap}: {error:?}"),
+            None => format!("{error:?}"),
+        };
+        PluginErrorKind::Trap(reason)
+    }
+
+    /// Checks the size of a result against the output limit.
+    pub(crate) fn check_output_size(&self, size: usize) -> Result<(), PluginError> {
+        let limit = self.meta.manifest.limits.max_output_bytes;
+        if size as u64 > limit {
+            Err(self.error(PluginErrorKind::OutputTooLarge { size, limit }))
+        } else {
+            Ok(())
+        }
+    }
+}

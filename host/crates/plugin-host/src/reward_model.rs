@@ -1,0 +1,167 @@
+//! A loaded reward-model plugin: scores batches, and is disabled for the
+//! rest of the run at its first failure.
+
+use crate::bindings::v0_1_0::reward_model::{RewardModel, RewardModelPre};
+use crate::error::{LoadError, PluginError, PluginErrorKind};
+use crate::host::{PluginHost, Prepared};
+use crate::plugin::{PluginCore, PluginMeta};
+use crate::{PluginInfo, ScoredInstance, size};
+
+/// A reward model running in its own sandboxed store.
+///
+/// The first failed call (a trap, an error, a timeout, invalid output)
+/// disables it: later calls return [`PluginErrorKind::Disabled`] without
+/// running plugin code, while the other reward models go on.
+pub struct RewardModelPlugin {
+    core: PluginCore,
+    bindings: RewardModel,
+    disabled: Option<String>,
+}
+
+impl RewardModelPlugin {
+    /// Instantiates a prepared plugin, reads its `info` and applies its
+    /// manifest's `[config]`.
+    pub(crate) fn instantiate(
+        host: &PluginHost,
+        prepared: Prepared,
+    ) -> Result<RewardModelPlugin, LoadError> {
+        let wasm_error = |action, e: wasmtime::Error| LoadError::Wasm {
+            path: prepared.path.clone(),
+            action,
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = host
+            .linker()
+            .instantiate_pre(&prepared.component)
+            .map_err(|e| wasm_error("link", e))?;
+        let pre = RewardModelPre::new(instance_pre)
+            .map_err(|e| wasm_error("link", e))?;
+        let store =
+            PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
+        let mut core = PluginCore::new(&prepared, store);
+
+        let call_error = |source| LoadError::Call {
+            path: prepared.path.clone(),
+            source,
+        };
+        let bindings = core
+            .call(0, |store| pre.instantiate(store))
+            .map_err(call_error)?;
+        let info = core
+            .call(0, |store| bindings.call_info(store))
+            .map_err(call_error)?;
+        core.meta.info = info;
+
+        let config = prepared.manifest.config_json();
+        core.call(size::string(&config), |store| {
+            bindings.call_configure(store, &config)
+        })
+        .map_err(call_error)?
+        .map_err(|message| call_error(core.error(PluginErrorKind::Guest(message))))?;
+
+        tracing::debug!(plugin = %core.label, "loaded reward model");
+        Ok(RewardModelPlugin {
+            core,
+            bindings,
+            disabled: None,
+        })
+    }
+
+    /// Returns the plugin's load-time facts.
+    pub fn meta(&self) -> &PluginMeta {
+        &self.core.meta
+    }
+
+    /// Returns what the plugin's `info` returned at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.core.meta.info
+    }
+
+    /// Returns the hex sha256 digest of the component file.
+    pub fn digest(&self) -> &str {
+        &self.core.meta.digest
+    }
+
+    /// Returns why the plugin is disabled, or `None` while it is enabled.
+    pub fn disabled_reason(&self) -> Option<&str> {
+        self.disabled.as_deref()
+    }
+
+    /// Scores a batch: for each instance, one finite score per candidate.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the plugin is disabled, the batch exceeds
+    /// `max_input_bytes`, or the plugin traps, times out, exceeds its
+    /// memory, returns an error, or returns a result that is too large,
+    /// has the wrong number of rows or scores, or a non-finite score. Each
+    /// failure but an oversized input disables the plugin.
+    pub fn score(
+        &mut self,
+        batch: &[ScoredInstance],
+    ) -> Result<Vec<Vec<f64>>, PluginError> {
+        if let Some(reason) = &self.disabled {
+            return Err(self.core.error(PluginErrorKind::Disabled(reason.clone())));
+        }
+        let input_size = size::scored_batch(batch);
+        let bindings = &self.bindings;
+        let result = self
+            .core
+            .call(input_size, |store| bindings.call_score(store, batch));
+        let result = match result {
+            Ok(Ok(scores)) => self.check_scores(batch, scores),
+            Ok(Err(message)) => {
+                Err(self.core.error(PluginErrorKind::Guest(message)))
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result
+            && !matches!(error.kind, PluginErrorKind::InputTooLarge { .. })
+        {
+            tracing::warn!(
+                plugin = %self.core.label,
+                error = %error,
+                "reward model disabled for the rest of the run"
+            );
+            self.disabled = Some(error.kind.to_string());
+        }
+        result
+    }
+
+    fn check_scores(
+        &self,
+        batch: &[ScoredInstance],
+        scores: Vec<Vec<f64>>,
+    ) -> Result<Vec<Vec<f64>>, PluginError> {
+        self.core.check_output_size(size::matrix(&scores))?;
+        let invalid = |reason| self.core.error(PluginErrorKind::InvalidOutput(reason));
+        if scores.len() != batch.len() {
+            return Err(invalid(format!(
+                "expected {} rows of scores, one per instance, got {}",
+                batch.len(),
+                scores.len()
+            )));
+        }
+        for (i, (row, item)) in scores.iter().zip(batch).enumerate() {
+            if row.len() != item.candidates.len() {
+                return Err(invalid(format!(
+                    "instance {i} ({:?}): expected {} scores, one per \
+                     candidate, got {}",
+                    item.instance.id,
+                    item.candidates.len(),
+                    row.len()
+                )));
+            }
+            if let Some((j, value)) =
+                row.iter().enumerate().find(|(_, v)| !v.is_finite())
+            {
+                return Err(invalid(format!(
+                    "instance {i} ({:?}), candidate {j}: score {value} is \
+                     not finite",
+                    item.instance.id
+                )));
+            }
+        }
+        Ok(scores)
+    }
+}
