@@ -1,7 +1,7 @@
-//! The part of a selector plugin that is the same for every algorithm:
-//! keeping the bandit's arms in step with the host's arm list, preparing
-//! raw f32 embeddings into contexts, normalising rewards, turning choices
-//! into one-hot weights, and saving all of it as one state.
+//! The part of a selector plugin that is the same for every algorithm. It
+//! keeps the bandit's arms in step with the host's arm list, prepares raw
+//! f32 embeddings into contexts, normalises rewards, turns choices into
+//! one-hot weights, and saves all of it as one state.
 //!
 //! It uses no Wasm bindings, so the selector plugins stay thin and this
 //! logic is tested natively.
