@@ -7,5 +7,9 @@
 //! the engine in `laser-host` strings the kernels into a forward pass.
 
 pub mod device;
+pub mod norm;
+mod pass;
+#[cfg(test)]
+mod testing;
 
 pub use device::Gpu;

@@ -82,7 +82,7 @@ mod tests {
             ("The total is $1,234.50 today", Some(1234.5)),
             ("It drops to -12 degrees", Some(-12.0)),
             ("costs $-5", Some(-5.0)),
-            ("pi is about .5 of 3.14.", Some(3.14)),
+            ("about .5 of 2.75.", Some(2.75)),
             ("a well-known 3-step plan", Some(3.0)),
             ("pages 10-12", Some(12.0)),
             ("no digits here", None),
