@@ -1,0 +1,79 @@
+//! Pipeline compilation and single-pass dispatch shared by the transformer
+//! kernels in `norm`, `rope`, `attention`, `elementwise` and `sampling`.
+
+use anyhow::{Result, bail};
+
+use crate::Gpu;
+
+/// The largest workgroup count per dispatch dimension that every wgpu
+/// backend accepts (`max_compute_workgroups_per_dimension` in the default
+/// limits).
+pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+/// Compiles `source` into a compute pipeline with entry point `entry`,
+/// turning shader and pipeline validation errors into an `Err` instead of
+/// wgpu's uncaptured-error panic.
+///
+/// # Errors
+///
+/// Fails when the WGSL does not compile or the pipeline is invalid; the
+/// message carries naga's diagnostic.
+pub(crate) fn compile(
+    gpu: &Gpu,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> Result<wgpu::ComputePipeline> {
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let pipeline = gpu.pipeline(label, source, entry);
+    if let Some(err) = pollster::block_on(scope.pop()) {
+        bail!("failed to compile kernel `{label}`: {err}");
+    }
+    Ok(pipeline)
+}
+
+/// Records one compute pass that runs `pipeline` over `groups` workgroups
+/// with `bind_group` at group 0.
+pub(crate) fn dispatch(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    bind_group: &wgpu::BindGroup,
+    groups: [u32; 3],
+) {
+    if groups.contains(&0) {
+        return;
+    }
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind_group, &[]);
+    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+}
+
+/// Splits `groups` workgroups of a flat index space over the x and y
+/// dimensions so neither exceeds [`MAX_GROUPS_PER_DIM`]. Kernels recover the
+/// flat workgroup index as `wid.x + wid.y * num_workgroups.x` and skip
+/// indices past the end.
+pub(crate) fn split_groups(groups: u32) -> [u32; 3] {
+    if groups <= MAX_GROUPS_PER_DIM {
+        [groups, 1, 1]
+    } else {
+        [MAX_GROUPS_PER_DIM, groups.div_ceil(MAX_GROUPS_PER_DIM), 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_groups_fits_dimension_limit() {
+        assert_eq!(split_groups(0), [0, 1, 1]);
+        assert_eq!(split_groups(7), [7, 1, 1]);
+        assert_eq!(split_groups(MAX_GROUPS_PER_DIM), [MAX_GROUPS_PER_DIM, 1, 1]);
+        assert_eq!(split_groups(MAX_GROUPS_PER_DIM + 1), [MAX_GROUPS_PER_DIM, 2, 1]);
+    }
+}

@@ -1,0 +1,54 @@
+// rms_norm: out[m, c] = x[m, c] / sqrt(mean_c(x[m]^2) + eps) * weight[c].
+//
+// Bindings (group 0):
+//   0 uniform    params  RmsNormParams
+//   1 read       x       f32 [M, C]
+//   2 read       weight  f32 [C]
+//   3 read_write out     f32 [M, C]
+// Workgroup: 256 threads, one workgroup per row.
+// Dispatch: (M, 1, 1).
+
+struct RmsNormParams {
+    m: u32,
+    c: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> params: RmsNormParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn rms_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x;
+    let c = params.c;
+    let base = row * c;
+
+    var sum_sq = 0.0;
+    for (var i = lid; i < c; i += WG) {
+        let v = x[base + i];
+        sum_sq += v * v;
+    }
+    partial[lid] = sum_sq;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+
+    let inv_rms = inverseSqrt(partial[0] / f32(c) + params.eps);
+    for (var i = lid; i < c; i += WG) {
+        out[base + i] = x[base + i] * inv_rms * weight[i];
+    }
+}
