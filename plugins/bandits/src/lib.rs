@@ -104,6 +104,17 @@ pub enum BanditError {
     /// The fixed selector's arm is disabled.
     #[error("arm `{0}` is disabled, and the fixed selector chooses no other arm")]
     ArmDisabled(String),
+    /// A context is wider than a linear bandit accepts.
+    #[error(
+        "context dimension {actual} exceeds the maximum {max}: set `context.projection_dim` \
+         (e.g. 64) to project the embedding first"
+    )]
+    DimensionTooLarge {
+        /// The dimension of the context or configuration.
+        actual: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// A context is empty.
     #[error("empty context: a context needs at least one feature")]
     EmptyContext,
@@ -283,18 +294,5 @@ pub(crate) fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
             value: value.to_string(),
             reason: "expected a finite number >= 0",
         })
-    }
-}
-
-/// Rejects a configured context dimension of zero.
-pub(crate) fn check_dimension(dimension: Option<usize>) -> Result<()> {
-    if dimension == Some(0) {
-        Err(BanditError::InvalidParameter {
-            name: "dimension",
-            value: "0".to_owned(),
-            reason: "expected at least 1, or leave it unset to take it from the first context",
-        })
-    } else {
-        Ok(())
     }
 }

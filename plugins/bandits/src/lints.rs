@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::linalg::dot;
 use crate::ridge::RidgeArms;
-use crate::{
-    Arms, Bandit, Result, Rng, argmax_enabled, check_dimension, check_non_negative, check_reward,
-};
+use crate::{Arms, Bandit, Result, Rng, argmax_enabled, check_non_negative, check_reward};
 
 /// Linear Thompson sampling settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,9 +56,8 @@ impl LinTs {
     /// zero dimension, [`BanditError::DuplicateArm`] for a repeated name.
     pub fn new<S: AsRef<str>>(config: LinTsConfig, arm_names: &[S]) -> Result<Self> {
         check_non_negative("v", config.v)?;
-        check_dimension(config.dimension)?;
         let mut bandit = Self {
-            stats: RidgeArms::new(config.dimension),
+            stats: RidgeArms::new(config.dimension)?,
             rng: Rng::seed_from_u64(config.seed),
             config,
             arms: Arms::default(),

@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::linalg::dot;
 use crate::ridge::RidgeArms;
-use crate::{
-    Arms, Bandit, Result, argmax_enabled, check_dimension, check_non_negative, check_reward,
-};
+use crate::{Arms, Bandit, Result, argmax_enabled, check_non_negative, check_reward};
 
 /// LinUCB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,9 +50,8 @@ impl LinUcb {
     /// or a zero dimension, [`BanditError::DuplicateArm`] for a repeated name.
     pub fn new<S: AsRef<str>>(config: LinUcbConfig, arm_names: &[S]) -> Result<Self> {
         check_non_negative("alpha", config.alpha)?;
-        check_dimension(config.dimension)?;
         let mut bandit = Self {
-            stats: RidgeArms::new(config.dimension),
+            stats: RidgeArms::new(config.dimension)?,
             config,
             arms: Arms::default(),
         };

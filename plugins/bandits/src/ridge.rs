@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::linalg::{check_context, dot, identity, mat_vec, sherman_morrison_update};
 use crate::{BanditError, Result};
 
+/// Largest context dimension accepted. Each arm stores a d x d matrix of
+/// f64 (32 MiB at d = 2048) that is saved as JSON after every update, so
+/// wider embeddings must be projected first (`context.projection_dim`).
+pub(crate) const MAX_DIMENSION: usize = 2048;
+
 /// The statistics of one arm in d dimensions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RidgeArm {
@@ -65,11 +70,27 @@ pub(crate) struct RidgeArms {
 
 impl RidgeArms {
     /// Creates statistics for no arms; `dimension` may be fixed up front.
-    pub(crate) fn new(dimension: Option<usize>) -> Self {
-        Self {
-            dimension,
-            arms: Vec::new(),
-            pending: 0,
+    ///
+    /// # Errors
+    ///
+    /// [`BanditError::InvalidParameter`] for a dimension of 0, and
+    /// [`BanditError::DimensionTooLarge`] above [`MAX_DIMENSION`].
+    pub(crate) fn new(dimension: Option<usize>) -> Result<Self> {
+        match dimension {
+            Some(0) => Err(BanditError::InvalidParameter {
+                name: "dimension",
+                value: "0".to_owned(),
+                reason: "expected at least 1, or leave it unset to take it from the first context",
+            }),
+            Some(d) if d > MAX_DIMENSION => Err(BanditError::DimensionTooLarge {
+                actual: d,
+                max: MAX_DIMENSION,
+            }),
+            _ => Ok(Self {
+                dimension,
+                arms: Vec::new(),
+                pending: 0,
+            }),
         }
     }
 
@@ -90,6 +111,12 @@ impl RidgeArms {
     /// arms that were added before it was known.
     pub(crate) fn prepare(&mut self, context: &[f64]) -> Result<()> {
         check_context(context)?;
+        if self.dimension.is_none() && context.len() > MAX_DIMENSION {
+            return Err(BanditError::DimensionTooLarge {
+                actual: context.len(),
+                max: MAX_DIMENSION,
+            });
+        }
         let d = *self.dimension.get_or_insert(context.len());
         if context.len() != d {
             return Err(BanditError::DimensionMismatch {

@@ -252,3 +252,14 @@ fn fixed_arm_added_later() {
     bandit.add_arm("late").unwrap();
     assert_eq!(bandit.choose(&[1.0]).unwrap(), 1);
 }
+
+#[test]
+fn wide_context_rejected() {
+    let mut bandit = LinUcb::new(LinUcbConfig::default(), &["a"]).unwrap();
+    let wide = vec![0.1; 4096];
+    let error = bandit.choose(&wide).unwrap_err();
+    assert!(
+        error.to_string().contains("projection_dim"),
+        "message {error} does not point to the projection"
+    );
+}
