@@ -1,0 +1,83 @@
+//! Multiple-choice answers: one option letter from A to E.
+//!
+//! A letter counts when it stands alone, with no letter or digit on either
+//! side. An upper-case letter always counts (`B`, `(B)`, `B)`, `B.`, `**B**`).
+//! A lower-case one counts only in the forms `(b)` or `b)`, so that the
+//! article "a" in "the answer is a number" is not read as option A.
+
+use super::markers::{ANSWER_LINE, ANSWER_PHRASE, OPTION_WORD, segments_after};
+
+/// The option letters, in order.
+pub const LETTERS: [char; 5] = ['A', 'B', 'C', 'D', 'E'];
+
+/// One option letter found in a text.
+struct LetterMatch {
+    letter: char,
+    /// The byte offset of the letter.
+    start: usize,
+    /// Whether a `)` follows the letter, as in `B)` and `(B)`.
+    parenthesized: bool,
+}
+
+/// Extracts an option letter from a response. The first letter after the
+/// last marker whose line has one wins, trying `Answer:` markers, then "the
+/// answer is" phrases, then "option" and "choice". Without one, a response
+/// that opens with a letter gives it, and otherwise the last `B)` or `(B)`
+/// counts.
+pub(super) fn extract(response: &str) -> Option<char> {
+    for markers in [ANSWER_LINE, ANSWER_PHRASE, OPTION_WORD] {
+        let found = segments_after(response, markers)
+            .into_iter()
+            .find_map(|segment| letters(segment).next().map(|found| found.letter));
+        if found.is_some() {
+            return found;
+        }
+    }
+
+    let leading = response.len()
+        - response
+            .trim_start_matches(|c: char| !c.is_alphanumeric())
+            .len();
+    let mut found = letters(response).peekable();
+    if let Some(first) = found.next_if(|first| first.start == leading) {
+        return Some(first.letter);
+    }
+    found
+        .filter(|letter| letter.parenthesized)
+        .last()
+        .map(|letter| letter.letter)
+}
+
+/// Returns the canonical letter of a text that is one letter A to E, in
+/// either case, optionally as `(B)` or `B)`.
+pub(super) fn canonical_letter(text: &str) -> Option<char> {
+    let text = text.trim();
+    let text = text.strip_prefix('(').unwrap_or(text);
+    let text = text.strip_suffix(')').unwrap_or(text);
+    let mut chars = text.chars();
+    let letter = chars.next()?.to_ascii_uppercase();
+    (chars.next().is_none() && LETTERS.contains(&letter)).then_some(letter)
+}
+
+/// Finds the option letters of a text, left to right.
+fn letters(text: &str) -> impl Iterator<Item = LetterMatch> {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    (0..chars.len()).filter_map(move |i| {
+        let (start, letter) = chars[i];
+        let before = i.checked_sub(1).map(|j| chars[j].1);
+        let after = chars.get(i + 1).map(|&(_, c)| c);
+        if !LETTERS.contains(&letter.to_ascii_uppercase())
+            || before.is_some_and(char::is_alphanumeric)
+            || after.is_some_and(char::is_alphanumeric)
+        {
+            return None;
+        }
+        let parenthesized = after == Some(')');
+        let counts = letter.is_ascii_uppercase() || parenthesized;
+        counts.then(|| LetterMatch {
+            letter: letter.to_ascii_uppercase(),
+            start,
+            parenthesized,
+        })
+    })
+}

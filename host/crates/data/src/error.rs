@@ -1,0 +1,67 @@
+//! The error type of reading and parsing task data files.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A failure to read or parse a task data file.
+///
+/// Every message starts with the file's path, followed by the line number
+/// when one record is at fault: `data.jsonl:17: missing field "question"`.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file does not exist.
+    #[error("{}: file not found", path.display())]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The file exists but could not be read (a directory, no permission).
+    #[error("{}: failed to read: {error}", path.display())]
+    Read {
+        /// The path as given.
+        path: PathBuf,
+        /// The I/O error.
+        error: io::Error,
+    },
+    /// The file holds no records: it is empty, only whitespace, or an empty
+    /// JSON array.
+    #[error("{}: file is empty, expected at least one record", path.display())]
+    Empty {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// Neither the content nor the extension says which format the file is.
+    #[error(
+        "{}: cannot detect the data format because {reason}, so pass the \
+         format explicitly (gsm8k, strategyqa or jsonl)",
+        path.display()
+    )]
+    UnknownFormat {
+        /// The path as given.
+        path: PathBuf,
+        /// What the detector found instead of a known format.
+        reason: String,
+    },
+    /// One record is malformed: a line of a JSONL file, an item of a JSON
+    /// array, or invalid JSON or UTF-8 at that line.
+    #[error("{}:{line}: {message}", path.display())]
+    Record {
+        /// The path as given.
+        path: PathBuf,
+        /// The 1-based line number where the record starts.
+        line: usize,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
+
+impl LoadError {
+    /// Builds a [`LoadError::Record`] for line `line` of `path`.
+    pub(crate) fn record(path: &std::path::Path, line: usize, message: impl Into<String>) -> Self {
+        Self::Record {
+            path: path.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+}

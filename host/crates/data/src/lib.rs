@@ -1,0 +1,30 @@
+//! Task data for training and evaluating the policy: loaders for GSM8K,
+//! StrategyQA and a generic JSONL format, a built-in task set generated from
+//! templates, seeded train/eval splits, the answer instruction wrapped around
+//! each question, and the answer extraction and checking shared by
+//! evaluation and the verifier reward.
+//!
+//! Every loader returns [`Instance`]s whose `prompt` is the bare question.
+//! [`prompt::render`] adds the per-kind answer instruction, and
+//! [`answer::is_correct`] reads the answer back out of a response.
+//!
+//! This crate does not download data sets, tokenize or apply chat templates.
+
+pub mod answer;
+pub mod builtin;
+pub mod error;
+pub mod gsm8k;
+pub mod instance;
+pub mod jsonl;
+pub mod load;
+pub mod prompt;
+mod record;
+pub mod split;
+pub mod strategyqa;
+
+pub use answer::{extract, is_correct};
+pub use builtin::builtin;
+pub use error::LoadError;
+pub use instance::{AnswerKind, Instance};
+pub use load::{Format, load};
+pub use split::{EvalSize, Split, split, split_instances};

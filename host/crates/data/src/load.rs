@@ -1,0 +1,359 @@
+//! Reading a task data file in any supported format, with the format given
+//! or detected from the content and the extension.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::record::Record;
+use crate::{Instance, LoadError, gsm8k, jsonl, strategyqa};
+
+/// A task data file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// GSM8K JSONL, one `{"question", "answer"}` object a line (see
+    /// [`crate::gsm8k`]).
+    Gsm8k,
+    /// A StrategyQA JSON array of `{"qid", "question", "answer"}` items (see
+    /// [`crate::strategyqa`]).
+    StrategyQa,
+    /// The generic JSONL format, one `{"prompt", ...}` object a line (see
+    /// [`crate::jsonl`]).
+    Jsonl,
+}
+
+impl Format {
+    /// All formats, in declaration order.
+    pub const ALL: [Format; 3] = [Self::Gsm8k, Self::StrategyQa, Self::Jsonl];
+
+    /// Returns the name used on the command line: `gsm8k`, `strategyqa` or
+    /// `jsonl`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gsm8k => "gsm8k",
+            Self::StrategyQa => "strategyqa",
+            Self::Jsonl => "jsonl",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an unknown [`Format`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown data format {0:?}, expected gsm8k, strategyqa or jsonl")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    /// Parses a format name as written by [`Format::as_str`], ignoring case.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`UnknownFormat`] for any other string.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|format| format.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| UnknownFormat(name.to_owned()))
+    }
+}
+
+/// Loads every instance of the data file at `path`, in file order.
+///
+/// With `format` set to `None` the format is detected by [`detect_format`].
+///
+/// # Errors
+///
+/// Returns [`LoadError::NotFound`] or [`LoadError::Read`] when the file
+/// cannot be read, [`LoadError::Empty`] when it holds no records,
+/// [`LoadError::UnknownFormat`] when detection fails, and
+/// [`LoadError::Record`] with the line number for the first malformed record.
+pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instance>, LoadError> {
+    let path = path.as_ref();
+    let bytes = read_bytes(path)?;
+    parse(&bytes, path, format)
+}
+
+/// Parses the contents of a data file. `source` is used only in error
+/// messages and for the extension when detecting the format.
+///
+/// # Errors
+///
+/// Returns the errors of [`load`] other than those of reading the file.
+pub fn parse(
+    bytes: &[u8],
+    source: &Path,
+    format: Option<Format>,
+) -> Result<Vec<Instance>, LoadError> {
+    let text = decode(bytes, source)?;
+    let format = match format {
+        Some(format) => format,
+        None => detect_format(text, source)?,
+    };
+    match format {
+        Format::Gsm8k => gsm8k::parse(text, source),
+        Format::StrategyQa => strategyqa::parse(text, source),
+        Format::Jsonl => jsonl::parse(text, source),
+    }
+}
+
+/// Detects the format of a data file from its text, falling back on the
+/// extension of `source`.
+///
+/// A text starting with `[` is StrategyQA. A text starting with `{` is JSONL:
+/// generic when its first record has a `prompt` field, GSM8K when it has
+/// `question` and `answer`. Any other text is StrategyQA when `source` ends
+/// in `.json` and generic JSONL when it ends in `.jsonl`, so that the parser
+/// reports what is wrong on which line.
+///
+/// # Errors
+///
+/// Returns [`LoadError::Empty`] for a blank text and
+/// [`LoadError::UnknownFormat`] when neither rule applies.
+pub fn detect_format(text: &str, source: &Path) -> Result<Format, LoadError> {
+    let Some(first_char) = text.trim_start().chars().next() else {
+        return Err(LoadError::Empty {
+            path: source.to_path_buf(),
+        });
+    };
+    if first_char == '[' {
+        return Ok(Format::StrategyQa);
+    }
+    if first_char == '{' {
+        return detect_jsonl_format(text, source);
+    }
+
+    let extension = source.extension().and_then(|extension| extension.to_str());
+    match extension {
+        Some(extension) if extension.eq_ignore_ascii_case("json") => Ok(Format::StrategyQa),
+        Some(extension) if extension.eq_ignore_ascii_case("jsonl") => Ok(Format::Jsonl),
+        _ => Err(LoadError::UnknownFormat {
+            path: source.to_path_buf(),
+            reason: format!(
+                "the text starts with {first_char:?} rather than '[' (a JSON array) or '{{' \
+                 (JSON Lines) and the extension is neither .json nor .jsonl"
+            ),
+        }),
+    }
+}
+
+/// Tells GSM8K from generic JSONL by the fields of the first record. A first
+/// line that is not a JSON object goes to the generic parser, which reports
+/// it with its line number.
+fn detect_jsonl_format(text: &str, source: &Path) -> Result<Format, LoadError> {
+    let Some((line, first)) = crate::record::jsonl_records(text).next() else {
+        return Err(LoadError::Empty {
+            path: source.to_path_buf(),
+        });
+    };
+    let Ok(first): Result<Record, _> = first else {
+        return Ok(Format::Jsonl);
+    };
+    if first.has("prompt") {
+        Ok(Format::Jsonl)
+    } else if first.has("question") && first.has("answer") {
+        Ok(Format::Gsm8k)
+    } else {
+        Err(LoadError::UnknownFormat {
+            path: source.to_path_buf(),
+            reason: format!(
+                "the record on line {line} has neither a \"prompt\" field (jsonl) nor \
+                 \"question\" and \"answer\" fields (gsm8k)"
+            ),
+        })
+    }
+}
+
+/// Reads a whole file, telling a missing file from other read failures.
+fn read_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => LoadError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => LoadError::Read {
+            path: path.to_path_buf(),
+            error,
+        },
+    })
+}
+
+/// Decodes a file as UTF-8, dropping a leading byte order mark.
+///
+/// # Errors
+///
+/// Returns [`LoadError::Record`] naming the line of the first invalid byte.
+fn decode<'a>(bytes: &'a [u8], source: &Path) -> Result<&'a str, LoadError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|error| {
+        let valid = &bytes[..error.valid_up_to()];
+        let line = valid.iter().filter(|&&byte| byte == b'\n').count() + 1;
+        let byte = bytes[error.valid_up_to()];
+        LoadError::record(
+            source,
+            line,
+            format!(
+                "invalid UTF-8 (byte 0x{byte:02X} at offset {}), expected UTF-8 text",
+                error.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Returns `instances`, or [`LoadError::Empty`] when there are none.
+pub(crate) fn non_empty(
+    instances: Vec<Instance>,
+    source: &Path,
+) -> Result<Vec<Instance>, LoadError> {
+    if instances.is_empty() {
+        return Err(LoadError::Empty {
+            path: source.to_path_buf(),
+        });
+    }
+    Ok(instances)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn detect(text: &str, name: &str) -> Result<Format, LoadError> {
+        detect_format(text, Path::new(name))
+    }
+
+    #[test]
+    fn format_detected_from_content() {
+        assert_eq!(
+            detect("\n [{\"qid\": 1}]", "a.txt").unwrap(),
+            Format::StrategyQa
+        );
+        let gsm8k = "\n{\"question\": \"q\", \"answer\": \"#### 1\"}\n";
+        assert_eq!(detect(gsm8k, "a.json").unwrap(), Format::Gsm8k);
+        let generic = "{\"prompt\": \"p\", \"question\": \"q\", \"answer\": \"a\"}";
+        assert_eq!(detect(generic, "a.txt").unwrap(), Format::Jsonl);
+    }
+
+    #[test]
+    fn format_falls_back_on_extension() {
+        assert_eq!(detect("oops", "a.json").unwrap(), Format::StrategyQa);
+        assert_eq!(detect("oops", "a.JSONL").unwrap(), Format::Jsonl);
+        let error = detect("oops", "a.csv").unwrap_err();
+        assert!(matches!(error, LoadError::UnknownFormat { .. }), "{error}");
+    }
+
+    #[test]
+    fn format_unknown_fields_rejected() {
+        let error = detect("{\"text\": \"q\"}", "a.jsonl").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a.jsonl: cannot detect the data format because the record on line 1 has neither a \
+             \"prompt\" field (jsonl) nor \"question\" and \"answer\" fields (gsm8k), so pass the \
+             format explicitly (gsm8k, strategyqa or jsonl)"
+        );
+    }
+
+    #[test]
+    fn format_names_parse() {
+        for format in Format::ALL {
+            assert_eq!(format.as_str().parse::<Format>(), Ok(format));
+        }
+        assert_eq!("GSM8K".parse::<Format>(), Ok(Format::Gsm8k));
+        assert!("csv".parse::<Format>().is_err());
+    }
+
+    #[test]
+    fn missing_file_reported() {
+        let error = load("/nonexistent/data.jsonl", None).unwrap_err();
+        assert_eq!(error.to_string(), "/nonexistent/data.jsonl: file not found");
+    }
+
+    #[test]
+    fn directory_reported_as_read_failure() {
+        let directory = tempfile::tempdir().unwrap();
+        let error = load(directory.path(), Some(Format::Jsonl)).unwrap_err();
+        assert!(matches!(error, LoadError::Read { .. }), "{error}");
+    }
+
+    #[test]
+    fn empty_and_blank_files_reported() {
+        for contents in ["", "  \n\n\t\n", "\u{FEFF}"] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            file.write_all(contents.as_bytes()).unwrap();
+            for format in [
+                None,
+                Some(Format::Gsm8k),
+                Some(Format::Jsonl),
+                Some(Format::StrategyQa),
+            ] {
+                let error = load(file.path(), format).unwrap_err();
+                assert!(
+                    matches!(error, LoadError::Empty { .. }),
+                    "{format:?}: {error}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_line() {
+        let bytes = b"{\"prompt\": \"a\"}\n{\"prompt\": \"\xFF\"}\n";
+        let error = parse(bytes, Path::new("d.jsonl"), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "d.jsonl:2: invalid UTF-8 (byte 0xFF at offset 28), expected UTF-8 text"
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_ignored() {
+        let bytes = "\u{FEFF}{\"prompt\": \"What is 2 + 2?\", \"reference\": \"4\"}\n".as_bytes();
+        let instances = parse(bytes, Path::new("d.jsonl"), None).unwrap();
+        assert_eq!(instances.len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let source = Path::new("random.jsonl");
+            for format in [None, Some(Format::Gsm8k), Some(Format::StrategyQa), Some(Format::Jsonl)] {
+                let _ = parse(&bytes, source, format);
+            }
+        }
+
+        #[test]
+        fn json_like_text_never_panics(text in "[\\[\\]{}\",:0-9a-z #\n\\\\]{0,200}") {
+            let source = Path::new("random.json");
+            for format in [None, Some(Format::Gsm8k), Some(Format::StrategyQa), Some(Format::Jsonl)] {
+                let _ = parse(text.as_bytes(), source, format);
+            }
+        }
+
+        #[test]
+        fn field_shaped_lines_never_panic(
+            question in any::<String>(),
+            answer in any::<String>(),
+            flag in any::<bool>(),
+        ) {
+            let lines = [
+                serde_json::json!({"question": question, "answer": answer}).to_string(),
+                serde_json::json!({"prompt": question, "reference": answer}).to_string(),
+                serde_json::json!([{"qid": answer, "question": question, "answer": flag}]).to_string(),
+            ];
+            for line in lines {
+                for format in [None, Some(Format::Gsm8k), Some(Format::StrategyQa), Some(Format::Jsonl)] {
+                    let _ = parse(line.as_bytes(), Path::new("fields.jsonl"), format);
+                }
+            }
+        }
+    }
+}
