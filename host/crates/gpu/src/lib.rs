@@ -7,9 +7,16 @@
 //! the engine in `laser-host` strings the kernels into a forward pass.
 
 pub mod device;
+pub mod embedding;
+pub mod matmul;
 pub mod norm;
 mod pass;
+pub mod qmatrix;
+pub mod rope;
 #[cfg(test)]
 mod testing;
 
 pub use device::Gpu;
+pub use embedding::Embedding;
+pub use matmul::Matmul;
+pub use qmatrix::QMatrix;

@@ -1,0 +1,577 @@
+//! Matrix products of f32 activations with [`QMatrix`] weights:
+//! `out = x · wᵀ (+ bias)` for the forward pass and `out = dy · w` for the
+//! backward pass through a frozen weight.
+//!
+//! Each kernel is compiled once per weight type, with that type's
+//! `dequant_*.wgsl` snippet prepended, so the weights are dequantized as they
+//! are read and stay in their stored format in GPU memory. A few activation
+//! rows (decode) go through `matmul_gemv.wgsl`, which is bound by reading the
+//! weights once; more rows (prefill) go through the tiled
+//! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
+//! rows.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use laser_model::DType;
+
+use crate::Gpu;
+use crate::device::groups;
+use crate::pass::{compile, dispatch};
+use crate::qmatrix::{Chunk, DTYPES, QMatrix, dequant_snippet, dtype_index};
+
+const PARAMS_SOURCE: &str = include_str!("../../../../shaders/matmul_params.wgsl");
+const GEMV_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv.wgsl");
+const GEMM_SOURCE: &str = include_str!("../../../../shaders/matmul_gemm.wgsl");
+const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transposed.wgsl");
+
+/// Activation row counts up to this one use the matrix-vector kernel.
+const GEMV_MAX_ROWS: u32 = 4;
+/// Threads in one workgroup of `matmul_gemv.wgsl`.
+const GEMV_WORKGROUP: u32 = 64;
+/// Output tile edge of `matmul_gemm.wgsl`.
+const GEMM_TILE: u32 = 64;
+/// Threads in one workgroup of `matmul_transposed.wgsl`, each covering 4 k.
+const TRANSPOSED_WORKGROUP: u32 = 64;
+
+/// `MatmulParams` of `matmul_params.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    rows: u32,
+    k: u32,
+    row_offset: u32,
+    n: u32,
+    row_words: u32,
+    scale_base: u32,
+    flags: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
+
+impl MatmulParams {
+    fn new(w: &QMatrix, chunk: &Chunk, m: u32, flags: u32) -> Self {
+        Self {
+            m,
+            rows: chunk.rows,
+            k: w.cols() as u32,
+            row_offset: chunk.row_offset,
+            n: w.rows() as u32,
+            row_words: w.row_words(),
+            scale_base: chunk.scale_base,
+            flags,
+        }
+    }
+}
+
+const FLAG_ACCUMULATE: u32 = 1;
+const FLAG_BIAS: u32 = 2;
+
+/// The matmul kernels of one weight type.
+struct Pipelines {
+    gemv: wgpu::ComputePipeline,
+    gemm: wgpu::ComputePipeline,
+    transposed: wgpu::ComputePipeline,
+}
+
+/// Matrix products with quantized weights; pipelines are compiled once.
+pub struct Matmul {
+    /// Indexed by [`dtype_index`].
+    pipelines: Vec<Pipelines>,
+    /// Threads sharing one weight row in `matmul_gemv.wgsl`.
+    gemv_threads_per_row: u32,
+    /// Bound in place of a bias when there is none.
+    no_bias: wgpu::Buffer,
+}
+
+impl Matmul {
+    /// Compiles the kernels for every weight type.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a kernel does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Matmul> {
+        // On a CPU adapter the lanes of one SIMD vector are neighbouring
+        // threads; giving each its own row lets all lanes read the same x.
+        let gemv_threads_per_row = match gpu.info.device_type {
+            wgpu::DeviceType::Cpu => 1,
+            _ => 32,
+        };
+        let mut pipelines = Vec::with_capacity(DTYPES.len());
+        for dtype in DTYPES {
+            let snippet = dequant_snippet(dtype);
+            let gemv = format!(
+                "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n{PARAMS_SOURCE}\n{snippet}\n{GEMV_SOURCE}"
+            );
+            pipelines.push(Pipelines {
+                gemv: compile(gpu, &format!("matmul_gemv {dtype}"), &gemv, "matmul_gemv")?,
+                gemm: compile(
+                    gpu,
+                    &format!("matmul_gemm {dtype}"),
+                    &format!("{PARAMS_SOURCE}\n{snippet}\n{GEMM_SOURCE}"),
+                    "matmul_gemm",
+                )?,
+                transposed: compile(
+                    gpu,
+                    &format!("matmul_transposed {dtype}"),
+                    &format!("{PARAMS_SOURCE}\n{snippet}\n{TRANSPOSED_SOURCE}"),
+                    "matmul_transposed",
+                )?,
+            });
+        }
+        Ok(Matmul {
+            pipelines,
+            gemv_threads_per_row,
+            no_bias: gpu.buffer_zeroed("matmul no bias", 4),
+        })
+    }
+
+    /// Records `out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n])`; with
+    /// `accumulate`, `out[m, n] += ` that instead.
+    ///
+    /// `x` is f32 [M, K], `out` f32 [M, N] and `bias` f32 [N]; only the first
+    /// `m` rows of `x` and `out` are used.
+    ///
+    /// # Panics
+    ///
+    /// Panics when a buffer is smaller than its shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &QMatrix,
+        bias: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+        m: u32,
+        accumulate: bool,
+    ) {
+        if m == 0 {
+            return;
+        }
+        let (n, k) = (w.rows() as u64, w.cols() as u64);
+        check_size("x", x, u64::from(m) * k);
+        check_size("out", out, u64::from(m) * n);
+        if let Some(bias) = bias {
+            check_size("bias", bias, n);
+        }
+
+        let pipelines = &self.pipelines[dtype_index(w.dtype())];
+        let (pipeline, kind) = if m <= GEMV_MAX_ROWS {
+            (&pipelines.gemv, "matmul_gemv")
+        } else {
+            (&pipelines.gemm, "matmul_gemm")
+        };
+        let mut flags = 0;
+        if accumulate {
+            flags |= FLAG_ACCUMULATE;
+        }
+        if bias.is_some() {
+            flags |= FLAG_BIAS;
+        }
+        let bias = bias.unwrap_or(&self.no_bias);
+
+        for chunk in w.chunks() {
+            let params = MatmulParams::new(w, chunk, m, flags);
+            let workgroups = if m <= GEMV_MAX_ROWS {
+                let rows_per_workgroup = GEMV_WORKGROUP / self.gemv_threads_per_row;
+                [groups(chunk.rows, rows_per_workgroup), m, 1]
+            } else {
+                [groups(chunk.rows, GEMM_TILE), groups(m, GEMM_TILE), 1]
+            };
+            let buffers = [x, &chunk.buffer, bias, out];
+            let label = format!("{kind} {} rows {}", w.dtype(), chunk.row_offset);
+            dispatch_chunk(
+                gpu, encoder, &label, pipeline, &params, &buffers, workgroups,
+            );
+        }
+    }
+
+    /// Records `out[m, k] = sum_n dy[m, n] * w[n, k]`, the product with the
+    /// transposed weight; with `accumulate`, `out[m, k] += ` that instead.
+    ///
+    /// `dy` is f32 [M, N] and `out` f32 [M, K]; only the first `m` rows are
+    /// used.
+    ///
+    /// # Panics
+    ///
+    /// Panics when a buffer is smaller than its shape.
+    pub fn transposed_encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &wgpu::Buffer,
+        w: &QMatrix,
+        out: &wgpu::Buffer,
+        m: u32,
+        accumulate: bool,
+    ) {
+        if m == 0 {
+            return;
+        }
+        let (n, k) = (w.rows() as u64, w.cols() as u64);
+        check_size("dy", dy, u64::from(m) * n);
+        check_size("out", out, u64::from(m) * k);
+
+        let pipeline = &self.pipelines[dtype_index(w.dtype())].transposed;
+        for (i, chunk) in w.chunks().iter().enumerate() {
+            // Every chunk after the first adds its rows' share.
+            let flags = if accumulate || i > 0 {
+                FLAG_ACCUMULATE
+            } else {
+                0
+            };
+            let params = MatmulParams::new(w, chunk, m, flags);
+            let workgroups = [groups(w.groups(), TRANSPOSED_WORKGROUP), m, 1];
+            let label = format!("matmul_transposed {} rows {}", w.dtype(), chunk.row_offset);
+            let buffers = [dy, &chunk.buffer, out];
+            dispatch_chunk(
+                gpu, encoder, &label, pipeline, &params, &buffers, workgroups,
+            );
+        }
+    }
+}
+
+/// Records one dispatch of `pipeline` over one weight chunk, with `params`
+/// at binding 0 and `buffers` at bindings 1, 2, ...
+fn dispatch_chunk(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    params: &MatmulParams,
+    buffers: &[&wgpu::Buffer],
+    workgroups: [u32; 3],
+) {
+    let uniform = gpu.uniform(label, params);
+    let mut resources = vec![uniform.as_entire_binding()];
+    resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
+    let bind_group = gpu.bind_group(label, pipeline, &resources);
+    dispatch(encoder, label, pipeline, &bind_group, workgroups);
+}
+
+/// Panics unless `buffer` holds at least `values` f32s.
+fn check_size(name: &str, buffer: &wgpu::Buffer, values: u64) {
+    let needed = values * 4;
+    assert!(
+        buffer.size() >= needed,
+        "matmul: `{name}` buffer has {} bytes, expected at least {needed}",
+        buffer.size()
+    );
+}
+
+/// Measures `out = x · wᵀ` for an [m, k] x and an [n, k] weight of `dtype`
+/// filled with pseudo-random values, and returns GFLOP/s, counting 2·m·n·k
+/// operations a product. One product runs first to warm up, then
+/// `iterations` products are recorded in one command buffer and timed until
+/// the GPU finishes.
+///
+/// # Errors
+///
+/// Fails when `k` is not a multiple of the block size of `dtype`, or when the
+/// device fails.
+pub fn benchmark(gpu: &Gpu, dtype: DType, m: u32, n: u32, k: u32, iterations: u32) -> Result<f64> {
+    ensure!(
+        m > 0 && n > 0 && k > 0,
+        "benchmark shape {m}x{n}x{k} has an empty side"
+    );
+    ensure!(iterations > 0, "benchmark needs at least one iteration");
+    let (m_size, n_size, k_size) = (m as usize, n as usize, k as usize);
+
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next_value = move || {
+        // xorshift64: any spread of values in [-1, 1) will do.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let weights: Vec<f32> = (0..n_size * k_size).map(|_| next_value()).collect();
+    let activations: Vec<f32> = (0..m_size * k_size).map(|_| next_value()).collect();
+    let bytes = laser_model::quant::quantize(dtype, &weights)
+        .with_context(|| format!("benchmark weight [{n}, {k}] {dtype}"))?;
+
+    let w = QMatrix::upload(gpu, "benchmark weight", dtype, n_size, k_size, &bytes)?;
+    let x = gpu.buffer_from("benchmark x", &activations);
+    let out = gpu.buffer_zeroed("benchmark out", 4 * u64::from(m) * u64::from(n));
+    let matmul = Matmul::new(gpu)?;
+
+    let run = |count: u32| -> Result<()> {
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("benchmark"),
+            });
+        for _ in 0..count {
+            matmul.encode(gpu, &mut encoder, &x, &w, None, &out, m, false);
+        }
+        gpu.submit(encoder);
+        gpu.wait()
+    };
+    run(1)?;
+    let start = Instant::now();
+    run(iterations)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let operations = 2.0 * f64::from(m) * f64::from(n) * f64::from(k) * f64::from(iterations);
+    Ok(operations / seconds / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qmatrix::test_support::{assert_close, cols_for, random_weight};
+    use crate::testing::{gpu, read_f32, rng, run, uniform_vec};
+
+    /// Error allowed relative to sum_k |x[m, k] * w[n, k]|: the GPU sums in
+    /// another order with fused multiply-adds, on the same dequantized
+    /// values as the CPU reference.
+    const TOLERANCE: f64 = 1e-5;
+
+    /// Returns the CPU reference of `out = x · wᵀ (+ bias) (+ out)` in f64
+    /// and the magnitude sum_k |x w| (+ |bias| + |out|) of each element.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        initial: Option<&[f32]>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut expected = vec![0.0; m * n];
+        let mut scale = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut sum = 0.0;
+                let mut magnitude = 0.0;
+                for l in 0..k {
+                    let term = f64::from(x[i * k + l]) * f64::from(w[j * k + l]);
+                    sum += term;
+                    magnitude += term.abs();
+                }
+                if let Some(bias) = bias {
+                    sum += f64::from(bias[j]);
+                    magnitude += f64::from(bias[j]).abs();
+                }
+                if let Some(initial) = initial {
+                    sum += f64::from(initial[i * n + j]);
+                    magnitude += f64::from(initial[i * n + j]).abs();
+                }
+                expected[i * n + j] = sum;
+                scale[i * n + j] = magnitude;
+            }
+        }
+        (expected, scale)
+    }
+
+    /// Runs `matmul.encode` on the GPU and returns `out`.
+    fn run_matmul(
+        matmul: &Matmul,
+        x: &[f32],
+        w: &QMatrix,
+        bias: Option<&[f32]>,
+        initial: Option<&[f32]>,
+        m: usize,
+    ) -> Vec<f32> {
+        let gpu = gpu();
+        let n = w.rows();
+        let x_buffer = gpu.buffer_from("test x", x);
+        let bias_buffer = bias.map(|bias| gpu.buffer_from("test bias", bias));
+        let out = match initial {
+            Some(initial) => gpu.buffer_from("test out", initial),
+            None => gpu.buffer_zeroed("test out", 4 * (m * n) as u64),
+        };
+        let accumulate = initial.is_some();
+        run(|encoder| {
+            let bias = bias_buffer.as_ref();
+            matmul.encode(gpu, encoder, &x_buffer, w, bias, &out, m as u32, accumulate);
+        });
+        read_f32(&out, m * n)
+    }
+
+    /// Runs `matmul.transposed_encode` on the GPU and returns `out`.
+    fn run_transposed(
+        matmul: &Matmul,
+        dy: &[f32],
+        w: &QMatrix,
+        initial: Option<&[f32]>,
+        m: usize,
+    ) -> Vec<f32> {
+        let gpu = gpu();
+        let k = w.cols();
+        let dy_buffer = gpu.buffer_from("test dy", dy);
+        let out = match initial {
+            Some(initial) => gpu.buffer_from("test out", initial),
+            None => gpu.buffer_zeroed("test out", 4 * (m * k) as u64),
+        };
+        let accumulate = initial.is_some();
+        run(|encoder| {
+            matmul.transposed_encode(gpu, encoder, &dy_buffer, w, &out, m as u32, accumulate);
+        });
+        read_f32(&out, m * k)
+    }
+
+    /// Returns w transposed: [k, n] from [n, k].
+    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut t = vec![0.0; n * k];
+        for j in 0..n {
+            for l in 0..k {
+                t[l * n + j] = w[j * k + l];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn matmul_matches_cpu_for_every_dtype() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(1);
+        // (M, N, blocks of K): M up to GEMV_MAX_ROWS takes the GEMV kernel,
+        // larger M the tiled one; none is a multiple of its tile.
+        let shapes = [
+            (1, 37, 3),
+            (3, 70, 2),
+            (5, 33, 3),
+            (67, 130, 2),
+            (130, 9, 1),
+        ];
+        for dtype in DTYPES {
+            for &(m, n, blocks) in &shapes {
+                let k = cols_for(dtype, blocks);
+                let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+                let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+                let x = uniform_vec(&mut rng, m * k, 1.0);
+
+                let actual = run_matmul(&matmul, &x, &w, None, None, m);
+
+                let (expected, scale) = reference(&x, &w_values, None, None, m, n, k);
+                let what = format!("{dtype} M={m} N={n} K={k}");
+                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_adds_bias_and_accumulates() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(2);
+        let (n, k) = (45, 64);
+        for dtype in [DType::F32, DType::Q4_1] {
+            let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+            let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+            for m in [1, 70] {
+                let x = uniform_vec(&mut rng, m * k, 1.0);
+                let bias = uniform_vec(&mut rng, n, 1.0);
+                let initial = uniform_vec(&mut rng, m * n, 1.0);
+                let cases = [
+                    ("bias", Some(&bias[..]), None),
+                    ("accumulate", None, Some(&initial[..])),
+                    ("bias and accumulate", Some(&bias[..]), Some(&initial[..])),
+                ];
+                for (case, bias, initial) in cases {
+                    let actual = run_matmul(&matmul, &x, &w, bias, initial, m);
+
+                    let (expected, scale) = reference(&x, &w_values, bias, initial, m, n, k);
+                    let what = format!("{dtype} M={m} {case}");
+                    assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_uses_every_chunk() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(3);
+        let (n, k) = (150, 64);
+        for dtype in [DType::F16, DType::Q8_0, DType::Q6K] {
+            let k = if dtype == DType::Q6K { 256 } else { k };
+            let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+            // About 40 rows a chunk, so 4 chunks with a partial last one.
+            let chunk_bytes = (bytes.len() / n * 41) as u64;
+            let w =
+                QMatrix::upload_chunked(gpu, "test w", dtype, n, k, &bytes, chunk_bytes).unwrap();
+            assert!(w.chunk_count() >= 3, "{dtype}: {} chunks", w.chunk_count());
+            for m in [1, 66] {
+                let x = uniform_vec(&mut rng, m * k, 1.0);
+                let bias = uniform_vec(&mut rng, n, 1.0);
+
+                let actual = run_matmul(&matmul, &x, &w, Some(&bias), None, m);
+
+                let (expected, scale) = reference(&x, &w_values, Some(&bias), None, m, n, k);
+                let what = format!("{dtype} chunked M={m}");
+                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_matches_cpu_for_every_dtype() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(4);
+        for dtype in DTYPES {
+            for &(m, n, blocks) in &[(1, 37, 3), (6, 21, 2)] {
+                let k = cols_for(dtype, blocks);
+                let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+                let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+                let dy = uniform_vec(&mut rng, m * n, 1.0);
+
+                let actual = run_transposed(&matmul, &dy, &w, None, m);
+
+                // dy · w is dy · (wᵀ)ᵀ, the forward reference with wᵀ.
+                let w_t = transpose(&w_values, n, k);
+                let (expected, scale) = reference(&dy, &w_t, None, None, m, k, n);
+                let what = format!("{dtype} transposed M={m} N={n} K={k}");
+                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_accumulates_over_chunks() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(5);
+        let (m, n, k) = (3, 100, 96);
+        let dtype = DType::Q4_0;
+        let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+        let chunk_bytes = (bytes.len() / n * 30) as u64;
+        let w = QMatrix::upload_chunked(gpu, "test w", dtype, n, k, &bytes, chunk_bytes).unwrap();
+        assert!(w.chunk_count() >= 3, "{} chunks", w.chunk_count());
+        let dy = uniform_vec(&mut rng, m * n, 1.0);
+        let initial = uniform_vec(&mut rng, m * k, 1.0);
+        let w_t = transpose(&w_values, n, k);
+
+        let overwritten = run_transposed(&matmul, &dy, &w, None, m);
+        let (expected, scale) = reference(&dy, &w_t, None, None, m, k, n);
+        assert_close(
+            "chunked transposed",
+            &overwritten,
+            &expected,
+            &scale,
+            TOLERANCE,
+        );
+
+        let accumulated = run_transposed(&matmul, &dy, &w, Some(&initial), m);
+        let (expected, scale) = reference(&dy, &w_t, None, Some(&initial), m, k, n);
+        assert_close(
+            "chunked transposed accumulate",
+            &accumulated,
+            &expected,
+            &scale,
+            TOLERANCE,
+        );
+    }
+
+    #[test]
+    fn benchmark_reports_throughput() {
+        let gflops = benchmark(gpu(), DType::Q4_1, 2, 64, 64, 2).unwrap();
+        assert!(gflops.is_finite() && gflops > 0.0, "{gflops} GFLOP/s");
+    }
+}

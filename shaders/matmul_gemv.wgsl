@@ -1,0 +1,92 @@
+// Matrix-vector product for few activation rows (decode):
+//   out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), or out[m, n] += that.
+//
+// Built once per weight type with `matmul_params.wgsl`, a `dequant_*.wgsl`
+// snippet and the constant THREADS_PER_ROW (a power of two up to 64)
+// prepended. Each row of the weight chunk is read by THREADS_PER_ROW
+// threads that split K in 4-value groups and sum their partial dot products
+// in workgroup memory.
+// One thread per row suits CPU adapters, where x is then read at the same
+// address by all lanes; several suit GPUs, where neighbouring threads then
+// read neighbouring weight words.
+//
+// Bindings:
+//   group 0, binding 0: uniform            params: MatmulParams
+//   group 0, binding 1: storage read       x: array<f32>        [M, K]
+//   group 0, binding 2: storage read       weights: array<u32>  rows
+//                       row_offset .. row_offset + rows of w [N, K], packed
+//   group 0, binding 3: storage read       bias: array<f32>     [N]
+//   group 0, binding 4: storage read_write out: array<f32>      [M, N]
+//
+// Workgroup: 64 threads, 64 / THREADS_PER_ROW rows.
+// Dispatch: (ceil(rows * THREADS_PER_ROW / 64), M, 1) once a chunk.
+
+// MatmulParams is defined in `matmul_params.wgsl`, prepended by the host.
+
+@group(0) @binding(0) var<uniform> params: MatmulParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weights: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const WORKGROUP_SIZE: u32 = 64u;
+
+var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE>;
+
+// Reads x[m, 4 * group .. 4 * group + 3], zero past K.
+fn load_x4(m: u32, group: u32) -> vec4<f32> {
+    let base = m * params.k;
+    let k0 = 4u * group;
+    let last = params.k - 1u;
+    var v: vec4<f32>;
+    for (var i = 0u; i < 4u; i++) {
+        let k = k0 + i;
+        v[i] = select(0.0, x[base + min(k, last)], k < params.k);
+    }
+    return v;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn matmul_gemv(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) thread: u32,
+) {
+    let m = workgroup.y;
+    let row = workgroup.x * (WORKGROUP_SIZE / THREADS_PER_ROW) + thread / THREADS_PER_ROW;
+    let lane = thread % THREADS_PER_ROW;
+    let groups = (params.k + 3u) / 4u;
+    // Rows past the chunk compute row 0 again and discard it, so every
+    // thread reaches the barrier.
+    let valid = row < params.rows;
+    let safe_row = select(0u, row, valid);
+
+    var sum = 0.0;
+    for (var group = lane; group < groups; group += THREADS_PER_ROW) {
+        let w = dequant4(safe_row, group, params.row_words, params.scale_base);
+        sum += dot(w, load_x4(m, group));
+    }
+
+    if THREADS_PER_ROW > 1u {
+        partial_sums[thread] = sum;
+        for (var stride = THREADS_PER_ROW / 2u; stride > 0u; stride /= 2u) {
+            workgroupBarrier();
+            if lane < stride {
+                partial_sums[thread] += partial_sums[thread + stride];
+            }
+        }
+        workgroupBarrier();
+        sum = partial_sums[thread];
+    }
+
+    if valid && lane == 0u {
+        let n = params.row_offset + row;
+        if (params.flags & 2u) != 0u {
+            sum += bias[n];
+        }
+        let i = m * params.n + n;
+        if (params.flags & 1u) != 0u {
+            sum += out[i];
+        }
+        out[i] = sum;
+    }
+}
