@@ -54,6 +54,9 @@ pub(crate) struct PluginCore {
     pub(crate) meta: PluginMeta,
     pub(crate) label: String,
     pub(crate) store: Store<HostState>,
+    /// What the plugin wrote to stdout and stderr in the last successful
+    /// call.
+    pub(crate) last_output: String,
 }
 
 impl PluginCore {
@@ -77,6 +80,7 @@ impl PluginCore {
                 from_cache: prepared.from_cache,
             },
             store,
+            last_output: String::new(),
         }
     }
 
@@ -120,6 +124,7 @@ impl PluginCore {
                 if !output.is_empty() {
                     tracing::debug!(plugin = %self.label, %output, "plugin output");
                 }
+                self.last_output = output;
                 Ok(value)
             }
             Err(error) => {

@@ -82,6 +82,13 @@ impl RewardModelPlugin {
         &self.core.meta.digest
     }
 
+    /// Returns what the plugin wrote to stdout and stderr during its last
+    /// successful call, capped at [`crate::MAX_CAPTURED_OUTPUT`] bytes. A
+    /// failed call's output is in its [`PluginError`].
+    pub fn last_output(&self) -> &str {
+        &self.core.last_output
+    }
+
     /// Returns why the plugin is disabled, or `None` while it is enabled.
     pub fn disabled_reason(&self) -> Option<&str> {
         self.disabled.as_deref()

@@ -250,6 +250,7 @@ impl SelectorPlugin {
             meta: self.core.meta.clone(),
             label: self.core.label.clone(),
             store,
+            last_output: String::new(),
         };
         let state = self.last_good_state.clone();
         let fresh =

@@ -1,6 +1,6 @@
 //! Test selector: picks, one-hot, the enabled arm with the best mean
-//! reward, trying untried arms first. It grows its state when `choose`
-//! shows new arms.
+//! reward, trying untried arms first and the lowest index on ties. It
+//! grows its state when `choose` shows new arms.
 //!
 //! `[config] fail_update_at = N` makes the N-th update (1-based) change the
 //! state and then return an error; `trap_update_at = N` makes it change the
@@ -41,9 +41,10 @@ impl Selector for CountingSelector {
         let mean = |(count, sum): (u64, f64)| {
             if count == 0 { f64::INFINITY } else { sum / count as f64 }
         };
+        // `min_by` with the order reversed keeps the lowest index on ties.
         let best = (0..arms.len())
             .filter(|&k| arms[k].enabled)
-            .max_by(|&a, &b| mean(self.arms[a]).total_cmp(&mean(self.arms[b])));
+            .min_by(|&a, &b| mean(self.arms[b]).total_cmp(&mean(self.arms[a])));
         let mut row = vec![0.0; arms.len()];
         if let Some(best) = best {
             row[best] = 1.0;

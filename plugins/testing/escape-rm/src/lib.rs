@@ -1,6 +1,7 @@
 //! Test reward model that tries to leave the sandbox. `[config] attempt`
-//! picks the attempt; `score` returns an error naming it when it succeeds,
-//! and scores of 0 with the failure on stderr when the sandbox holds.
+//! picks the attempt and `address` the target of socket attempts. `score`
+//! returns an error naming the attempt when it succeeds, and scores of 0
+//! with the failure on stderr when the sandbox holds.
 
 use std::io::Read;
 
@@ -8,12 +9,15 @@ use laser_plugin_sdk::{RewardModel, ScoredInstance, export_reward_model};
 
 struct EscapeRm {
     attempt: String,
+    /// Socket address for the `socket` and `udp` attempts.
+    address: String,
 }
 
 impl RewardModel for EscapeRm {
     fn new() -> Self {
         EscapeRm {
             attempt: "file".to_string(),
+            address: "127.0.0.1:80".to_string(),
         }
     }
 
@@ -24,6 +28,9 @@ impl RewardModel for EscapeRm {
             .as_str()
             .ok_or("missing string setting `attempt`")?
             .to_string();
+        if let Some(address) = config["address"].as_str() {
+            self.address = address.to_string();
+        }
         Ok(())
     }
 
@@ -31,7 +38,7 @@ impl RewardModel for EscapeRm {
         &mut self,
         batch: Vec<ScoredInstance>,
     ) -> Result<Vec<Vec<f64>>, String> {
-        match attempt(&self.attempt) {
+        match attempt(&self.attempt, &self.address) {
             Ok(detail) => {
                 return Err(format!("{} succeeded: {detail}", self.attempt));
             }
@@ -45,7 +52,7 @@ impl RewardModel for EscapeRm {
 }
 
 /// Runs one escape attempt; `Ok` describes what leaked.
-fn attempt(name: &str) -> Result<String, String> {
+fn attempt(name: &str, address: &str) -> Result<String, String> {
     match name {
         "file" => {
             let mut text = String::new();
@@ -80,15 +87,14 @@ fn attempt(name: &str) -> Result<String, String> {
             }
         }
         "socket" => {
-            std::net::TcpStream::connect("127.0.0.1:80")
-                .map_err(|e| e.to_string())?;
-            Ok("connected to 127.0.0.1:80".to_string())
+            std::net::TcpStream::connect(address).map_err(|e| e.to_string())?;
+            Ok(format!("connected to {address}"))
         }
         "udp" => {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0")
                 .map_err(|e| e.to_string())?;
             socket
-                .send_to(b"escaped", "127.0.0.1:9")
+                .send_to(b"escaped", address)
                 .map_err(|e| e.to_string())?;
             Ok("sent a UDP datagram".to_string())
         }
