@@ -30,6 +30,18 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every supported type, unquantized first.
+    pub const ALL: [DType; 8] = [
+        Self::F32,
+        Self::F16,
+        Self::BF16,
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q4K,
+        Self::Q6K,
+    ];
+
     /// The number of values in one block (1 for unquantized types).
     pub const fn block_size(self) -> usize {
         match self {

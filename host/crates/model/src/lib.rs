@@ -6,5 +6,10 @@
 //! hands out in their stored format.
 
 pub mod dtype;
+pub mod gguf;
+pub mod quant;
+pub mod tensor;
 
 pub use dtype::DType;
+pub use gguf::{GgufFile, GgufWriter, MetadataArray, MetadataValue, TensorInfo, ValueType};
+pub use tensor::TensorView;
