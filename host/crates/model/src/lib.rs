@@ -6,10 +6,12 @@
 //! hands out in their stored format.
 
 pub mod dtype;
+pub mod config;
 pub mod gguf;
 pub mod quant;
 pub mod tensor;
 
+pub use config::{Arch, ModelConfig, RopeLayout};
 pub use dtype::DType;
 pub use gguf::{GgufFile, GgufWriter, MetadataArray, MetadataValue, TensorInfo, ValueType};
 pub use tensor::TensorView;
