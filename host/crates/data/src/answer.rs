@@ -19,7 +19,7 @@
 //! The answer markers are `Answer:` (in any case, also `**Answer**:`),
 //! `\boxed{`, and the phrases "answer is", "answer would be" and "answer
 //! will be". When a marker occurs more than once, the last one whose line
-//! holds an answer wins.
+//! contains an answer wins.
 
 pub(crate) mod choice;
 mod markers;
@@ -35,8 +35,8 @@ pub use number::{TOLERANCE, canonical_number, numbers_equal};
 
 /// Extracts the final answer of `response` in the canonical form of `kind`:
 /// a number such as `-1200.5`, `yes` or `no`, an upper-case letter, or the
-/// free-text answer as written. Returns `None` when the response holds no
-/// answer of that kind.
+/// free-text answer as written. Returns `None` when the response contains
+/// no answer of that kind.
 pub fn extract(kind: AnswerKind, response: &str) -> Option<String> {
     match kind {
         AnswerKind::Number => extract_number(response),
@@ -56,7 +56,7 @@ pub fn is_correct(instance: &Instance, response: &str) -> bool {
         .is_some_and(|reference| check(instance.answer_kind, reference, response))
 }
 
-/// Returns whether `response` holds the answer `reference` of kind `kind`.
+/// Returns whether `response` contains the answer `reference` of kind `kind`.
 pub fn check(kind: AnswerKind, reference: &str, response: &str) -> bool {
     let Some(expected) = canonical_reference(kind, reference) else {
         return false;
@@ -72,11 +72,12 @@ pub fn check(kind: AnswerKind, reference: &str, response: &str) -> bool {
 }
 
 /// Returns the canonical form of a reference answer of kind `kind`, or
-/// `None` when it is not a valid answer of that kind. Numbers lose
-/// separators, `$` and redundant zeros (`$1,200.50` becomes `1200.5`),
-/// yes/no answers become `yes` or `no` (from yes, no, true or false in any
-/// case), letters become upper case (from `b`, `(B)` or `B)`), and free text
-/// is trimmed and must not be empty.
+/// `None` when it is not a valid answer of that kind.
+///
+/// Numbers lose separators, `$` and redundant zeros (`$1,200.50` becomes
+/// `1200.5`). Yes/no answers become `yes` or `no`, from yes, no, true or
+/// false in any case. Letters become upper case, from `b`, `(B)` or `B)`.
+/// Free text is trimmed and must not be empty.
 pub fn canonical_reference(kind: AnswerKind, reference: &str) -> Option<String> {
     match kind {
         AnswerKind::Number => canonical_number(reference),
@@ -92,11 +93,23 @@ pub fn canonical_reference(kind: AnswerKind, reference: &str) -> Option<String> 
     }
 }
 
-/// Extracts a number: from the last `####` line, else from the last
-/// `Answer:` line, else from the last "answer is" sentence, that holds a
-/// number, else the last number in the text.
+/// Extracts a number from the last `####` line that starts with one, else
+/// from the last such `Answer:` line, else from the last such "answer is"
+/// sentence. Without any, the last number in the text is the answer.
 fn extract_number(response: &str) -> Option<String> {
-    for markers in [GSM8K_LINE, ANSWER_LINE, ANSWER_PHRASE] {
+    // A Markdown heading such as `#### Step 2` is not GSM8K's final line, so
+    // a `####` line counts only when a number opens it.
+    let final_line = segments_after(response, GSM8K_LINE)
+        .into_iter()
+        .find_map(|segment| {
+            let first = number::scan(segment).into_iter().next()?;
+            (first.start == 0).then_some(first.canonical)
+        });
+    if final_line.is_some() {
+        return final_line;
+    }
+
+    for markers in [ANSWER_LINE, ANSWER_PHRASE] {
         let found = segments_after(response, markers)
             .into_iter()
             .find_map(number_in_segment);

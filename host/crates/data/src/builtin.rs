@@ -23,8 +23,8 @@ mod yes_no;
 
 use std::collections::HashSet;
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::{AnswerKind, Instance};
 
@@ -85,7 +85,7 @@ pub fn builtin(seed: u64, count: usize) -> Vec<Instance> {
 fn generate_unseen(templates: &[Template], rng: &mut StdRng, seen: &mut HashSet<String>) -> Task {
     let mut attempts = 0;
     loop {
-        let template = templates[rand::Rng::random_range(rng, 0..templates.len())];
+        let template = templates[rng.random_range(0..templates.len())];
         let task = template(rng);
         attempts += 1;
         if seen.insert(task.question.clone()) || attempts >= MAX_ATTEMPTS {

@@ -23,14 +23,14 @@ pub enum LoadError {
         /// The I/O error.
         error: io::Error,
     },
-    /// The file holds no records: it is empty, only whitespace, or an empty
-    /// JSON array.
+    /// The file contains no records: it is empty, only whitespace, or an
+    /// empty JSON array.
     #[error("{}: file is empty, expected at least one record", path.display())]
     Empty {
         /// The path as given.
         path: PathBuf,
     },
-    /// Neither the content nor the extension says which format the file is.
+    /// Neither the content nor the extension identifies the format.
     #[error(
         "{}: cannot detect the data format because {reason}, so pass the \
          format explicitly (gsm8k, strategyqa or jsonl)",
@@ -39,7 +39,7 @@ pub enum LoadError {
     UnknownFormat {
         /// The path as given.
         path: PathBuf,
-        /// What the detector found instead of a known format.
+        /// The reason detection failed, naming what was found instead.
         reason: String,
     },
     /// One record is malformed: a line of a JSONL file, an item of a JSON
@@ -50,7 +50,7 @@ pub enum LoadError {
         path: PathBuf,
         /// The 1-based line number where the record starts.
         line: usize,
-        /// What was wrong and what was expected.
+        /// The fault, with the value found and the form expected.
         message: String,
     },
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::answer::canonical_reference;
 use crate::load::non_empty;
-use crate::record::{Record, jsonl_records, quote};
+use crate::record::{Record, describe, jsonl_records, quote};
 use crate::{AnswerKind, Instance, LoadError};
 
 /// Loads a generic JSONL file.
@@ -65,7 +65,8 @@ fn parse_record(record: &Record, default_id: String) -> Result<Instance, String>
         Some(Value::Number(id)) => id.to_string(),
         Some(other) => {
             return Err(format!(
-                "field \"id\" must be a non-empty string or a number, got {other}"
+                "field \"id\" must be a non-empty string or a number, got {}",
+                describe(other)
             ));
         }
     };
@@ -76,7 +77,8 @@ fn parse_record(record: &Record, default_id: String) -> Result<Instance, String>
         Some(Value::Bool(flag)) => Some(if *flag { "yes" } else { "no" }.to_owned()),
         Some(other) => {
             return Err(format!(
-                "field \"reference\" must be a string, a number or a boolean, got {other}"
+                "field \"reference\" must be a string, a number or a boolean, got {}",
+                describe(other)
             ));
         }
     };

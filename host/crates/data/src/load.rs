@@ -6,7 +6,6 @@ use std::io;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::record::Record;
 use crate::{Instance, LoadError, gsm8k, jsonl, strategyqa};
 
 /// A task data file format.
@@ -72,7 +71,7 @@ impl FromStr for Format {
 /// # Errors
 ///
 /// Returns [`LoadError::NotFound`] or [`LoadError::Read`] when the file
-/// cannot be read, [`LoadError::Empty`] when it holds no records,
+/// cannot be read, [`LoadError::Empty`] when it contains no records,
 /// [`LoadError::UnknownFormat`] when detection fails, and
 /// [`LoadError::Record`] with the line number for the first malformed record.
 pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instance>, LoadError> {
@@ -153,7 +152,7 @@ fn detect_jsonl_format(text: &str, source: &Path) -> Result<Format, LoadError> {
             path: source.to_path_buf(),
         });
     };
-    let Ok(first): Result<Record, _> = first else {
+    let Ok(first) = first else {
         return Ok(Format::Jsonl);
     };
     if first.has("prompt") {

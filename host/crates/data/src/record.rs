@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-/// The longest excerpt of a bad value quoted in an error message, in chars.
+/// The maximum length, in chars, of a bad value quoted in an error message.
 const MAX_QUOTED_CHARS: usize = 60;
 
 /// A parsed JSON object.
@@ -129,7 +129,7 @@ pub(crate) fn quote(text: &str) -> String {
 }
 
 /// Describes a JSON value by its type and a short excerpt.
-fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".to_owned(),
         Value::Bool(flag) => format!("the boolean {flag}"),

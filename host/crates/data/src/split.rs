@@ -1,7 +1,7 @@
 //! Seeded train/eval splits with no item on both sides.
 //!
 //! The items are shuffled with a generator seeded by `seed`, and the first
-//! ones go to the eval side until it holds the requested count. The same
+//! ones go to the eval side until it has the requested count. The same
 //! items and seed always give the same split.
 //!
 //! NOTE: the shuffle uses `rand`'s `StdRng`, whose algorithm is fixed within
@@ -89,7 +89,7 @@ pub fn split<T>(items: Vec<T>, eval: EvalSize, seed: u64) -> Result<Split<T>, Sp
 /// move together.
 ///
 /// The eval side receives whole groups in shuffled order, skipping any group
-/// that would take it past the requested count, so it holds exactly that
+/// that would take it past the requested count, so it has exactly that
 /// count unless the groups left cannot make it up.
 ///
 /// # Errors

@@ -30,11 +30,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<Vec<Instance>, LoadError> {
 ///
 /// # Errors
 ///
-/// Returns [`LoadError::Record`] for invalid JSON or a text that is not an
-/// array (at the line of the fault), for an item that is not an object or
-/// lacks a string `qid`, a string `question` or a boolean `answer` (at the
-/// line where the item starts), and [`LoadError::Empty`] for a blank text or
-/// an empty array.
+/// Returns [`LoadError::Record`] at the line of the fault for invalid JSON
+/// or a text that is not an array. Returns it at the line where the item
+/// starts for an item that is not an object or lacks a string `qid`, a
+/// string `question` or a boolean `answer`. Returns [`LoadError::Empty`]
+/// for a blank text or an empty array.
 pub fn parse(text: &str, source: &Path) -> Result<Vec<Instance>, LoadError> {
     let first = text.trim_start();
     if first.is_empty() {

@@ -3,8 +3,8 @@
 //! A number is an optional sign (`-` or U+2212 minus), an optional `$`, digits
 //! with optional thousands separators (`1,200`: a comma followed by exactly
 //! three digits), and an optional fraction (`.5`). A sign counts only when no
-//! letter or digit comes right before it, so `10-3` holds 10 and 3 while
-//! `= -3` holds -3. A trailing `.` ends a sentence and is not part of the
+//! letter or digit comes right before it, so `10-3` reads as 10 and 3 while
+//! `= -3` reads as -3. A trailing `.` ends a sentence and is not part of the
 //! number. Exponents are not read.
 
 /// The tolerance of [`numbers_equal`], absolute up to magnitude 1 and
@@ -127,7 +127,8 @@ fn read_prefix(bytes: &[u8], first: usize) -> (usize, bool) {
     }
 }
 
-/// A sign at `at` counts unless a letter or digit comes right before it.
+/// Returns whether a sign at `at` counts, which it does unless a letter or
+/// digit comes right before it.
 fn sign_allowed(bytes: &[u8], at: usize) -> bool {
     at == 0 || !bytes[at - 1].is_ascii_alphanumeric()
 }

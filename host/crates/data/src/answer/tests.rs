@@ -65,6 +65,11 @@ fn number_cases() {
             Some("24"),
         ),
         ("#### 72\nAnswer: 70", Some("72")),
+        (
+            "#### Step 1: add 3 and 4\nThat makes 7.\nAnswer: 7",
+            Some("7"),
+        ),
+        ("#### Step 2\nThe total is 9", Some("9")),
         ("He walked 3 miles, then 4 more, so 7 miles", Some("7")),
         ("It dropped to -12 degrees.", Some("-12")),
         ("The price rose 10-15 percent", Some("15")),
