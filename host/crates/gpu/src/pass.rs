@@ -1,7 +1,7 @@
 //! Pipeline compilation and single-pass dispatch shared by the transformer
 //! kernels in `norm`, `rope`, `attention`, `elementwise` and `sampling`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::Gpu;
 
@@ -27,7 +27,7 @@ pub(crate) fn compile(
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let pipeline = gpu.pipeline(label, source, entry);
     if let Some(err) = pollster::block_on(scope.pop()) {
-        bail!("failed to compile kernel `{label}`: {err}");
+        return Err(anyhow::Error::new(err).context(format!("failed to compile kernel `{label}`")));
     }
     Ok(pipeline)
 }
