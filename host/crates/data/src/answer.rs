@@ -12,7 +12,8 @@
 //! - yes/no: the first yes/no word after an answer marker, else a leading
 //!   yes/no word, else the last one. `true` and `false` count as yes and no.
 //! - multiple choice: a letter A to E after an answer marker or "option",
-//!   else a leading letter, else the last `B)` or `(B)`.
+//!   else a leading letter, else the last `B)` or `(B)`. [`is_correct`] also
+//!   maps an answer that repeats an option's text to that option's letter.
 //! - free text: the rest of the `Answer:` line, else the last non-blank line,
 //!   compared after normalizing case, spaces and end punctuation.
 //!
@@ -49,11 +50,25 @@ pub fn extract(kind: AnswerKind, response: &str) -> Option<String> {
 /// Returns whether `response` answers `instance` correctly. An instance
 /// without a reference, or with a reference that is invalid for its kind,
 /// is never answered correctly.
+///
+/// For a multiple-choice instance whose response has no option letter, an
+/// `Answer:` line that repeats the text of one option (`Answer: 45` for
+/// `B) 45`) counts as that option's letter, when the prompt lists its
+/// options one per line.
 pub fn is_correct(instance: &Instance, response: &str) -> bool {
-    instance
-        .reference
-        .as_deref()
-        .is_some_and(|reference| check(instance.answer_kind, reference, response))
+    let Some(reference) = instance.reference.as_deref() else {
+        return false;
+    };
+    if check(instance.answer_kind, reference, response) {
+        return true;
+    }
+    if instance.answer_kind != AnswerKind::Choice || choice::extract(response).is_some() {
+        return false;
+    }
+    let by_text = choice::letter_of_option_text(&instance.prompt, response);
+    by_text.is_some_and(|letter| {
+        canonical_reference(AnswerKind::Choice, reference) == Some(letter.to_string())
+    })
 }
 
 /// Returns whether `response` contains the answer `reference` of kind `kind`.

@@ -6,6 +6,7 @@
 //! article "a" in "the answer is a number" is not read as option A.
 
 use super::markers::{ANSWER_LINE, ANSWER_PHRASE, OPTION_WORD, segments_after};
+use super::normalize_free;
 
 /// The option letters, in order.
 pub const LETTERS: [char; 5] = ['A', 'B', 'C', 'D', 'E'];
@@ -46,6 +47,23 @@ pub(super) fn extract(response: &str) -> Option<char> {
         .filter(|letter| letter.parenthesized)
         .last()
         .map(|letter| letter.letter)
+}
+
+/// Returns the letter of the option whose text is the answer on the last
+/// non-blank `Answer:` line of `response`, for options listed one per line
+/// in `prompt` as `B) text`. Texts are compared after the normalization of
+/// free-text answers.
+pub(super) fn letter_of_option_text(prompt: &str, response: &str) -> Option<char> {
+    let answer = segments_after(response, ANSWER_LINE)
+        .into_iter()
+        .find(|segment| !segment.is_empty())?;
+    let answer = normalize_free(answer);
+    prompt.lines().find_map(|line| {
+        let mut chars = line.trim().chars();
+        let letter = chars.next()?;
+        let is_option = LETTERS.contains(&letter) && chars.next() == Some(')');
+        (is_option && normalize_free(chars.as_str()) == answer).then_some(letter)
+    })
 }
 
 /// Returns the canonical letter of a text that is one letter A to E, in

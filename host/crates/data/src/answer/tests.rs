@@ -183,6 +183,18 @@ fn choice_reference_forms() {
 }
 
 #[test]
+fn choice_matched_by_option_text() {
+    let mut question = instance(AnswerKind::Choice, Some("B"));
+    question.prompt = "Which number is largest?\nA) 12\nB) 45\nC) 7\nD) 30".to_owned();
+    assert!(is_correct(&question, "45 is the largest.\nAnswer: 45"));
+    assert!(is_correct(&question, "Answer: **45.**"));
+    assert!(!is_correct(&question, "Answer: 30"));
+    assert!(!is_correct(&question, "Answer: 4"));
+    assert!(!is_correct(&question, "Answer: C, which is 45"));
+    assert!(!is_correct(&question, "The largest is 45."));
+}
+
+#[test]
 fn free_text_normalized() {
     assert_eq!(
         extract(AnswerKind::Free, "It is in France.\nAnswer: **Paris.**").as_deref(),
