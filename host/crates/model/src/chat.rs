@@ -87,7 +87,7 @@ impl ChatTemplate {
         })
     }
 
-    /// The template's Jinja source.
+    /// Returns the template's Jinja source.
     pub fn source(&self) -> &str {
         &self.source
     }

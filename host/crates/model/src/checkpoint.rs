@@ -98,17 +98,17 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 
-    /// The path the checkpoint was opened from.
+    /// Returns the path the checkpoint was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The validated model config.
+    /// Returns the validated model config.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
-    /// The GGUF file, when the checkpoint is one.
+    /// Returns the GGUF file, when the checkpoint is one.
     pub fn gguf(&self) -> Option<&GgufFile> {
         match &self.source {
             Source::Gguf(file) => Some(file),
@@ -116,7 +116,7 @@ impl Checkpoint {
         }
     }
 
-    /// The Hugging Face folder, when the checkpoint is one.
+    /// Returns the Hugging Face folder, when the checkpoint is one.
     pub fn hf(&self) -> Option<&HfCheckpoint> {
         match &self.source {
             Source::Hf(hf) => Some(hf),
@@ -124,7 +124,7 @@ impl Checkpoint {
         }
     }
 
-    /// A view of the tensor with GGUF name `name`.
+    /// Returns a view of the tensor with GGUF name `name`.
     ///
     /// # Errors
     ///
@@ -144,7 +144,7 @@ impl Checkpoint {
         }
     }
 
-    /// The GGUF names of all tensors, in file order for GGUF and sorted for
+    /// Returns the GGUF names of all tensors, in file order for GGUF and sorted for
     /// Hugging Face folders.
     pub fn tensor_names(&self) -> Vec<&str> {
         match &self.source {
@@ -202,7 +202,7 @@ impl Checkpoint {
         }
     }
 
-    /// A cheap identity of the weights (canonical path and total size).
+    /// Returns a cheap identity of the weights (canonical path and total size).
     ///
     /// # Errors
     ///
@@ -240,7 +240,7 @@ impl Checkpoint {
     }
 }
 
-/// The GGUF names and shapes of every tensor `config` requires, in forward
+/// Returns the GGUF names and shapes of every tensor `config` requires, in forward
 /// order.
 pub fn expected_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let ModelConfig {

@@ -45,7 +45,7 @@ impl fmt::Display for Arch {
     }
 }
 
-/// Which pairs of a head's D values RoPE rotates together.
+/// The pairing of a head's D values that RoPE rotates together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RopeLayout {
     /// Pairs `(x[2i], x[2i + 1])`: GGUF `llama` files, whose Q and K weights
@@ -77,7 +77,7 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     /// The RoPE base frequency.
     pub rope_theta: f32,
-    /// Which values RoPE rotates together.
+    /// The pairing of values RoPE rotates together.
     pub rope_layout: RopeLayout,
     /// The RMSNorm epsilon.
     pub rms_eps: f32,
@@ -95,12 +95,12 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// The width of the query projection output, H * D.
+    /// Returns the width of the query projection output, H * D.
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
 
-    /// The width of the key and value projection outputs, G * D.
+    /// Returns the width of the key and value projection outputs, G * D.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
@@ -172,15 +172,6 @@ impl ModelConfig {
                 .with_context(|| format!("gguf: {path}: cannot tell the vocabulary size: no `{arch_name}.vocab_size`, tokens or `token_embd.weight`"))?,
         };
 
-        let mut eos_token_ids = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
-            if let Some(id) = file.get_u32(key)? {
-                if !eos_token_ids.contains(&id) {
-                    eos_token_ids.push(id);
-                }
-            }
-        }
-
         let config = Self {
             arch,
             n_layer: required("block_count")?,
@@ -201,7 +192,7 @@ impl ModelConfig {
             tied_embeddings: file.tensor_info("output.weight").is_none(),
             attn_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
             bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id")?,
-            eos_token_ids,
+            eos_token_ids: gguf_eos_token_ids(file)?,
         };
         config
             .with_default_head_dim()
@@ -244,13 +235,13 @@ impl ModelConfig {
         check("context_length", self.context_length, MAX_CONTEXT)?;
 
         ensure!(
-            self.n_head % self.n_head_kv == 0,
+            self.n_head.is_multiple_of(self.n_head_kv),
             "n_head {} is not a multiple of n_head_kv {}",
             self.n_head,
             self.n_head_kv
         );
         ensure!(
-            self.head_dim % 2 == 0,
+            self.head_dim.is_multiple_of(2),
             "head_dim {} is odd, but RoPE rotates pairs",
             self.head_dim
         );
@@ -285,7 +276,7 @@ impl ModelConfig {
     fn with_default_head_dim(mut self) -> Result<Self> {
         if self.head_dim == 0 {
             ensure!(
-                self.n_head > 0 && self.n_embd % self.n_head == 0,
+                self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
                 "n_embd {} is not a multiple of n_head {} and no head size is given",
                 self.n_embd,
                 self.n_head
@@ -294,6 +285,24 @@ impl ModelConfig {
         }
         Ok(self)
     }
+}
+
+/// Reads the tokens that end generation from GGUF metadata: the EOS token
+/// and, when present and different, the end-of-turn token.
+///
+/// # Errors
+///
+/// Fails when either id is not a u32.
+pub fn gguf_eos_token_ids(file: &GgufFile) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
+        if let Some(id) = file.get_u32(key)?
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The fields of a Hugging Face `config.json` this crate reads, as stored.

@@ -1,9 +1,9 @@
 //! GGUF model files: a memory-mapped reader and a small writer.
 //!
-//! Layout (GGUF v2 and v3, little-endian, as specified in ggml's
-//! `docs/gguf.md`): the magic `GGUF`, a u32 version, a u64 tensor count, a
-//! u64 metadata count, the metadata key-value pairs, the tensor infos, then
-//! padding up to the alignment and the data section. Each tensor's offset is
+//! Layout of GGUF v2 and v3 (little-endian, specified in ggml's
+//! `docs/gguf.md`): the magic `GGUF`, a u32 version, a u64 tensor count and
+//! a u64 metadata count. The metadata key-value pairs and the tensor infos
+//! follow, then padding up to the alignment and the data section. Each tensor's offset is
 //! relative to the start of the data section and is a multiple of the
 //! alignment (`general.alignment`, 32 when absent).
 //!
@@ -70,7 +70,7 @@ pub enum ValueType {
 }
 
 impl ValueType {
-    /// The type with GGUF id `id`, if there is one.
+    /// Returns the type with GGUF id `id`, if there is one.
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => Self::U8,
@@ -90,8 +90,8 @@ impl ValueType {
         })
     }
 
-    /// The fewest bytes one value of this type occupies in a file: a string
-    /// or an array stores at least its length.
+    /// Returns the minimum number of bytes one value of this type occupies
+    /// in a file: a string or an array stores at least its length.
     pub const fn min_encoded_len(self) -> u64 {
         match self {
             Self::U8 | Self::I8 | Self::Bool => 1,
@@ -133,7 +133,7 @@ pub struct MetadataArray {
 }
 
 impl MetadataValue {
-    /// The type tag of this value.
+    /// Returns the type tag of this value.
     pub fn value_type(&self) -> ValueType {
         match self {
             Self::U8(_) => ValueType::U8,
@@ -152,7 +152,7 @@ impl MetadataValue {
         }
     }
 
-    /// The value as an unsigned integer, for any integer type holding a
+    /// Returns the value as an unsigned integer, for any integer type holding a
     /// non-negative value.
     pub fn as_u64(&self) -> Option<u64> {
         match *self {
@@ -168,7 +168,7 @@ impl MetadataValue {
         }
     }
 
-    /// The value as a float, for float types.
+    /// Returns the value as a float, for float types.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Self::F32(v) => Some(v.into()),
@@ -177,7 +177,7 @@ impl MetadataValue {
         }
     }
 
-    /// The value as a string slice, for strings.
+    /// Returns the value as a string slice, for strings.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Self::String(s) => Some(s),
@@ -225,7 +225,7 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// The number of elements.
+    /// Returns the number of elements.
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
@@ -263,16 +263,16 @@ impl GgufFile {
     /// # Errors
     ///
     /// Fails when the file cannot be opened or mapped, or when anything in
-    /// it is malformed: wrong magic, unsupported version, a count, length,
-    /// dimension or offset past its cap or past the end of the file, an
-    /// unknown value or tensor type, or a misaligned tensor.
+    /// it is malformed. That covers a wrong magic or unsupported version, a
+    /// count, length, dimension or offset past its cap or the end of the
+    /// file, an unknown value or tensor type, and a misaligned tensor.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path)
             .with_context(|| format!("gguf: {}: failed to open", path.display()))?;
         // SAFETY: the map is read-only. Another process truncating or
         // rewriting the file while it is mapped would change or fault these
-        // bytes; model files are not modified in place while loaded.
+        // bytes, but model files are not modified in place while loaded.
         let mmap = unsafe { Mmap::map(&file) }
             .with_context(|| format!("gguf: {}: failed to memory-map", path.display()))?;
         let parsed =
@@ -302,42 +302,42 @@ impl GgufFile {
         })
     }
 
-    /// The path the file was opened from.
+    /// Returns the path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The file's size in bytes.
+    /// Returns the file's size in bytes.
     pub fn file_size(&self) -> u64 {
         self.mmap.len() as u64
     }
 
-    /// The GGUF version (2 or 3).
+    /// Returns the GGUF version (2 or 3).
     pub fn version(&self) -> u32 {
         self.version
     }
 
-    /// The alignment of tensor data, in bytes.
+    /// Returns the alignment of tensor data, in bytes.
     pub fn alignment(&self) -> u64 {
         self.alignment
     }
 
-    /// The offset of the data section from the start of the file.
+    /// Returns the offset of the data section from the start of the file.
     pub fn data_offset(&self) -> usize {
         self.data_offset
     }
 
-    /// The metadata key-value pairs, in file order.
+    /// Returns the metadata key-value pairs, in file order.
     pub fn metadata(&self) -> &[(String, MetadataValue)] {
         &self.metadata
     }
 
-    /// The metadata value under `key`, if present.
+    /// Returns the metadata value under `key`, if present.
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
         self.metadata_index.get(key).map(|&i| &self.metadata[i].1)
     }
 
-    /// The metadata value under `key`.
+    /// Returns the metadata value under `key`.
     ///
     /// # Errors
     ///
@@ -347,7 +347,7 @@ impl GgufFile {
             .ok_or_else(|| self.error(format!("missing metadata key `{key}`")))
     }
 
-    /// The unsigned integer under `key`, which may be stored as any integer
+    /// Returns the unsigned integer under `key`, which may be stored as any integer
     /// type, or `None` when the key is absent.
     ///
     /// # Errors
@@ -364,7 +364,7 @@ impl GgufFile {
             .ok_or_else(|| self.error(format!("metadata `{key}` = {value:?}: expected a u32")))
     }
 
-    /// The unsigned integer under `key`, which may be stored as any integer
+    /// Returns the unsigned integer under `key`, which may be stored as any integer
     /// type, or `None` when the key is absent.
     ///
     /// # Errors
@@ -381,7 +381,7 @@ impl GgufFile {
         })
     }
 
-    /// The float under `key` (f32 or f64), or `None` when the key is absent.
+    /// Returns the float under `key` (f32 or f64), or `None` when the key is absent.
     ///
     /// # Errors
     ///
@@ -397,7 +397,7 @@ impl GgufFile {
         }
     }
 
-    /// The bool under `key`, or `None` when the key is absent.
+    /// Returns the bool under `key`, or `None` when the key is absent.
     ///
     /// # Errors
     ///
@@ -412,7 +412,7 @@ impl GgufFile {
         }
     }
 
-    /// The string under `key`, or `None` when the key is absent.
+    /// Returns the string under `key`, or `None` when the key is absent.
     ///
     /// # Errors
     ///
@@ -428,7 +428,7 @@ impl GgufFile {
         }
     }
 
-    /// The array under `key`, or `None` when the key is absent.
+    /// Returns the array under `key`, or `None` when the key is absent.
     ///
     /// # Errors
     ///
@@ -444,7 +444,7 @@ impl GgufFile {
         }
     }
 
-    /// The string array under `key`, or `None` when the key is absent.
+    /// Returns the string array under `key`, or `None` when the key is absent.
     ///
     /// # Errors
     ///
@@ -468,7 +468,7 @@ impl GgufFile {
         ))
     }
 
-    /// The integer array under `key` as i64 values, or `None` when the key is
+    /// Returns the integer array under `key` as i64 values, or `None` when the key is
     /// absent.
     ///
     /// # Errors
@@ -502,17 +502,17 @@ impl GgufFile {
             })
     }
 
-    /// The tensor infos, in file order.
+    /// Returns the tensor infos, in file order.
     pub fn tensor_infos(&self) -> &[TensorInfo] {
         &self.tensor_infos
     }
 
-    /// The info of the tensor named `name`, if present.
+    /// Returns the info of the tensor named `name`, if present.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensor_infos[i])
     }
 
-    /// A view of the tensor named `name`, borrowing its bytes from the map.
+    /// Returns a view of the tensor named `name`, borrowing its bytes from the map.
     ///
     /// # Errors
     ///

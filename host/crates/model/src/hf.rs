@@ -37,8 +37,8 @@ struct Shard {
     mmap: Mmap,
 }
 
-/// Where one tensor lives: its shard, name there, type, shape and byte range
-/// inside the shard file.
+/// The location of one tensor: its shard, its name there, type, shape and
+/// byte range inside the shard file.
 struct HfTensor {
     shard: usize,
     hf_name: String,
@@ -81,7 +81,7 @@ pub enum TokenText {
 }
 
 impl TokenText {
-    /// The token's text.
+    /// Returns the token's text.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Text(text) | Self::Object { content: text } => text,
@@ -100,10 +100,10 @@ impl HfCheckpoint {
     ///
     /// # Errors
     ///
-    /// Fails when `config.json` is missing or invalid, no shard is found, a
-    /// shard or the index is malformed or disagrees with the shards, a
-    /// tensor has a type other than F32, F16 or BF16, or two tensors map to
-    /// the same GGUF name.
+    /// Fails when `config.json` is missing or invalid, or no shard is found.
+    /// Also fails when a shard or the index is malformed or disagrees with
+    /// the shards, when a tensor has a type other than F32, F16 or BF16, or
+    /// when two tensors map to the same GGUF name.
     pub fn open(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config_text = std::fs::read_to_string(&config_path)
@@ -149,39 +149,39 @@ impl HfCheckpoint {
         })
     }
 
-    /// The checkpoint folder.
+    /// Returns the checkpoint folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The validated model config.
+    /// Returns the validated model config.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
-    /// The parsed `tokenizer_config.json`, empty when the file is absent.
+    /// Returns the parsed `tokenizer_config.json`, empty when the file is absent.
     pub fn tokenizer_config(&self) -> &TokenizerConfig {
         &self.tokenizer_config
     }
 
-    /// The total size of the shard files, in bytes.
+    /// Returns the total size of the shard files, in bytes.
     pub fn weights_size(&self) -> u64 {
         self.shards.iter().map(|s| s.mmap.len() as u64).sum()
     }
 
-    /// The GGUF names of all mapped tensors, sorted.
+    /// Returns the GGUF names of all mapped tensors, sorted.
     pub fn tensor_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
     }
 
-    /// The Hugging Face name of the tensor with GGUF name `name`, if present.
+    /// Returns the Hugging Face name of the tensor with GGUF name `name`, if present.
     pub fn hf_name(&self, name: &str) -> Option<&str> {
         self.tensors.get(name).map(|t| t.hf_name.as_str())
     }
 
-    /// A view of the tensor with GGUF name `name`.
+    /// Returns a view of the tensor with GGUF name `name`.
     ///
     /// # Errors
     ///
@@ -223,7 +223,7 @@ impl HfCheckpoint {
         tokenizer.with_eos_ids(eos_id.into_iter().collect())
     }
 
-    /// The chat template source from `tokenizer_config.json` (the one named
+    /// Returns the chat template source from `tokenizer_config.json` (the one named
     /// `default` when there is a list), if any.
     pub fn chat_template_source(&self) -> Option<&str> {
         match self.tokenizer_config.chat_template.as_ref()? {
@@ -236,7 +236,7 @@ impl HfCheckpoint {
     }
 }
 
-/// The GGUF name of a Hugging Face Llama, Mistral or Qwen2 tensor name, or
+/// Returns the GGUF name of a Hugging Face Llama, Mistral or Qwen2 tensor name, or
 /// `None` for tensors the engine does not use (such as
 /// `rotary_emb.inv_freq`).
 pub fn gguf_name(hf_name: &str) -> Option<String> {

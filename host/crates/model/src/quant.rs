@@ -111,8 +111,8 @@ fn quantize_q8_0(values: &[f32], out: &mut Vec<u8>) {
     );
 }
 
-// Q4_0 block (18 bytes): d: f16, qs: [u8; 16]. Byte j holds value j in its
-// low nibble and value j + 16 in its high nibble; x = d * (q - 8).
+// Q4_0 block (18 bytes): d: f16, qs: [u8; 16]. Byte j stores value j in
+// its low nibble and value j + 16 in its high nibble. x = d * (q - 8).
 
 fn dequantize_q4_0(block: &[u8], out: &mut Vec<f32>) {
     let d = read_f16(block, 0);
@@ -160,8 +160,8 @@ fn quantize_q4_1(values: &[f32], out: &mut Vec<u8>) {
 // sub-blocks: the first in low nibbles, the second in high nibbles.
 
 /// Unpacks the 6-bit scale and min of sub-block `j` (ggml's
-/// `get_scale_min_k4`): sub-blocks 0-3 use the low 6 bits of bytes j and
-/// j + 4; sub-blocks 4-7 take their low 4 bits from byte j + 4 and their
+/// `get_scale_min_k4`). Sub-blocks 0-3 use the low 6 bits of bytes j and
+/// j + 4. Sub-blocks 4-7 take their low 4 bits from byte j + 4 and their
 /// high 2 bits from the top of bytes j - 4 and j.
 fn scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
     if j < 4 {
@@ -250,10 +250,10 @@ fn quantize_q4_k(values: &[f32], out: &mut Vec<u8>) {
 // Q6_K block (210 bytes): ql: [u8; 128], qh: [u8; 64], scales: [i8; 16],
 // d: f16. Sixteen sub-blocks of 16 values with signed 8-bit scales; each
 // 6-bit q is 4 low bits from `ql` and 2 high bits from `qh`;
-// x = d * sc * (q - 32). Each half of 128 values uses 64 bytes of `ql`
-// (values l and l + 64 share byte l, l + 32 and l + 96 share byte l + 32)
-// and 32 bytes of `qh` (values l, l + 32, l + 64, l + 96 in bits 0-1, 2-3,
-// 4-5, 6-7 of byte l).
+// x = d * sc * (q - 32). Each half of 128 values uses 64 bytes of `ql`:
+// values l and l + 64 share byte l, and l + 32 and l + 96 share byte
+// l + 32. It also uses 32 bytes of `qh`: values l, l + 32, l + 64 and
+// l + 96 take bits 0-1, 2-3, 4-5 and 6-7 of byte l.
 
 fn dequantize_q6_k(block: &[u8], out: &mut Vec<f32>) {
     let d = read_f16(block, 208);

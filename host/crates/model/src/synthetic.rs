@@ -11,7 +11,7 @@ use crate::{Arch, DType, GgufWriter, ModelConfig, RopeLayout};
 /// and the 256 byte-level characters.
 pub const SYNTHETIC_BASE_VOCAB: usize = 3 + 256;
 
-/// A small Llama config for tests: 2 blocks, C = 64, F = 128, H = 4,
+/// Returns a small Llama config for tests: 2 blocks, C = 64, F = 128, H = 4,
 /// G = 2, D = 16, V = 320, RoPE base 10000 on adjacent pairs, eps 1e-5,
 /// context 256, tied embeddings, BOS 1, EOS 2.
 pub fn tiny_llama_config() -> ModelConfig {
@@ -163,7 +163,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A uniform value in [-1, 1).
+    /// Returns a uniform value in [-1, 1).
     fn next_signed(&mut self) -> f32 {
         let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         2.0 * unit - 1.0

@@ -9,7 +9,7 @@ use crate::{DType, quant};
 ///
 /// `shape` is row-major, outermost first: a weight of N output features by
 /// K input features has shape `[N, K]` (ggml dims `[ne0 = K, ne1 = N]`), and
-/// each of its N rows holds K values. `data` holds the stored bytes, which
+/// each of its N rows contains K values. `data` contains the stored bytes, which
 /// are `dtype.bytes_for(n_elements)` long.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorView<'a> {
@@ -24,17 +24,17 @@ pub struct TensorView<'a> {
 }
 
 impl TensorView<'_> {
-    /// The number of elements.
+    /// Returns the number of elements.
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
 
-    /// The row length: the last (innermost) dimension.
+    /// Returns the row length: the last (innermost) dimension.
     pub fn row_len(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
     }
 
-    /// The number of rows: the product of all dimensions but the last.
+    /// Returns the number of rows: the product of all dimensions but the last.
     pub fn n_rows(&self) -> usize {
         self.shape[..self.shape.len().saturating_sub(1)]
             .iter()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::GgufWriter;
 use crate::synthetic::byte_level_chars;
 
-/// The SmolLM2-135M-Instruct Q4_1 GGUF: `$LASER_HOST_MODEL`, else the
+/// Returns the SmolLM2-135M-Instruct Q4_1 GGUF: `$LASER_HOST_MODEL`, else the
 /// `laser-host` model cache. Panics with the fix when it is missing.
 pub fn smollm2_path() -> PathBuf {
     let path = match std::env::var_os("LASER_HOST_MODEL") {
@@ -24,7 +24,7 @@ pub fn smollm2_path() -> PathBuf {
     path
 }
 
-/// The folder of reference outputs for SmolLM2, beside the checkout.
+/// Returns the folder of reference outputs for SmolLM2, beside the checkout.
 pub fn reference_dir() -> PathBuf {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/reference/smollm2");
@@ -32,7 +32,7 @@ pub fn reference_dir() -> PathBuf {
     dir
 }
 
-/// The JSON objects of one reference `.jsonl` file.
+/// Returns the JSON objects of one reference `.jsonl` file.
 pub fn read_reference(name: &str) -> Vec<serde_json::Value> {
     let path = reference_dir().join(name);
     let text = std::fs::read_to_string(&path)
@@ -43,7 +43,7 @@ pub fn read_reference(name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The tokens of the tiny vocabulary: three control tokens, the 256 byte
+/// Returns the tokens of the tiny vocabulary: three control tokens, the 256 byte
 /// characters, then the merged tokens `ab`, `Ġab` and `Ġb`.
 pub fn tiny_tokens() -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -76,7 +76,7 @@ pub fn add_tiny_tokenizer(writer: &mut GgufWriter, pre: &str) {
         .add_metadata("tokenizer.ggml.eos_token_id", 2u32);
 }
 
-/// The id of `text` in the tiny vocabulary.
+/// Returns the id of `text` in the tiny vocabulary.
 pub fn tiny_id(text: &str) -> u32 {
     tiny_tokens().0.iter().position(|t| t == text).unwrap() as u32
 }

@@ -7,7 +7,7 @@
 //! `llm_tokenizer_bpe`), each splitting the pieces left by the one before
 //! and keeping both matches and the text between them. Control tokens
 //! (token type 3) become special tokens, parsed as one id only when
-//! requested; user-defined tokens (type 4) are always parsed as one id, as
+//! requested. User-defined tokens (type 4) are always parsed as one id, as
 //! in llama.cpp.
 
 use std::path::Path;
@@ -21,6 +21,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
+use crate::config::gguf_eos_token_ids;
 use crate::gguf::GgufFile;
 
 /// GGUF token type of a control token such as `<|im_start|>`.
@@ -37,7 +38,7 @@ const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|
 /// Qwen2's split: Llama 3's with single digits.
 const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The split regexes for a GGUF `tokenizer.ggml.pre` value, and whether
+/// Returns the split regexes for a GGUF `tokenizer.ggml.pre` value, and whether
 /// whole pieces found in the vocabulary skip the merges (llama.cpp's
 /// `ignore_merges`, set for Llama 3).
 fn pre_tokenizer_regexes(pre: &str) -> Option<(Vec<&'static str>, bool)> {
@@ -173,14 +174,7 @@ impl Tokenizer {
         inner.add_tokens(&user_defined);
 
         let bos_id = file.get_u32("tokenizer.ggml.bos_token_id")?;
-        let mut eos_ids = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
-            if let Some(id) = file.get_u32(key)? {
-                if !eos_ids.contains(&id) {
-                    eos_ids.push(id);
-                }
-            }
-        }
+        let eos_ids = gguf_eos_token_ids(file)?;
         Self::new(inner, bos_id, eos_ids)
             .with_context(|| format!("gguf: {path}: invalid tokenizer"))
     }
@@ -277,29 +271,29 @@ impl Tokenizer {
             .map_err(|e| anyhow!("tokenizer: failed to decode {} ids: {e}", ids.len()))
     }
 
-    /// The vocabulary entry of token `id`, in the tokenizer's own encoding
+    /// Returns the vocabulary entry of token `id`, in the tokenizer's own encoding
     /// (byte-level BPE writes a leading space as `Ġ`), or `None` when the id
     /// is outside the vocabulary.
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.parsing.id_to_token(id)
     }
 
-    /// The id of the token whose vocabulary entry is `text`, if any.
+    /// Returns the id of the token whose vocabulary entry is `text`, if any.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.parsing.token_to_id(text)
     }
 
-    /// The tokens that end generation.
+    /// Returns the tokens that end generation.
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos_ids
     }
 
-    /// The beginning-of-sequence token, if the model has one.
+    /// Returns the beginning-of-sequence token, if the model has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.bos_id
     }
 
-    /// The number of token ids, added tokens included.
+    /// Returns the number of token ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.parsing.get_vocab_size(true)
     }

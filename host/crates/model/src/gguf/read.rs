@@ -349,7 +349,7 @@ fn read_tensor_info(cursor: &mut Cursor<'_>, name: String) -> ParseResult<Tensor
 
 fn check_tensor_range(info: &TensorInfo, alignment: u64, data_len: u64) -> ParseResult<()> {
     let name = shown(&info.name);
-    if info.offset % alignment != 0 {
+    if !info.offset.is_multiple_of(alignment) {
         return Err(format!(
             "tensor `{name}` offset {} is not a multiple of the alignment {alignment}",
             info.offset

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// A small valid file: metadata of several types and three tensors.
+/// Returns a small valid file: metadata of several types and three tensors.
 fn sample_writer() -> GgufWriter {
     let mut writer = GgufWriter::new();
     writer
@@ -35,7 +35,7 @@ fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// The byte position of the tensor info of `name`: its dimension count,
+/// Returns the byte position of the tensor info of `name`: its dimension count,
 /// dimensions, type and offset follow.
 fn tensor_info_pos(bytes: &[u8], name: &str) -> usize {
     let needle = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();

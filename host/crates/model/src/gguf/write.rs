@@ -100,7 +100,7 @@ impl GgufWriter {
         let n: usize = shape.iter().product();
         let row = shape[shape.len() - 1];
         ensure!(
-            row % dtype.block_size() == 0,
+            row.is_multiple_of(dtype.block_size()),
             "gguf writer: tensor `{name}` row length {row} is not a multiple of the {dtype} block size {}",
             dtype.block_size()
         );
@@ -143,7 +143,7 @@ impl GgufWriter {
         );
         let row = shape.last().copied().unwrap_or(0);
         ensure!(
-            row > 0 && row % dtype.block_size() == 0,
+            row > 0 && row.is_multiple_of(dtype.block_size()),
             "gguf writer: tensor `{name}` row length {row} is not a multiple of the {dtype} block size {}",
             dtype.block_size()
         );

@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, expected_tensors};
 use crate::test_support::{add_tiny_tokenizer, tiny_id, tiny_tokens};
 use crate::{ChatMessage, GgufFile, GgufWriter, quant};
 
-/// The Hugging Face name of a canonical tensor name.
+/// Returns the Hugging Face name of a canonical tensor name.
 fn hf_name_of(name: &str) -> String {
     let fixed = [
         ("token_embd.weight", "model.embed_tokens.weight"),
@@ -304,11 +304,11 @@ fn missing_tensor_is_named() {
     let config = config_json("LlamaForCausalLM");
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let tensors = stored_tensors(&config);
-    let kept: Vec<&StoredTensor> = tensors
+    let remaining: Vec<&StoredTensor> = tensors
         .iter()
         .filter(|t| t.hf_name != "model.layers.1.mlp.up_proj.weight")
         .collect();
-    write_shard(&dir.path().join("model.safetensors"), &kept);
+    write_shard(&dir.path().join("model.safetensors"), &remaining);
     let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
     assert!(
         message.contains("tensor `blk.1.ffn_up.weight` not found"),

@@ -109,7 +109,7 @@ fn float_types_round_trip() {
     }
 }
 
-/// The maximum absolute error the quantizers promise for one block, given
+/// Returns the maximum absolute error the quantizers promise for one block, given
 /// its values.
 fn error_bound(dtype: DType, block: &[f32]) -> f32 {
     let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
