@@ -82,12 +82,30 @@ fn product(rng: &mut StdRng) -> Task {
 
 fn unit_conversion(rng: &mut StdRng) -> Task {
     let fact = UNIT_FACTS.choose(rng).unwrap_or(&UNIT_FACTS[0]);
-    let spread = (fact.amount / 2).max(4);
-    let options = options_around(rng, fact.amount, spread);
+    let amount = fact.amount;
+
+    // Nearby values alone would leave the true amount as the only round
+    // number, so the distractors are other conversion factors and the
+    // amount off by a factor of ten, of two or by one.
+    let mut distractors: Vec<u32> = UNIT_FACTS.iter().map(|other| other.amount).collect();
+    distractors.extend([amount * 10, amount * 2, amount + 1, amount - 1]);
+    if amount.is_multiple_of(10) {
+        distractors.push(amount / 10);
+    }
+    distractors.retain(|&candidate| candidate >= 2 && candidate != amount);
+    distractors.sort_unstable();
+    distractors.dedup();
+
+    let mut options: Vec<u32> = distractors
+        .choose_multiple(rng, OPTION_COUNT - 1)
+        .copied()
+        .collect();
+    options.push(amount);
+    options.shuffle(rng);
     task(
         &format!("How many {} are in {}?", fact.unit, fact.name),
         &options,
-        fact.amount,
+        amount,
     )
 }
 
@@ -150,6 +168,22 @@ mod tests {
                     task.question
                 );
             }
+        }
+    }
+
+    #[test]
+    fn unit_answer_matches_table() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..300 {
+            let task = unit_conversion(&mut rng);
+            let fact = UNIT_FACTS
+                .iter()
+                .find(|fact| {
+                    task.question
+                        .starts_with(&format!("How many {} are in {}?", fact.unit, fact.name))
+                })
+                .unwrap();
+            assert_eq!(chosen(&task), fact.amount, "{}", task.question);
         }
     }
 
