@@ -6,6 +6,7 @@
 //! that the tests compare against. This crate does not know about models:
 //! the engine in `laser-host` strings the kernels into a forward pass.
 
+pub mod attention;
 pub mod device;
 pub mod embedding;
 pub mod matmul;

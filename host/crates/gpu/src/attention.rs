@@ -1,0 +1,406 @@
+//! The KV cache write and causal grouped-query attention (Ainslie et al.,
+//! 2023, "GQA") over it, with an online softmax (Milakov and Gimelshein,
+//! 2018, "Online normalizer calculation for softmax").
+//!
+//! The KV cache of one layer is a pair of f32 buffers `[S, T, G, D]`: S
+//! sequence slots, T = `max_len` positions, G kv heads, D head size. Each
+//! activation row carries its `(slot, position)` in a u32 `[M, 2]` buffer,
+//! so one dispatch serves prefill (many rows of one or several sequences)
+//! and decode (one row per sequence, each at its own position).
+
+use anyhow::Result;
+
+use crate::Gpu;
+use crate::pass::{compile, dispatch};
+
+const KV_WRITE_SHADER: &str = include_str!("../../../../shaders/kv_write.wgsl");
+const ATTENTION_SHADER: &str = include_str!("../../../../shaders/attention.wgsl");
+
+/// The largest head size [`Attention`] supports.
+pub const MAX_HEAD_DIM: u32 = 256;
+
+/// Uniform block of `kv_write.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct KvWriteParams {
+    m: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_len: u32,
+}
+
+const _: () = assert!(size_of::<KvWriteParams>() == 16);
+
+/// Uniform block of `attention.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttentionParams {
+    m: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_len: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<AttentionParams>() == 32);
+
+/// Copies new keys and values into a layer's KV cache.
+pub struct KvWrite {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl KvWrite {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "kv_write", KV_WRITE_SHADER, "kv_write")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `k_cache[slot, pos] = k[r]` and `v_cache[slot, pos] = v[r]`
+    /// for rows `r < m`, where `(slot, pos) = rows[r]`. `k` and `v` are f32
+    /// `[M, G, D]`, `rows` is u32 `[M, 2]` and the caches are f32
+    /// `[S, max_len, G, D]`. Two rows must not name the same cache entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        m: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        max_len: u32,
+    ) {
+        let params = KvWriteParams { m, kv_heads, head_dim, max_len };
+        let params = gpu.uniform("kv_write params", &params);
+        let bind_group = gpu.bind_group(
+            "kv_write",
+            &self.pipeline,
+            &[
+                params.as_entire_binding(),
+                k.as_entire_binding(),
+                v.as_entire_binding(),
+                rows.as_entire_binding(),
+                k_cache.as_entire_binding(),
+                v_cache.as_entire_binding(),
+            ],
+        );
+        let groups = [(kv_heads * head_dim).div_ceil(256), m, 1];
+        dispatch(encoder, "kv_write", &self.pipeline, &bind_group, groups);
+    }
+}
+
+/// Causal grouped-query attention of new rows over a layer's KV cache.
+pub struct Attention {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl Attention {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "attention", ATTENTION_SHADER, "attention")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records, for rows `r < m` with `(slot, pos) = rows[r]` and query
+    /// heads `h < heads`, `out[r, h] = softmax_t(scale * q[r, h] . k_t) v_t`
+    /// over cache positions `t` in `0..=pos` of `slot` and kv head
+    /// `h / (heads / kv_heads)`. `q` and `out` are f32 `[M, heads, D]`,
+    /// `rows` is u32 `[M, 2]` and the caches are f32 `[S, max_len, G, D]`.
+    /// Each row's own key and value must already be in the cache
+    /// ([`KvWrite`]).
+    ///
+    /// # Panics
+    ///
+    /// Panics when `head_dim` is above [`MAX_HEAD_DIM`] or `kv_heads` does
+    /// not divide `heads`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        m: u32,
+        heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        max_len: u32,
+        scale: f32,
+    ) {
+        assert!(
+            head_dim <= MAX_HEAD_DIM,
+            "attention: head_dim {head_dim} is above the supported {MAX_HEAD_DIM}"
+        );
+        assert!(
+            kv_heads > 0 && heads % kv_heads == 0,
+            "attention: kv_heads {kv_heads} must divide heads {heads}"
+        );
+        let params = AttentionParams {
+            m,
+            heads,
+            kv_heads,
+            head_dim,
+            max_len,
+            scale,
+            _pad: [0; 2],
+        };
+        let params = gpu.uniform("attention params", &params);
+        let bind_group = gpu.bind_group(
+            "attention",
+            &self.pipeline,
+            &[
+                params.as_entire_binding(),
+                q.as_entire_binding(),
+                k_cache.as_entire_binding(),
+                v_cache.as_entire_binding(),
+                rows.as_entire_binding(),
+                out.as_entire_binding(),
+            ],
+        );
+        dispatch(encoder, "attention", &self.pipeline, &bind_group, [heads, m, 1]);
+    }
+}
+
+/// Shape of a KV cache and the heads that read it, for the CPU references.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheShape {
+    /// Query heads H.
+    pub heads: usize,
+    /// Key/value heads G; divides `heads`.
+    pub kv_heads: usize,
+    /// Head size D.
+    pub head_dim: usize,
+    /// Positions per slot T.
+    pub max_len: usize,
+}
+
+impl CacheShape {
+    /// Returns the index of element 0 of `(slot, pos, kv_head)` in a cache.
+    fn index(&self, slot: usize, pos: usize, kv_head: usize) -> usize {
+        ((slot * self.max_len + pos) * self.kv_heads + kv_head) * self.head_dim
+    }
+}
+
+/// Computes [`KvWrite`] on the CPU: writes row `r` of `k` and `v` (f32
+/// `[m, G, D]`) into `k_cache` and `v_cache` at `rows[r] = (slot, pos)`.
+pub fn kv_write_reference(
+    k: &[f32],
+    v: &[f32],
+    rows: &[[u32; 2]],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    shape: CacheShape,
+) {
+    let width = shape.kv_heads * shape.head_dim;
+    for (r, &[slot, pos]) in rows.iter().enumerate() {
+        let dst = shape.index(slot as usize, pos as usize, 0);
+        k_cache[dst..dst + width].copy_from_slice(&k[r * width..(r + 1) * width]);
+        v_cache[dst..dst + width].copy_from_slice(&v[r * width..(r + 1) * width]);
+    }
+}
+
+/// Computes [`Attention`] on the CPU in f64: returns `out` f32
+/// `[m, H, D]` for `q` f32 `[m, H, D]`, caches f32 `[S, T, G, D]` and
+/// `rows` `(slot, pos)` per row.
+pub fn attention_reference(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    rows: &[[u32; 2]],
+    shape: CacheShape,
+    scale: f32,
+) -> Vec<f32> {
+    let CacheShape { heads, kv_heads, head_dim, .. } = shape;
+    let group = heads / kv_heads;
+    let mut out = vec![0.0; rows.len() * heads * head_dim];
+    for (r, &[slot, pos]) in rows.iter().enumerate() {
+        let (slot, len) = (slot as usize, pos as usize + 1);
+        for h in 0..heads {
+            let q_row = &q[(r * heads + h) * head_dim..][..head_dim];
+            let scores: Vec<f64> = (0..len)
+                .map(|t| {
+                    let k_row = &k_cache[shape.index(slot, t, h / group)..][..head_dim];
+                    let dot: f64 =
+                        q_row.iter().zip(k_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                    dot * f64::from(scale)
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for d in 0..head_dim {
+                let value: f64 = (0..len)
+                    .map(|t| weights[t] * f64::from(v_cache[shape.index(slot, t, h / group) + d]))
+                    .sum();
+                out[(r * heads + h) * head_dim + d] = (value / total) as f32;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, gpu, read_f32, rng, run, uniform_vec};
+
+    const SLOTS: usize = 3;
+
+    fn flatten(rows: &[[u32; 2]]) -> Vec<u32> {
+        rows.iter().flatten().copied().collect()
+    }
+
+    /// Returns the rows of a mixed batch: a 70-row prefill of slot 0 (past
+    /// the 64-position tile), slot 1 at positions 5 and 129, and slot 2 at
+    /// its last position.
+    fn mixed_rows(max_len: usize) -> Vec<[u32; 2]> {
+        let mut rows: Vec<[u32; 2]> = (0..70).map(|p| [0, p]).collect();
+        rows.push([1, 5]);
+        rows.push([2, (max_len - 1) as u32]);
+        rows.push([1, 129]);
+        rows
+    }
+
+    #[test]
+    fn kv_write_matches_reference() {
+        let gpu = gpu();
+        let op = KvWrite::new(gpu).unwrap();
+        let mut rng = rng(7);
+        let shape = CacheShape { heads: 6, kv_heads: 3, head_dim: 100, max_len: 131 };
+        let rows = mixed_rows(shape.max_len);
+        let m = rows.len();
+        let width = shape.kv_heads * shape.head_dim;
+        let cache_len = SLOTS * shape.max_len * width;
+        let k = uniform_vec(&mut rng, m * width, 1.0);
+        let v = uniform_vec(&mut rng, m * width, 1.0);
+        let mut k_cache = uniform_vec(&mut rng, cache_len, 1.0);
+        let mut v_cache = uniform_vec(&mut rng, cache_len, 1.0);
+
+        let k_buf = gpu.buffer_from("k", &k);
+        let v_buf = gpu.buffer_from("v", &v);
+        let rows_buf = gpu.buffer_from("rows", &flatten(&rows));
+        let k_cache_buf = gpu.buffer_from("k_cache", &k_cache);
+        let v_cache_buf = gpu.buffer_from("v_cache", &v_cache);
+        run(|enc| {
+            op.encode(
+                gpu,
+                enc,
+                &k_buf,
+                &v_buf,
+                &rows_buf,
+                &k_cache_buf,
+                &v_cache_buf,
+                m as u32,
+                shape.kv_heads as u32,
+                shape.head_dim as u32,
+                shape.max_len as u32,
+            )
+        });
+
+        kv_write_reference(&k, &v, &rows, &mut k_cache, &mut v_cache, shape);
+        assert_close("k_cache", &read_f32(&k_cache_buf, cache_len), &k_cache, 0.0, 0.0);
+        assert_close("v_cache", &read_f32(&v_cache_buf, cache_len), &v_cache, 0.0, 0.0);
+    }
+
+    /// Runs [`Attention`] on the GPU over random caches and compares with
+    /// [`attention_reference`].
+    fn check_attention(shape: CacheShape, rows: &[[u32; 2]], seed: u64) {
+        let gpu = gpu();
+        let op = Attention::new(gpu).unwrap();
+        let mut rng = rng(seed);
+        let m = rows.len();
+        let cache_len = SLOTS * shape.max_len * shape.kv_heads * shape.head_dim;
+        let q = uniform_vec(&mut rng, m * shape.heads * shape.head_dim, 1.0);
+        let k_cache = uniform_vec(&mut rng, cache_len, 1.0);
+        let v_cache = uniform_vec(&mut rng, cache_len, 1.0);
+        // A scale above 1/sqrt(D) gives peaked softmaxes, so a wrong max or
+        // a mis-rescaled tile shows.
+        let scale = 2.0 / (shape.head_dim as f32).sqrt();
+
+        let q_buf = gpu.buffer_from("q", &q);
+        let k_cache_buf = gpu.buffer_from("k_cache", &k_cache);
+        let v_cache_buf = gpu.buffer_from("v_cache", &v_cache);
+        let rows_buf = gpu.buffer_from("rows", &flatten(rows));
+        let out_buf = gpu.buffer_zeroed("out", (q.len() * 4) as u64);
+        run(|enc| {
+            op.encode(
+                gpu,
+                enc,
+                &q_buf,
+                &k_cache_buf,
+                &v_cache_buf,
+                &rows_buf,
+                &out_buf,
+                m as u32,
+                shape.heads as u32,
+                shape.kv_heads as u32,
+                shape.head_dim as u32,
+                shape.max_len as u32,
+                scale,
+            )
+        });
+
+        let expected = attention_reference(&q, &k_cache, &v_cache, rows, shape, scale);
+        let label = format!("attention {shape:?}");
+        assert_close(&label, &read_f32(&out_buf, q.len()), &expected, 1e-5, 1e-4);
+    }
+
+    #[test]
+    fn attention_matches_reference_gqa_ratios() {
+        for (seed, (heads, kv_heads, head_dim)) in
+            [(4, 4, 64), (9, 3, 64), (8, 2, 37), (3, 1, 256), (2, 2, 1)].into_iter().enumerate()
+        {
+            let shape = CacheShape { heads, kv_heads, head_dim, max_len: 150 };
+            check_attention(shape, &mixed_rows(shape.max_len), 10 + seed as u64);
+        }
+    }
+
+    #[test]
+    fn attention_decode_rows_at_different_positions() {
+        let shape = CacheShape { heads: 12, kv_heads: 4, head_dim: 64, max_len: 300 };
+        let rows = [[2, 0], [0, 63], [1, 64], [2, 299], [0, 200]];
+        check_attention(shape, &rows, 20);
+    }
+
+    /// A prefill with a single position attends only to itself, so the
+    /// output equals that position's value.
+    #[test]
+    fn attention_first_position_returns_value() {
+        let gpu = gpu();
+        let op = Attention::new(gpu).unwrap();
+        let mut rng = rng(21);
+        let (heads, head_dim, max_len) = (2, 8, 4);
+        let q = uniform_vec(&mut rng, heads * head_dim, 1.0);
+        let k_cache = uniform_vec(&mut rng, max_len * head_dim, 1.0);
+        let v_cache = uniform_vec(&mut rng, max_len * head_dim, 1.0);
+        let q_buf = gpu.buffer_from("q", &q);
+        let k_buf = gpu.buffer_from("k_cache", &k_cache);
+        let v_buf = gpu.buffer_from("v_cache", &v_cache);
+        let rows_buf = gpu.buffer_from("rows", &[0u32, 0]);
+        let out_buf = gpu.buffer_zeroed("out", (q.len() * 4) as u64);
+        run(|enc| {
+            op.encode(gpu, enc, &q_buf, &k_buf, &v_buf, &rows_buf, &out_buf, 1, 2, 1, 8, 4, 0.3)
+        });
+        let out = read_f32(&out_buf, q.len());
+        assert_close("head 0", &out[..head_dim], &v_cache[..head_dim], 1e-6, 0.0);
+        assert_close("head 1", &out[head_dim..], &v_cache[..head_dim], 1e-6, 0.0);
+    }
+}
