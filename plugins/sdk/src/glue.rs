@@ -52,8 +52,7 @@ pub fn with_selector<R>(
 
 /// Accepts only an empty configuration object.
 pub(crate) fn reject_config(config_json: &str) -> Result<(), String> {
-    let compact: String =
-        config_json.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact: String = config_json.chars().filter(|c| !c.is_whitespace()).collect();
     if compact == "{}" {
         Ok(())
     } else {

@@ -169,10 +169,7 @@ pub trait RewardModel {
     ///
     /// Returns a message when the batch cannot be scored. The host then
     /// disables the reward model for the rest of the run.
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String>;
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String>;
 }
 
 /// A selector: picks, per prompt, the reward models to trust.
@@ -221,12 +218,7 @@ pub trait Selector {
     /// Returns a message for an unknown arm or a context of the wrong
     /// dimension. The host stops the run and keeps the state saved after
     /// the last successful update.
-    fn update(
-        &mut self,
-        arm: u32,
-        context: Vec<f32>,
-        reward: f64,
-    ) -> Result<(), String>;
+    fn update(&mut self, arm: u32, context: Vec<f32>, reward: f64) -> Result<(), String>;
 
     /// Serializes the learned state. The default returns an empty state,
     /// which suits a selector that learns nothing.
@@ -268,9 +260,7 @@ macro_rules! export_reward_model {
                     version: env!("CARGO_PKG_VERSION"),
                     description: env!("CARGO_PKG_DESCRIPTION"),
                 });
-                ::std::boxed::Box::new(
-                    <$plugin as $crate::RewardModel>::new(),
-                )
+                ::std::boxed::Box::new(<$plugin as $crate::RewardModel>::new())
             }
 
             impl $crate::__private::reward_model::Guest for Exports {
@@ -279,17 +269,11 @@ macro_rules! export_reward_model {
                 }
 
                 fn configure(config_json: String) -> Result<(), String> {
-                    $crate::__private::with_reward_model(create, |p| {
-                        p.configure(&config_json)
-                    })
+                    $crate::__private::with_reward_model(create, |p| p.configure(&config_json))
                 }
 
-                fn score(
-                    batch: Vec<types::ScoredInstance>,
-                ) -> Result<Vec<Vec<f64>>, String> {
-                    $crate::__private::with_reward_model(create, |p| {
-                        p.score(batch)
-                    })
+                fn score(batch: Vec<types::ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
+                    $crate::__private::with_reward_model(create, |p| p.score(batch))
                 }
             }
 
@@ -325,40 +309,26 @@ macro_rules! export_selector {
                 }
 
                 fn configure(config_json: String) -> Result<(), String> {
-                    $crate::__private::with_selector(create, |p| {
-                        p.configure(&config_json)
-                    })
+                    $crate::__private::with_selector(create, |p| p.configure(&config_json))
                 }
 
                 fn choose(
                     contexts: Vec<Vec<f32>>,
                     arms: Vec<types::ArmInfo>,
                 ) -> Result<Vec<Vec<f32>>, String> {
-                    $crate::__private::with_selector(create, |p| {
-                        p.choose(contexts, arms)
-                    })
+                    $crate::__private::with_selector(create, |p| p.choose(contexts, arms))
                 }
 
-                fn update(
-                    arm: u32,
-                    context: Vec<f32>,
-                    reward: f64,
-                ) -> Result<(), String> {
-                    $crate::__private::with_selector(create, |p| {
-                        p.update(arm, context, reward)
-                    })
+                fn update(arm: u32, context: Vec<f32>, reward: f64) -> Result<(), String> {
+                    $crate::__private::with_selector(create, |p| p.update(arm, context, reward))
                 }
 
                 fn save_state() -> Vec<u8> {
-                    $crate::__private::with_selector(create, |p| {
-                        p.save_state()
-                    })
+                    $crate::__private::with_selector(create, |p| p.save_state())
                 }
 
                 fn load_state(state: Vec<u8>) -> Result<(), String> {
-                    $crate::__private::with_selector(create, |p| {
-                        p.load_state(state)
-                    })
+                    $crate::__private::with_selector(create, |p| p.load_state(state))
                 }
             }
 

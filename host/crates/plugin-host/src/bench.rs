@@ -39,9 +39,21 @@ pub struct BenchReport {
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plugin {} ({} calls each)", self.plugin, self.iterations)?;
-        writeln!(f, "  load, cold cache:              {:>10.2?}", self.load_cold)?;
-        writeln!(f, "  load, warm cache:              {:>10.2?}", self.load_cached)?;
-        writeln!(f, "  empty call:                    {:>10.2?}", self.empty_call)?;
+        writeln!(
+            f,
+            "  load, cold cache:              {:>10.2?}",
+            self.load_cold
+        )?;
+        writeln!(
+            f,
+            "  load, warm cache:              {:>10.2?}",
+            self.load_cached
+        )?;
+        writeln!(
+            f,
+            "  empty call:                    {:>10.2?}",
+            self.empty_call
+        )?;
         writeln!(
             f,
             "  choose, 1 x {BENCH_CONTEXT_DIM}-dim, {BENCH_ARMS} arms:    {:>10.2?}",
@@ -70,10 +82,8 @@ pub fn bench_plugins(wasm: &Path, iterations: u32) -> anyhow::Result<BenchReport
 
 fn run_bench(wasm: &Path, iterations: u32, cache_dir: &Path) -> anyhow::Result<BenchReport> {
     let load = || -> anyhow::Result<(SelectorPlugin, Duration)> {
-        let host = PluginHost::with_cache_dir(
-            Arc::new(StubModelService),
-            Some(cache_dir.to_path_buf()),
-        )?;
+        let host =
+            PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache_dir.to_path_buf()))?;
         let started = Instant::now();
         let plugin = host.load_selector(wasm)?;
         Ok((plugin, started.elapsed()))

@@ -87,9 +87,9 @@ impl PluginDir {
                     *stems.entry(stem).or_default() |= changed;
                 }
                 Some(PRECOMPILED_EXTENSION) if changed => {
-                    report.errors.push(LoadError::Precompiled {
-                        path: path.clone(),
-                    });
+                    report
+                        .errors
+                        .push(LoadError::Precompiled { path: path.clone() });
                 }
                 _ => {}
             }

@@ -159,8 +159,7 @@ mod tests {
         let a = vec![vec![1.0, -1.0]];
         let b = vec![vec![-3.0, 3.0]];
         let weights = vec![vec![0.0, 1.0]];
-        let combined =
-            combine_scores(&weights, &[Some(a), Some(b.clone())]).unwrap();
+        let combined = combine_scores(&weights, &[Some(a), Some(b.clone())]).unwrap();
         assert_eq!(combined, b);
     }
 

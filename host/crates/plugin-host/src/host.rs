@@ -14,9 +14,7 @@ use crate::cache::{CompileCache, default_cache_dir, sha256_hex};
 use crate::error::{DeadlineExceeded, LoadError};
 use crate::manifest::{Manifest, PluginKind};
 use crate::sandbox::HostState;
-use crate::{
-    API_PACKAGE, API_VERSION, ModelService, RewardModelPlugin, SelectorPlugin,
-};
+use crate::{API_PACKAGE, API_VERSION, ModelService, RewardModelPlugin, SelectorPlugin};
 
 /// Interval between epoch ticks.
 ///
@@ -51,6 +49,9 @@ pub(crate) struct Prepared {
 }
 
 /// A loaded plugin of either kind.
+// A run loads a handful of plugins, so the size of the larger variant
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum LoadedPlugin {
     /// A reward model.
     RewardModel(RewardModelPlugin),
@@ -101,6 +102,8 @@ impl PluginHost {
             .map_err(|e| anyhow::anyhow!("failed to link WASI: {e}"))?;
         RewardModelWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("failed to link laser:plugin: {e}"))?;
+        cap_clock_subscriptions(&mut linker)
+            .map_err(|e| anyhow::anyhow!("failed to link the capped clock: {e}"))?;
 
         let cache = cache_dir.map(|dir| CompileCache::new(&engine, dir));
         Ok(PluginHost {
@@ -125,11 +128,11 @@ impl PluginHost {
         let prepared = self.prepare(wasm)?;
         match prepared.manifest.kind {
             PluginKind::RewardModel => {
-                RewardModelPlugin::instantiate(self, prepared)
-                    .map(LoadedPlugin::RewardModel)
+                RewardModelPlugin::instantiate(self, prepared).map(LoadedPlugin::RewardModel)
             }
-            PluginKind::Selector => SelectorPlugin::instantiate(self, prepared)
-                .map(LoadedPlugin::Selector),
+            PluginKind::Selector => {
+                SelectorPlugin::instantiate(self, prepared).map(LoadedPlugin::Selector)
+            }
         }
     }
 
@@ -139,10 +142,7 @@ impl PluginHost {
     ///
     /// As [`PluginHost::load`], and when the manifest's kind is not
     /// `reward-model`.
-    pub fn load_reward_model(
-        &self,
-        wasm: &Path,
-    ) -> Result<RewardModelPlugin, LoadError> {
+    pub fn load_reward_model(&self, wasm: &Path) -> Result<RewardModelPlugin, LoadError> {
         match self.load(wasm)? {
             LoadedPlugin::RewardModel(plugin) => Ok(plugin),
             LoadedPlugin::Selector(_) => Err(kind_error(wasm, "selector")),
@@ -158,9 +158,7 @@ impl PluginHost {
     pub fn load_selector(&self, wasm: &Path) -> Result<SelectorPlugin, LoadError> {
         match self.load(wasm)? {
             LoadedPlugin::Selector(plugin) => Ok(plugin),
-            LoadedPlugin::RewardModel(_) => {
-                Err(kind_error(wasm, "reward-model"))
-            }
+            LoadedPlugin::RewardModel(_) => Err(kind_error(wasm, "reward-model")),
         }
     }
 
@@ -181,13 +179,9 @@ impl PluginHost {
     ) -> Store<HostState> {
         let mut store = Store::new(engine, HostState::new(manifest, models));
         store.limiter(|state| state);
-        store.epoch_deadline_callback(|context| {
-            match context.data().clock.remaining() {
-                Some(remaining) => {
-                    Ok(UpdateDeadline::Continue(ticks_for(remaining)))
-                }
-                None => Err(DeadlineExceeded.into()),
-            }
+        store.epoch_deadline_callback(|context| match context.data().clock.remaining() {
+            Some(remaining) => Ok(UpdateDeadline::Continue(ticks_for(remaining))),
+            None => Err(DeadlineExceeded.into()),
         });
         store
     }
@@ -220,13 +214,12 @@ impl PluginHost {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, &bytes).map_err(
-                    |e| LoadError::Wasm {
+                let component =
+                    Component::new(&self.engine, &bytes).map_err(|e| LoadError::Wasm {
                         path: wasm.to_path_buf(),
                         action: "compile",
                         reason: format!("{e:#}"),
-                    },
-                )?;
+                    })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&digest, &component);
                 }
@@ -281,6 +274,53 @@ fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The WASI monotonic clock as wasmtime-wasi 48 defines it. Guests built
+/// against older 0.2 versions link to it by semver.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces the clock's `subscribe-duration` and `subscribe-instant` with
+/// versions that wake by the end of the current call's deadline.
+///
+/// Epoch interruption only stops wasm code, and a plugin that sleeps waits
+/// inside the host's `poll`, so without this cap `std::thread::sleep` would
+/// outlast any deadline. A capped sleep returns early, the plugin's next
+/// wasm instruction finds the epoch deadline passed, and the call times
+/// out.
+fn cap_clock_subscriptions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>, (nanos,): (u64,)| {
+            let nanos = cap_sleep(store.data(), nanos);
+            let mut clocks = store.data_mut().clocks();
+            Ok((clocks.subscribe_duration(nanos)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>, (when,): (u64,)| {
+            let mut clocks = store.data_mut().clocks();
+            let nanos = when.saturating_sub(clocks.now()?);
+            let nanos = cap_sleep(store.data(), nanos);
+            let mut clocks = store.data_mut().clocks();
+            Ok((clocks.subscribe_duration(nanos)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Caps a sleep of `nanos` at the call's remaining time plus one tick.
+fn cap_sleep(state: &HostState, nanos: u64) -> u64 {
+    let remaining = state.clock.remaining().unwrap_or_default() + EPOCH_TICK;
+    let cap = u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX);
+    nanos.min(cap)
+}
+
 fn kind_error(wasm: &Path, found: &str) -> LoadError {
     LoadError::Mismatch {
         path: wasm.to_path_buf(),
@@ -323,11 +363,7 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 
 /// Checks that every `laser:plugin` interface the component imports is of
 /// the version this host serves.
-fn check_api_imports(
-    engine: &Engine,
-    path: &Path,
-    component: &Component,
-) -> Result<(), LoadError> {
+fn check_api_imports(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
     let prefix = format!("{API_PACKAGE}/");
     let mut imports_api = false;
     for (name, _) in component.component_type().imports(engine) {

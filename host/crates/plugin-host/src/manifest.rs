@@ -127,8 +127,7 @@ impl Manifest {
             path: path.to_path_buf(),
             message,
         };
-        let manifest: Manifest =
-            toml::from_str(text).map_err(|e| error(toml_message(&e, text)))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| error(toml_message(&e, text)))?;
 
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if manifest.name != stem {
@@ -185,8 +184,7 @@ impl Manifest {
     /// it.
     pub fn config_json(&self) -> String {
         // A TOML table always converts to JSON: TOML dates become strings.
-        serde_json::to_string(&self.config)
-            .expect("a TOML table serializes as JSON")
+        serde_json::to_string(&self.config).expect("a TOML table serializes as JSON")
     }
 
     /// Returns `name@version`, as errors and logs name the plugin.

@@ -16,11 +16,7 @@ pub trait ModelService: Send + Sync {
     /// # Errors
     ///
     /// Returns an error for an unknown model or a failed forward pass.
-    fn logprobs(
-        &self,
-        model: &str,
-        requests: &[Continuation],
-    ) -> anyhow::Result<Vec<Vec<f32>>>;
+    fn logprobs(&self, model: &str, requests: &[Continuation]) -> anyhow::Result<Vec<Vec<f32>>>;
 
     /// Samples one completion per prompt, at most `max_tokens` tokens long;
     /// temperature 0 decodes greedily.
@@ -42,22 +38,14 @@ pub trait ModelService: Send + Sync {
     /// # Errors
     ///
     /// Returns an error for an unknown model or a failed forward pass.
-    fn hidden_states(
-        &self,
-        model: &str,
-        texts: &[String],
-    ) -> anyhow::Result<Vec<Vec<f32>>>;
+    fn hidden_states(&self, model: &str, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>>;
 
     /// Wraps one user message in the model's chat template.
     ///
     /// # Errors
     ///
     /// Returns an error for an unknown model or one without a template.
-    fn apply_chat_template(
-        &self,
-        model: &str,
-        user: &str,
-    ) -> anyhow::Result<String>;
+    fn apply_chat_template(&self, model: &str, user: &str) -> anyhow::Result<String>;
 }
 
 /// A [`ModelService`] without models, for tests and plugin checks.
@@ -76,11 +64,7 @@ impl StubModelService {
 }
 
 impl ModelService for StubModelService {
-    fn logprobs(
-        &self,
-        _model: &str,
-        requests: &[Continuation],
-    ) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn logprobs(&self, _model: &str, requests: &[Continuation]) -> anyhow::Result<Vec<Vec<f32>>> {
         Ok(requests
             .iter()
             .map(|request| vec![-1.0; request.text.split_whitespace().count()])
@@ -104,11 +88,7 @@ impl ModelService for StubModelService {
             .collect())
     }
 
-    fn hidden_states(
-        &self,
-        _model: &str,
-        texts: &[String],
-    ) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn hidden_states(&self, _model: &str, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
         Ok(texts
             .iter()
             .map(|text| {
@@ -121,11 +101,7 @@ impl ModelService for StubModelService {
             .collect())
     }
 
-    fn apply_chat_template(
-        &self,
-        _model: &str,
-        user: &str,
-    ) -> anyhow::Result<String> {
+    fn apply_chat_template(&self, _model: &str, user: &str) -> anyhow::Result<String> {
         Ok(format!("<|user|>\n{user}\n<|assistant|>\n"))
     }
 }

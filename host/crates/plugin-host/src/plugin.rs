@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::{Store, Trap};
 
+use crate::PluginInfo;
 use crate::error::{DeadlineExceeded, PluginError, PluginErrorKind};
 use crate::host::{Prepared, ticks_for};
 use crate::manifest::{Limits, Manifest, PluginKind};
 use crate::sandbox::HostState;
-use crate::PluginInfo;
 
 /// Facts about a loaded plugin, for listings and run outputs.
 #[derive(Debug, Clone)]

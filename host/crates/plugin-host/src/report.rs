@@ -144,6 +144,8 @@ pub fn list_plugins(dir: &Path) -> anyhow::Result<ListReport> {
 pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
     let host = PluginHost::new(Arc::new(StubModelService))?;
     let wasm = path.with_extension("wasm");
-    let plugin: LoadedPlugin = host.load(&wasm).map_err(|e: LoadError| anyhow::anyhow!(e))?;
+    let plugin: LoadedPlugin = host
+        .load(&wasm)
+        .map_err(|e: LoadError| anyhow::anyhow!(e))?;
     Ok(PluginReport::new(plugin.meta()))
 }

@@ -34,10 +34,8 @@ impl RewardModelPlugin {
             .linker()
             .instantiate_pre(&prepared.component)
             .map_err(|e| wasm_error("link", e))?;
-        let pre = RewardModelPre::new(instance_pre)
-            .map_err(|e| wasm_error("link", e))?;
-        let store =
-            PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
+        let pre = RewardModelPre::new(instance_pre).map_err(|e| wasm_error("link", e))?;
+        let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let mut core = PluginCore::new(&prepared, store);
 
         let call_error = |source| LoadError::Call {
@@ -103,10 +101,7 @@ impl RewardModelPlugin {
     /// memory, returns an error, or returns a result that is too large,
     /// has the wrong number of rows or scores, or a non-finite score. Each
     /// failure but an oversized input disables the plugin.
-    pub fn score(
-        &mut self,
-        batch: &[ScoredInstance],
-    ) -> Result<Vec<Vec<f64>>, PluginError> {
+    pub fn score(&mut self, batch: &[ScoredInstance]) -> Result<Vec<Vec<f64>>, PluginError> {
         if let Some(reason) = &self.disabled {
             return Err(self.core.error(PluginErrorKind::Disabled(reason.clone())));
         }
@@ -117,9 +112,7 @@ impl RewardModelPlugin {
             .call(input_size, |store| bindings.call_score(store, batch));
         let result = match result {
             Ok(Ok(scores)) => self.check_scores(batch, scores),
-            Ok(Err(message)) => {
-                Err(self.core.error(PluginErrorKind::Guest(message)))
-            }
+            Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
             Err(error) => Err(error),
         };
         if let Err(error) = &result
@@ -159,9 +152,7 @@ impl RewardModelPlugin {
                     row.len()
                 )));
             }
-            if let Some((j, value)) =
-                row.iter().enumerate().find(|(_, v)| !v.is_finite())
-            {
+            if let Some((j, value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(invalid(format!(
                     "instance {i} ({:?}), candidate {j}: score {value} is \
                      not finite",

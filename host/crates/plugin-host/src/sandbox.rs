@@ -37,13 +37,9 @@ pub(crate) struct HostState {
 
 impl HostState {
     /// Creates the state for a plugin with `manifest`'s limits and models.
-    pub(crate) fn new(
-        manifest: &Manifest,
-        models: Arc<dyn ModelService>,
-    ) -> HostState {
+    pub(crate) fn new(manifest: &Manifest, models: Arc<dyn ModelService>) -> HostState {
         let output = CapturedOutput::default();
-        let memory_limit =
-            usize::try_from(manifest.limits.memory_mib << 20).unwrap_or(usize::MAX);
+        let memory_limit = usize::try_from(manifest.limits.memory_mib << 20).unwrap_or(usize::MAX);
 
         // Nothing is granted: no preopened directories, no environment
         // variables, no arguments, no network, no inherited stdio. Reads of
@@ -65,9 +61,7 @@ impl HostState {
             output,
             models,
             allowed_models: manifest.models.clone(),
-            clock: CallClock::new(Duration::from_millis(
-                manifest.limits.call_deadline_ms,
-            )),
+            clock: CallClock::new(Duration::from_millis(manifest.limits.call_deadline_ms)),
         }
     }
 
@@ -300,27 +294,15 @@ impl models::Host for HostState {
         Ok(result)
     }
 
-    fn apply_chat_template(
-        &mut self,
-        model: String,
-        user: String,
-    ) -> Result<String, String> {
+    fn apply_chat_template(&mut self, model: String, user: String) -> Result<String, String> {
         self.serve(&model, |s| s.apply_chat_template(&model, &user))
     }
 }
 
-impl crate::bindings::v0_1_0::reward_model::laser::plugin::types::Host
-    for HostState
-{
-}
+impl crate::bindings::v0_1_0::reward_model::laser::plugin::types::Host for HostState {}
 
 /// Checks that the model service returned one result per batch item.
-fn check_len(
-    function: &str,
-    model: &str,
-    expected: usize,
-    found: usize,
-) -> Result<(), String> {
+fn check_len(function: &str, model: &str, expected: usize, found: usize) -> Result<(), String> {
     if expected == found {
         Ok(())
     } else {

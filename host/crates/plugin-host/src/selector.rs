@@ -57,8 +57,7 @@ impl SelectorPlugin {
             action: "link",
             reason: format!("{e:#}"),
         })?;
-        let store =
-            PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
+        let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let core = PluginCore::new(&prepared, store);
         SelectorPlugin::start(core, pre, host.models(), None)
             .map_err(|source| LoadError::Call { path, source })
@@ -135,9 +134,9 @@ impl SelectorPlugin {
         self.check_usable()?;
         let input_size = size::choose(contexts, arms);
         let bindings = &self.bindings;
-        let result = self
-            .core
-            .call(input_size, |store| bindings.call_choose(store, contexts, arms));
+        let result = self.core.call(input_size, |store| {
+            bindings.call_choose(store, contexts, arms)
+        });
         let result = match result {
             Ok(Ok(weights)) => self.check_weights(contexts, arms, weights),
             Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
@@ -157,12 +156,7 @@ impl SelectorPlugin {
     /// the last `choose` call, `reward` is not finite, or the plugin fails
     /// in `update` or `save-state`. The last good state stays that of the
     /// previous successful update.
-    pub fn update(
-        &mut self,
-        arm: u32,
-        context: &[f32],
-        reward: f64,
-    ) -> Result<(), PluginError> {
+    pub fn update(&mut self, arm: u32, context: &[f32], reward: f64) -> Result<(), PluginError> {
         self.check_usable()?;
         self.check_update(arm, reward)?;
         let result = self.call_update(arm, context, reward);
@@ -241,11 +235,8 @@ impl SelectorPlugin {
     /// the state; the plugin then stays unusable.
     pub fn restore(&mut self) -> Result<(), PluginError> {
         let engine = self.core.store.engine().clone();
-        let store = PluginHost::new_store(
-            &engine,
-            &self.core.meta.manifest,
-            Arc::clone(&self.models),
-        );
+        let store =
+            PluginHost::new_store(&engine, &self.core.meta.manifest, Arc::clone(&self.models));
         let core = PluginCore {
             meta: self.core.meta.clone(),
             label: self.core.label.clone(),
@@ -253,19 +244,18 @@ impl SelectorPlugin {
             last_output: String::new(),
         };
         let state = self.last_good_state.clone();
-        let fresh =
-            SelectorPlugin::start(core, self.pre.clone(), Arc::clone(&self.models), Some(state))?;
+        let fresh = SelectorPlugin::start(
+            core,
+            self.pre.clone(),
+            Arc::clone(&self.models),
+            Some(state),
+        )?;
         tracing::info!(plugin = %self.core.label, "selector restored to its last good state");
         *self = fresh;
         Ok(())
     }
 
-    fn call_update(
-        &mut self,
-        arm: u32,
-        context: &[f32],
-        reward: f64,
-    ) -> Result<(), PluginError> {
+    fn call_update(&mut self, arm: u32, context: &[f32], reward: f64) -> Result<(), PluginError> {
         let input_size = 8 + 4 * context.len() + 12;
         let bindings = &self.bindings;
         let result = self.core.call(input_size, |store| {
@@ -311,10 +301,7 @@ impl SelectorPlugin {
 
     /// Marks the plugin failed when `result` is an error other than an
     /// oversized input.
-    fn note_failure<T>(
-        &mut self,
-        result: Result<T, PluginError>,
-    ) -> Result<T, PluginError> {
+    fn note_failure<T>(&mut self, result: Result<T, PluginError>) -> Result<T, PluginError> {
         if let Err(error) = &result
             && !matches!(
                 error.kind,

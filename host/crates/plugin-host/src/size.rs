@@ -29,8 +29,7 @@ pub(crate) fn scored_batch(batch: &[ScoredInstance]) -> usize {
         + batch
             .iter()
             .map(|item| {
-                let candidates: usize =
-                    item.candidates.iter().map(|c| string(c)).sum();
+                let candidates: usize = item.candidates.iter().map(|c| string(c)).sum();
                 instance(&item.instance) + HEADER + candidates
             })
             .sum::<usize>()
@@ -39,7 +38,11 @@ pub(crate) fn scored_batch(batch: &[ScoredInstance]) -> usize {
 /// Size of a list of lists of numbers of `width` bytes each.
 pub(crate) fn matrix<T>(rows: &[Vec<T>]) -> usize {
     let width = std::mem::size_of::<T>();
-    HEADER + rows.iter().map(|row| HEADER + width * row.len()).sum::<usize>()
+    HEADER
+        + rows
+            .iter()
+            .map(|row| HEADER + width * row.len())
+            .sum::<usize>()
 }
 
 /// Size of a `choose` call's arguments.

@@ -6,8 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use laser_plugins::{
-    LoadError, LoadedPlugin, PluginDir, PluginHost, StubModelService,
-    check_plugin, list_plugins,
+    LoadError, LoadedPlugin, PluginDir, PluginHost, StubModelService, check_plugin, list_plugins,
 };
 use support::{edit_manifest, host, install};
 use tempfile::TempDir;
@@ -48,8 +47,7 @@ fn wrong_wit_version_rejected() {
 fn garbage_file_rejected() {
     let dir = TempDir::new().unwrap();
     install(dir.path(), "good-rm");
-    std::fs::write(dir.path().join("good-rm.wasm"), b"#!/bin/sh\necho hi\n")
-        .unwrap();
+    std::fs::write(dir.path().join("good-rm.wasm"), b"#!/bin/sh\necho hi\n").unwrap();
 
     let error = load_error(&dir, "good-rm");
 
@@ -141,7 +139,10 @@ fn manifest_other_api_rejected() {
 
     let message = error.to_string();
     assert!(message.contains("\"laser:plugin@0.2.0\""), "{message}");
-    assert!(message.contains("serves \"laser:plugin@0.1.0\""), "{message}");
+    assert!(
+        message.contains("serves \"laser:plugin@0.1.0\""),
+        "{message}"
+    );
 }
 
 #[test]
@@ -193,8 +194,16 @@ fn scan_loads_good_and_reports_bad() {
     assert!(matches!(report.loaded[1], LoadedPlugin::RewardModel(_)));
     let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(errors.len(), 3, "{errors:#?}");
-    assert!(errors[0].contains("lonely.toml: missing component"), "{}", errors[0]);
-    assert!(errors[1].contains("orphan.wasm: missing manifest"), "{}", errors[1]);
+    assert!(
+        errors[0].contains("lonely.toml: missing component"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("orphan.wasm: missing manifest"),
+        "{}",
+        errors[1]
+    );
     assert!(errors[2].contains("laser:plugin@9.0.0"), "{}", errors[2]);
 }
 
@@ -225,11 +234,8 @@ fn compile_cache_reused() {
     let dir = TempDir::new().unwrap();
     let wasm = install(dir.path(), "good-rm");
     let new_host = || {
-        PluginHost::with_cache_dir(
-            Arc::new(StubModelService),
-            Some(cache.path().to_path_buf()),
-        )
-        .unwrap()
+        PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache.path().to_path_buf()))
+            .unwrap()
     };
 
     let cold = new_host().load_reward_model(&wasm).unwrap();
@@ -251,11 +257,8 @@ fn corrupt_cache_entry_recompiled() {
     let dir = TempDir::new().unwrap();
     let wasm = install(dir.path(), "good-rm");
     let new_host = || {
-        PluginHost::with_cache_dir(
-            Arc::new(StubModelService),
-            Some(cache.path().to_path_buf()),
-        )
-        .unwrap()
+        PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache.path().to_path_buf()))
+            .unwrap()
     };
     new_host().load_reward_model(&wasm).unwrap();
     for entry in std::fs::read_dir(cache.path()).unwrap() {
@@ -298,5 +301,8 @@ fn check_report_names_problem() {
 
     let error = check_plugin(&wrong).unwrap_err().to_string();
     assert!(error.contains("wrong-version-rm.wasm"), "{error}");
-    assert!(error.contains("built against laser:plugin@9.0.0"), "{error}");
+    assert!(
+        error.contains("built against laser:plugin@9.0.0"),
+        "{error}"
+    );
 }

@@ -27,8 +27,25 @@ fn infinite_loop_interrupted_at_deadline() {
         "interrupted {elapsed:?} after the call started, deadline {deadline:?}"
     );
     let message = error.to_string();
-    assert!(message.starts_with("plugin spin-rm@0.1.0: timed out"), "{message}");
+    assert!(
+        message.starts_with("plugin spin-rm@0.1.0: timed out"),
+        "{message}"
+    );
     assert_good_rm_works(&mut good);
+}
+
+#[test]
+fn sleep_interrupted_at_deadline() {
+    let host = host();
+    let (_dir, mut sleeper) = load_rm(&host, "sleep-rm", None);
+
+    let started = Instant::now();
+    let error = sleeper.score(&batch(1)).unwrap_err();
+    let elapsed = started.elapsed();
+
+    assert_eq!(error.kind, PluginErrorKind::Timeout { deadline_ms: 500 });
+    assert!(elapsed >= Duration::from_millis(500), "after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1500), "after {elapsed:?}");
 }
 
 #[test]
@@ -39,7 +56,10 @@ fn failed_plugin_disabled_for_run() {
 
     let started = Instant::now();
     let error = spin.score(&batch(1)).unwrap_err();
-    assert!(matches!(error.kind, PluginErrorKind::Disabled(_)), "{error}");
+    assert!(
+        matches!(error.kind, PluginErrorKind::Disabled(_)),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_millis(100));
     assert!(spin.disabled_reason().unwrap().contains("timed out"));
 }
@@ -61,7 +81,11 @@ fn huge_allocation_rejected_at_memory_cap() {
     };
     assert_eq!(limit_mib, 64);
     assert!(requested > 64 << 20, "requested {requested} bytes");
-    assert!(error.output.contains("memory allocation"), "{}", error.output);
+    assert!(
+        error.output.contains("memory allocation"),
+        "{}",
+        error.output
+    );
     assert!(error.to_string().contains("alloc-rm@0.1.0"), "{error}");
     assert_good_rm_works(&mut good);
 }
@@ -114,7 +138,10 @@ fn tcp_connect_fails() {
     listener.set_nonblocking(true).unwrap();
 
     assert_escape_fails(&format!("attempt = \"socket\"\naddress = \"{address}\""));
-    assert!(listener.accept().is_err(), "the plugin reached the listener");
+    assert!(
+        listener.accept().is_err(),
+        "the plugin reached the listener"
+    );
 }
 
 #[test]
@@ -149,8 +176,14 @@ fn panic_message_reaches_user() {
         error.output
     );
     let message = error.to_string();
-    assert!(message.starts_with("plugin panic-rm@0.1.0: trapped"), "{message}");
-    assert!(message.contains("panic-rm cannot score 2 instances"), "{message}");
+    assert!(
+        message.starts_with("plugin panic-rm@0.1.0: trapped"),
+        "{message}"
+    );
+    assert!(
+        message.contains("panic-rm cannot score 2 instances"),
+        "{message}"
+    );
     assert_good_rm_works(&mut good);
 }
 
@@ -206,7 +239,10 @@ fn missing_row_rejected() {
 fn huge_output_rejected() {
     let error = bad_scores_error("huge");
     assert!(
-        matches!(error.kind, PluginErrorKind::OutputTooLarge { limit: 65536, .. }),
+        matches!(
+            error.kind,
+            PluginErrorKind::OutputTooLarge { limit: 65536, .. }
+        ),
         "{error}"
     );
 }
@@ -254,7 +290,10 @@ fn oversized_input_rejected_before_call() {
 
     let error = good.score(&batch(4)).unwrap_err();
     assert!(
-        matches!(error.kind, PluginErrorKind::InputTooLarge { limit: 100, .. }),
+        matches!(
+            error.kind,
+            PluginErrorKind::InputTooLarge { limit: 100, .. }
+        ),
         "{error}"
     );
     assert!(good.disabled_reason().is_none());

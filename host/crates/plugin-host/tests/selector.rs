@@ -97,7 +97,10 @@ fn failed_update_keeps_last_good_state() {
     );
     assert_eq!(selector.last_good_state(), good.as_slice());
     let blocked = selector.choose(&[context()], &arms(2)).unwrap_err();
-    assert!(matches!(blocked.kind, PluginErrorKind::Disabled(_)), "{blocked}");
+    assert!(
+        matches!(blocked.kind, PluginErrorKind::Disabled(_)),
+        "{blocked}"
+    );
 
     selector.restore().unwrap();
     assert_eq!(selector.save_state().unwrap(), good);
@@ -116,7 +119,11 @@ fn trapped_update_keeps_last_good_state() {
     let error = selector.update(1, &context(), 3.0).unwrap_err();
 
     assert!(error.is_trap(), "{error}");
-    assert!(error.output.contains("update 2 traps on purpose"), "{}", error.output);
+    assert!(
+        error.output.contains("update 2 traps on purpose"),
+        "{}",
+        error.output
+    );
     assert_eq!(selector.last_good_state(), good.as_slice());
     selector.restore().unwrap();
     assert_eq!(selector.save_state().unwrap(), good);
@@ -149,9 +156,15 @@ fn bad_update_arguments_rejected() {
     selector.choose(&[context()], &arms(2)).unwrap();
 
     let unknown = selector.update(2, &context(), 1.0).unwrap_err();
-    assert!(matches!(unknown.kind, PluginErrorKind::InvalidInput(_)), "{unknown}");
+    assert!(
+        matches!(unknown.kind, PluginErrorKind::InvalidInput(_)),
+        "{unknown}"
+    );
     let nan = selector.update(0, &context(), f64::NAN).unwrap_err();
-    assert!(matches!(nan.kind, PluginErrorKind::InvalidInput(_)), "{nan}");
+    assert!(
+        matches!(nan.kind, PluginErrorKind::InvalidInput(_)),
+        "{nan}"
+    );
 
     // The caller's mistakes do not stop the selector.
     selector.update(0, &context(), 1.0).unwrap();

@@ -13,10 +13,7 @@ impl RewardModel for AllocRm {
         AllocRm
     }
 
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         let mut chunks = Vec::new();
         for _ in 0..CHUNKS {
             // `vec!` aborts on allocation failure, which traps the plugin.

@@ -26,10 +26,7 @@ impl RewardModel for BadScoresRm {
         Ok(())
     }
 
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         let mut scores: Vec<Vec<f64>> = batch
             .iter()
             .map(|item| vec![1.0; item.candidates.len()])

@@ -39,7 +39,11 @@ impl Selector for CountingSelector {
             self.arms.resize(arms.len(), (0, 0.0));
         }
         let mean = |(count, sum): (u64, f64)| {
-            if count == 0 { f64::INFINITY } else { sum / count as f64 }
+            if count == 0 {
+                f64::INFINITY
+            } else {
+                sum / count as f64
+            }
         };
         // `min_by` with the order reversed keeps the lowest index on ties.
         let best = (0..arms.len())
@@ -52,12 +56,7 @@ impl Selector for CountingSelector {
         Ok(vec![row; contexts.len()])
     }
 
-    fn update(
-        &mut self,
-        arm: u32,
-        _context: Vec<f32>,
-        reward: f64,
-    ) -> Result<(), String> {
+    fn update(&mut self, arm: u32, _context: Vec<f32>, reward: f64) -> Result<(), String> {
         let arm = arm as usize;
         let Some(stats) = self.arms.get_mut(arm) else {
             return Err(format!("unknown arm {arm}"));

@@ -34,10 +34,7 @@ impl RewardModel for EscapeRm {
         Ok(())
     }
 
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         match attempt(&self.attempt, &self.address) {
             Ok(detail) => {
                 return Err(format!("{} succeeded: {detail}", self.attempt));
@@ -66,8 +63,7 @@ fn attempt(name: &str, address: &str) -> Result<String, String> {
             Ok(format!("listed {} entries of /", entries.count()))
         }
         "write" => {
-            std::fs::write("/tmp/escape-rm", b"escaped")
-                .map_err(|e| e.to_string())?;
+            std::fs::write("/tmp/escape-rm", b"escaped").map_err(|e| e.to_string())?;
             Ok("wrote /tmp/escape-rm".to_string())
         }
         "env" => {
@@ -91,8 +87,7 @@ fn attempt(name: &str, address: &str) -> Result<String, String> {
             Ok(format!("connected to {address}"))
         }
         "udp" => {
-            let socket = std::net::UdpSocket::bind("0.0.0.0:0")
-                .map_err(|e| e.to_string())?;
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
             socket
                 .send_to(b"escaped", address)
                 .map_err(|e| e.to_string())?;
@@ -103,7 +98,10 @@ fn attempt(name: &str, address: &str) -> Result<String, String> {
             let addresses = ("localhost", 80)
                 .to_socket_addrs()
                 .map_err(|e| e.to_string())?;
-            Ok(format!("resolved localhost to {} addresses", addresses.count()))
+            Ok(format!(
+                "resolved localhost to {} addresses",
+                addresses.count()
+            ))
         }
         other => Err(format!("unknown attempt {other:?}")),
     }

@@ -34,8 +34,7 @@ impl RewardModel for GoodRm {
     fn configure(&mut self, config_json: &str) -> Result<(), String> {
         // A real plugin would parse JSON with serde_json. The test plugin
         // matches the two settings it accepts to stay dependency-free.
-        let compact: String =
-            config_json.chars().filter(|c| !c.is_whitespace()).collect();
+        let compact: String = config_json.chars().filter(|c| !c.is_whitespace()).collect();
         self.source = match compact.as_str() {
             "{}" | r#"{"source":"length"}"# => Source::Length,
             r#"{"source":"logprobs"}"# => Source::Logprobs,
@@ -49,10 +48,7 @@ impl RewardModel for GoodRm {
         Ok(())
     }
 
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         match self.source {
             Source::Length => Ok(batch
                 .iter()
@@ -68,9 +64,7 @@ impl RewardModel for GoodRm {
     }
 }
 
-fn score_by_logprobs(
-    batch: &[ScoredInstance],
-) -> Result<Vec<Vec<f64>>, String> {
+fn score_by_logprobs(batch: &[ScoredInstance]) -> Result<Vec<Vec<f64>>, String> {
     let mut requests = Vec::new();
     for item in batch {
         for candidate in &item.candidates {

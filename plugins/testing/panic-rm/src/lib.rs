@@ -10,10 +10,7 @@ impl RewardModel for PanicRm {
         PanicRm
     }
 
-    fn score(
-        &mut self,
-        batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         panic!("panic-rm cannot score {} instances", batch.len());
     }
 }

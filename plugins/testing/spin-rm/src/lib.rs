@@ -10,10 +10,7 @@ impl RewardModel for SpinRm {
         SpinRm
     }
 
-    fn score(
-        &mut self,
-        _batch: Vec<ScoredInstance>,
-    ) -> Result<Vec<Vec<f64>>, String> {
+    fn score(&mut self, _batch: Vec<ScoredInstance>) -> Result<Vec<Vec<f64>>, String> {
         let mut counter = 0u64;
         loop {
             // black_box keeps the loop from being optimized into a trap.

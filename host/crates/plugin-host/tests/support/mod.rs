@@ -8,8 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use laser_plugins::{
-    Instance, PluginHost, RewardModelPlugin, ScoredInstance, SelectorPlugin,
-    StubModelService,
+    Instance, PluginHost, RewardModelPlugin, ScoredInstance, SelectorPlugin, StubModelService,
 };
 use tempfile::TempDir;
 
@@ -17,6 +16,7 @@ use tempfile::TempDir;
 pub const TEST_PLUGINS: &[&str] = &[
     "good-rm",
     "spin-rm",
+    "sleep-rm",
     "alloc-rm",
     "escape-rm",
     "panic-rm",
@@ -60,8 +60,7 @@ pub fn built_plugins() -> &'static Path {
 pub fn install(dir: &Path, name: &str) -> PathBuf {
     let built = built_plugins().join(format!("{}.wasm", name.replace('-', "_")));
     let wasm = dir.join(format!("{name}.wasm"));
-    std::fs::copy(&built, &wasm)
-        .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+    std::fs::copy(&built, &wasm).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
     let manifest = repo_root().join(format!("plugins/testing/{name}/{name}.toml"));
     std::fs::copy(&manifest, dir.join(format!("{name}.toml")))
         .unwrap_or_else(|e| panic!("copy {}: {e}", manifest.display()));
@@ -88,11 +87,8 @@ pub fn edit_manifest(dir: &Path, name: &str, edit: impl FnOnce(String) -> String
 pub fn host() -> PluginHost {
     static CACHE: OnceLock<TempDir> = OnceLock::new();
     let cache = CACHE.get_or_init(|| TempDir::new().unwrap());
-    PluginHost::with_cache_dir(
-        Arc::new(StubModelService),
-        Some(cache.path().to_path_buf()),
-    )
-    .unwrap()
+    PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache.path().to_path_buf()))
+        .unwrap()
 }
 
 /// Installs and loads reward model `name` in a fresh folder, after
