@@ -58,6 +58,37 @@ fn smollm2_tensors_have_expected_types() {
     }
 }
 
+/// FNV-1a (64-bit) over the little-endian bytes of the values' f32 bits.
+fn fnv1a_bits(values: &[f32]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in values.iter().flat_map(|v| v.to_bits().to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[test]
+fn smollm2_dequantizes_like_gguf_py() {
+    // Hashes of gguf-py 0.19.0's `quants.dequantize` output for the same
+    // tensors (the embedding's first 64 rows only).
+    let checkpoint = Checkpoint::open(smollm2_path()).unwrap();
+    let cases = [
+        ("blk.0.attn_q.weight", 0x6aaf_dca3_db38_d64c_u64),
+        ("blk.29.ffn_down.weight", 0x0256_b756_d935_3eba),
+        ("output_norm.weight", 0xea81_4bed_6299_e304),
+    ];
+    for (name, expected) in cases {
+        let values = checkpoint.tensor(name).unwrap().to_f32().unwrap();
+        assert_eq!(fnv1a_bits(&values), expected, "{name}");
+    }
+
+    let embd = checkpoint.tensor("token_embd.weight").unwrap();
+    let rows = &embd.data[..64 * 576 / 32 * 34];
+    let values = crate::quant::dequantize(DType::Q8_0, rows, 64 * 576).unwrap();
+    assert_eq!(fnv1a_bits(&values), 0xfbaf_407e_bbeb_e9f4);
+}
+
 #[test]
 fn smollm2_template_and_tokenizer_load() {
     let checkpoint = Checkpoint::open(smollm2_path()).unwrap();

@@ -83,6 +83,35 @@ fn q6_k_block_combines_high_bits() {
     assert_eq!(values[0], 0.0);
 }
 
+/// Random blocks of every quantized type with their values as dequantized
+/// by gguf-py, written by `testdata/make_dequant_reference.py`.
+const GGUF_PY_REFERENCE: &str = include_str!("../../testdata/dequant_reference.json");
+
+#[test]
+fn dequantize_matches_gguf_py_bits() {
+    let reference: serde_json::Value = serde_json::from_str(GGUF_PY_REFERENCE).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    for case in cases {
+        let name = case["dtype"].as_str().unwrap();
+        let dtype = DType::ALL
+            .into_iter()
+            .find(|d| d.to_string() == name)
+            .unwrap();
+        let hex = case["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let expected: Vec<u32> = serde_json::from_value(case["value_bits"].clone()).unwrap();
+
+        let values = dequantize(dtype, &bytes, expected.len()).unwrap();
+        let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+        let first_difference = bits.iter().zip(&expected).position(|(a, b)| a != b);
+        assert_eq!(first_difference, None, "{dtype}: first differing value");
+    }
+}
+
 #[test]
 fn dequantize_rejects_wrong_byte_count() {
     let err = dequantize(DType::Q8_0, &[0u8; 33], 32).unwrap_err();
