@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod device;
+pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod norm;

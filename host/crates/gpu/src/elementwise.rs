@@ -1,0 +1,366 @@
+//! Elementwise and row-copy kernels of the transformer block: the SwiGLU
+//! activation and its backward pass, the residual add, and gathering rows.
+
+use anyhow::Result;
+
+use crate::Gpu;
+use crate::pass::{compile, dispatch, split_groups};
+
+const SWIGLU_SHADER: &str = include_str!("../../../../shaders/swiglu.wgsl");
+const SWIGLU_BACKWARD_SHADER: &str = include_str!("../../../../shaders/swiglu_backward.wgsl");
+const ADD_SHADER: &str = include_str!("../../../../shaders/add.wgsl");
+const GATHER_ROWS_SHADER: &str = include_str!("../../../../shaders/gather_rows.wgsl");
+
+/// Threads per workgroup of the elementwise kernels.
+const WORKGROUP_SIZE: u32 = 256;
+
+/// Uniform block of `swiglu.wgsl`, `swiglu_backward.wgsl` and `add.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ElementwiseParams {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+const _: () = assert!(size_of::<ElementwiseParams>() == 16);
+
+/// Uniform block of `gather_rows.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherRowsParams {
+    r: u32,
+    c: u32,
+    _pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<GatherRowsParams>() == 16);
+
+/// Records a flat elementwise kernel over `n` elements with `buffers` bound
+/// after the uniform block at binding 0.
+fn encode_elementwise(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer],
+    n: u32,
+) {
+    let params = gpu.uniform(&format!("{label} params"), &ElementwiseParams { n, _pad: [0; 3] });
+    let mut resources = vec![params.as_entire_binding()];
+    resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
+    let bind_group = gpu.bind_group(label, pipeline, &resources);
+    let groups = split_groups(n.div_ceil(WORKGROUP_SIZE));
+    dispatch(encoder, label, pipeline, &bind_group, groups);
+}
+
+/// The SwiGLU activation `out = silu(gate) * up`.
+pub struct SwiGlu {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl SwiGlu {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "swiglu", SWIGLU_SHADER, "swiglu")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `out[i] = silu(gate[i]) * up[i]` for `i < n`; all three are
+    /// f32 with at least `n` elements.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: u32,
+    ) {
+        encode_elementwise(gpu, encoder, "swiglu", &self.pipeline, &[gate, up, out], n);
+    }
+}
+
+/// Backward pass of [`SwiGlu`].
+pub struct SwiGluBackward {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl SwiGluBackward {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline =
+            compile(gpu, "swiglu_backward", SWIGLU_BACKWARD_SHADER, "swiglu_backward")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `d_gate = d_out * up * silu'(gate)` and
+    /// `d_up = d_out * silu(gate)` for the first `n` elements. Every buffer
+    /// is f32 with at least `n` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+        d_out: &wgpu::Buffer,
+        d_gate: &wgpu::Buffer,
+        d_up: &wgpu::Buffer,
+        n: u32,
+    ) {
+        let buffers = [gate, up, d_out, d_gate, d_up];
+        encode_elementwise(gpu, encoder, "swiglu_backward", &self.pipeline, &buffers, n);
+    }
+}
+
+/// The residual add `acc += x`.
+pub struct Add {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl Add {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "add", ADD_SHADER, "add")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `acc[i] += x[i]` for `i < n`.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        acc: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        n: u32,
+    ) {
+        encode_elementwise(gpu, encoder, "add", &self.pipeline, &[acc, x], n);
+    }
+}
+
+/// Copies selected rows of an activation into a compact buffer.
+pub struct GatherRows {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl GatherRows {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "gather_rows", GATHER_ROWS_SHADER, "gather_rows")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `out[j, :] = x[indices[j], :]` for `j < r`. `x` is f32
+    /// `[M, c]`, `indices` u32 `[R]` with every index below M, and `out`
+    /// f32 `[R, c]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        indices: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        r: u32,
+        c: u32,
+    ) {
+        let params = gpu.uniform("gather_rows params", &GatherRowsParams { r, c, _pad: [0; 2] });
+        let bind_group = gpu.bind_group(
+            "gather_rows",
+            &self.pipeline,
+            &[
+                params.as_entire_binding(),
+                x.as_entire_binding(),
+                indices.as_entire_binding(),
+                out.as_entire_binding(),
+            ],
+        );
+        let groups = [c.div_ceil(WORKGROUP_SIZE), r, 1];
+        dispatch(encoder, "gather_rows", &self.pipeline, &bind_group, groups);
+    }
+}
+
+/// Returns `silu(g) = g / (1 + exp(-g))` in f64.
+fn silu(g: f64) -> f64 {
+    g / (1.0 + (-g).exp())
+}
+
+/// Computes [`SwiGlu`] on the CPU in f64.
+pub fn swiglu_reference(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| (silu(f64::from(g)) * f64::from(u)) as f32)
+        .collect()
+}
+
+/// Computes [`SwiGluBackward`] on the CPU in f64 and returns
+/// `(d_gate, d_up)`.
+pub fn swiglu_backward_reference(gate: &[f32], up: &[f32], d_out: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut d_gate = Vec::with_capacity(gate.len());
+    let mut d_up = Vec::with_capacity(gate.len());
+    for ((&g, &u), &dy) in gate.iter().zip(up).zip(d_out) {
+        let (g, u, dy) = (f64::from(g), f64::from(u), f64::from(dy));
+        let sigma = 1.0 / (1.0 + (-g).exp());
+        d_gate.push((dy * u * sigma * (1.0 + g * (1.0 - sigma))) as f32);
+        d_up.push((dy * silu(g)) as f32);
+    }
+    (d_gate, d_up)
+}
+
+/// Computes [`GatherRows`] on the CPU: returns rows `indices` of `x`
+/// f32 `[M, c]`.
+pub fn gather_rows_reference(x: &[f32], indices: &[u32], c: usize) -> Vec<f32> {
+    indices
+        .iter()
+        .flat_map(|&row| &x[row as usize * c..(row as usize + 1) * c])
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::Rng;
+
+    use super::*;
+    use crate::pass::MAX_GROUPS_PER_DIM;
+    use crate::testing::{assert_close, gpu, read_f32, rng, run, uniform_vec};
+
+    #[test]
+    fn swiglu_matches_reference() {
+        let gpu = gpu();
+        let op = SwiGlu::new(gpu).unwrap();
+        let mut rng = rng(30);
+        for n in [1, 255, 257, 10_007] {
+            let mut gate = uniform_vec(&mut rng, n + 3, 8.0);
+            // Saturated gates: silu(-1e4) is -0 and silu(1e4) is 1e4.
+            gate[0] = -1e4;
+            gate[n - 1] = 1e4;
+            let up = uniform_vec(&mut rng, n + 3, 2.0);
+            let gate_buf = gpu.buffer_from("gate", &gate);
+            let up_buf = gpu.buffer_from("up", &up);
+            let out_buf = gpu.buffer_zeroed("out", ((n + 3) * 4) as u64);
+            run(|enc| op.encode(gpu, enc, &gate_buf, &up_buf, &out_buf, n as u32));
+
+            let expected = swiglu_reference(&gate[..n], &up[..n]);
+            let actual = read_f32(&out_buf, n + 3);
+            assert_close(&format!("swiglu n={n}"), &actual[..n], &expected, 1e-6, 1e-5);
+            assert_eq!(&actual[n..], &[0.0; 3], "elements past n were written");
+        }
+    }
+
+    #[test]
+    fn swiglu_backward_matches_reference() {
+        let gpu = gpu();
+        let op = SwiGluBackward::new(gpu).unwrap();
+        let mut rng = rng(31);
+        let n = 1001;
+        let gate = uniform_vec(&mut rng, n, 8.0);
+        let up = uniform_vec(&mut rng, n, 2.0);
+        let d_out = uniform_vec(&mut rng, n, 1.0);
+        let gate_buf = gpu.buffer_from("gate", &gate);
+        let up_buf = gpu.buffer_from("up", &up);
+        let d_out_buf = gpu.buffer_from("d_out", &d_out);
+        let d_gate_buf = gpu.buffer_zeroed("d_gate", (n * 4) as u64);
+        let d_up_buf = gpu.buffer_zeroed("d_up", (n * 4) as u64);
+        run(|enc| {
+            op.encode(gpu, enc, &gate_buf, &up_buf, &d_out_buf, &d_gate_buf, &d_up_buf, n as u32)
+        });
+
+        let (d_gate, d_up) = swiglu_backward_reference(&gate, &up, &d_out);
+        assert_close("d_gate", &read_f32(&d_gate_buf, n), &d_gate, 1e-6, 1e-5);
+        assert_close("d_up", &read_f32(&d_up_buf, n), &d_up, 1e-6, 1e-5);
+    }
+
+    /// Checks `swiglu_backward_reference` against central finite differences
+    /// of `loss = sum(swiglu(gate, up) * d_out)`.
+    #[test]
+    fn swiglu_backward_matches_finite_differences() {
+        let mut rng = rng(32);
+        let n = 9;
+        let gate: Vec<f64> = (0..n).map(|_| rng.random_range(-6.0..6.0)).collect();
+        let up: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let d_out: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let (d_gate, d_up) =
+            swiglu_backward_reference(&to_f32(&gate), &to_f32(&up), &to_f32(&d_out));
+        let step = 1e-5;
+        for i in 0..n {
+            let loss_at = |g: f64, u: f64| silu(g) * u * d_out[i];
+            let numeric_gate =
+                (loss_at(gate[i] + step, up[i]) - loss_at(gate[i] - step, up[i])) / (2.0 * step);
+            let numeric_up =
+                (loss_at(gate[i], up[i] + step) - loss_at(gate[i], up[i] - step)) / (2.0 * step);
+            assert_close(&format!("d_gate[{i}]"), &[d_gate[i]], &[numeric_gate as f32], 1e-5, 1e-4);
+            assert_close(&format!("d_up[{i}]"), &[d_up[i]], &[numeric_up as f32], 1e-5, 1e-4);
+        }
+    }
+
+    #[test]
+    fn add_accumulates_first_n() {
+        let gpu = gpu();
+        let op = Add::new(gpu).unwrap();
+        let mut rng = rng(33);
+        for n in [1, 300, 4099] {
+            let acc = uniform_vec(&mut rng, n + 5, 1.0);
+            let x = uniform_vec(&mut rng, n + 5, 1.0);
+            let acc_buf = gpu.buffer_from("acc", &acc);
+            let x_buf = gpu.buffer_from("x", &x);
+            run(|enc| op.encode(gpu, enc, &acc_buf, &x_buf, n as u32));
+
+            let mut expected: Vec<f32> = acc.iter().zip(&x).map(|(a, b)| a + b).collect();
+            expected[n..].copy_from_slice(&acc[n..]);
+            assert_close(&format!("add n={n}"), &read_f32(&acc_buf, n + 5), &expected, 0.0, 0.0);
+        }
+    }
+
+    /// More than 65535 workgroups of 256 elements need the y dimension.
+    #[test]
+    fn add_splits_large_dispatch() {
+        let gpu = gpu();
+        let op = Add::new(gpu).unwrap();
+        let n = (MAX_GROUPS_PER_DIM * WORKGROUP_SIZE + 1000) as usize;
+        let acc: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let acc_buf = gpu.buffer_from("acc", &acc);
+        let x_buf = gpu.buffer_from("x", &vec![1.0f32; n]);
+        run(|enc| op.encode(gpu, enc, &acc_buf, &x_buf, n as u32));
+
+        let actual = read_f32(&acc_buf, n);
+        let expected: Vec<f32> = acc.iter().map(|a| a + 1.0).collect();
+        assert_close("add past 65535 workgroups", &actual, &expected, 0.0, 0.0);
+    }
+
+    #[test]
+    fn gather_rows_matches_reference() {
+        let gpu = gpu();
+        let op = GatherRows::new(gpu).unwrap();
+        let mut rng = rng(34);
+        let (m, c) = (9, 577);
+        let x = uniform_vec(&mut rng, m * c, 1.0);
+        let indices = [8u32, 0, 3, 3, 5];
+        let x_buf = gpu.buffer_from("x", &x);
+        let indices_buf = gpu.buffer_from("indices", &indices);
+        let out_buf = gpu.buffer_zeroed("out", (indices.len() * c * 4) as u64);
+        let r = indices.len() as u32;
+        run(|enc| op.encode(gpu, enc, &x_buf, &indices_buf, &out_buf, r, c as u32));
+
+        let expected = gather_rows_reference(&x, &indices, c);
+        let actual = read_f32(&out_buf, indices.len() * c);
+        assert_close("gather_rows", &actual, &expected, 0.0, 0.0);
+    }
+}
