@@ -30,6 +30,9 @@ pub struct HfCheckpoint {
     shards: Vec<Shard>,
     tensors: HashMap<String, HfTensor>,
     tokenizer_config: TokenizerConfig,
+    /// The contents of `chat_template.jinja`, where newer transformers
+    /// versions save the template.
+    template_file: Option<String>,
 }
 
 struct Shard {
@@ -140,12 +143,21 @@ impl HfCheckpoint {
         }
 
         let tokenizer_config = read_tokenizer_config(dir)?;
+        let template_path = dir.join("chat_template.jinja");
+        let template_file = if template_path.is_file() {
+            let text = std::fs::read_to_string(&template_path)
+                .with_context(|| format!("{}: failed to read", template_path.display()))?;
+            Some(text)
+        } else {
+            None
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             shards,
             tensors,
             tokenizer_config,
+            template_file,
         })
     }
 
@@ -223,15 +235,17 @@ impl HfCheckpoint {
         tokenizer.with_eos_ids(eos_id.into_iter().collect())
     }
 
-    /// Returns the chat template source from `tokenizer_config.json` (the one named
-    /// `default` when there is a list), if any.
+    /// Returns the chat template source: from `tokenizer_config.json` (the
+    /// one named `default` when there is a list), else from
+    /// `chat_template.jinja`, if either exists.
     pub fn chat_template_source(&self) -> Option<&str> {
-        match self.tokenizer_config.chat_template.as_ref()? {
-            ChatTemplateField::One(source) => Some(source),
-            ChatTemplateField::Named(list) => list
+        match self.tokenizer_config.chat_template.as_ref() {
+            Some(ChatTemplateField::One(source)) => Some(source),
+            Some(ChatTemplateField::Named(list)) => list
                 .iter()
                 .find(|t| t.name == "default")
                 .map(|t| t.template.as_str()),
+            None => self.template_file.as_deref(),
         }
     }
 }

@@ -239,6 +239,36 @@ fn folder_tokenizer_and_template_load() {
 }
 
 #[test]
+fn template_file_is_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    write_folder(dir.path(), &config_json("LlamaForCausalLM"));
+    std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
+    let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    let prompt = checkpoint
+        .chat_template()
+        .unwrap()
+        .render(&[ChatMessage::new("user", "hi")], false)
+        .unwrap();
+    assert_eq!(
+        prompt, "<|im_start|>user\nhi<|im_end|>\n",
+        "ChatML without any template"
+    );
+
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "[{{ messages[0].content }}]",
+    )
+    .unwrap();
+    let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    let prompt = checkpoint
+        .chat_template()
+        .unwrap()
+        .render(&[ChatMessage::new("user", "hi")], false)
+        .unwrap();
+    assert_eq!(prompt, "[hi]");
+}
+
+#[test]
 fn eos_falls_back_to_tokenizer_config() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_json("LlamaForCausalLM");

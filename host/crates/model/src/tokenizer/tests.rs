@@ -1,6 +1,10 @@
 //! Tests of the tokenizer on a tiny vocabulary and on SmolLM2's, against
 //! llama.cpp's ids.
 
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+
 use super::*;
 use crate::GgufWriter;
 use crate::test_support::{add_tiny_tokenizer, read_reference, smollm2_path, tiny_id};
@@ -81,9 +85,12 @@ fn merge_splits_at_first_inner_space() {
     assert_eq!(split_merge("ab"), None);
 }
 
-fn smollm2_tokenizer() -> Tokenizer {
-    let file = GgufFile::open(smollm2_path()).unwrap();
-    Tokenizer::from_gguf(&file).unwrap()
+fn smollm2_tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let file = GgufFile::open(smollm2_path()).unwrap();
+        Tokenizer::from_gguf(&file).unwrap()
+    })
 }
 
 #[test]
@@ -134,4 +141,15 @@ fn smollm2_special_tokens() {
         tokenizer.decode(&[1, 4093, 198, 6004, 2], true).unwrap(),
         "user\nhi"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn smollm2_round_trips_any_text(text in "\\PC{0,40}|[ a-z0-9.,'\n\t]{0,40}") {
+        let tokenizer = smollm2_tokenizer();
+        let ids = tokenizer.encode(&text, false).unwrap();
+        prop_assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
+    }
 }
