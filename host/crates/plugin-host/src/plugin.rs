@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
-use crate::PluginInfo;
-use crate::error::{DeadlineExceeded, PluginError, PluginErrorKind};
-use crate::host::{Prepared, ticks_for};
+use crate::error::{DeadlineExceeded, LoadError, PluginError, PluginErrorKind};
+use crate::host::{PluginHost, Prepared, ticks_for};
 use crate::manifest::{Limits, Manifest, PluginKind};
 use crate::sandbox::HostState;
+use crate::{PluginInfo, size};
 
 /// Facts about a loaded plugin, for listings and run outputs.
 #[derive(Debug, Clone)]
@@ -57,6 +58,23 @@ pub(crate) struct PluginCore {
     /// What the plugin wrote to stdout and stderr in the last successful
     /// call.
     pub(crate) last_output: String,
+}
+
+/// Links a prepared component against the host, then checks its exports
+/// with `typed`, a world's `*Pre::new`.
+pub(crate) fn link<P>(
+    host: &PluginHost,
+    prepared: &Prepared,
+    typed: impl FnOnce(InstancePre<HostState>) -> wasmtime::Result<P>,
+) -> Result<P, LoadError> {
+    host.linker()
+        .instantiate_pre(&prepared.component)
+        .and_then(typed)
+        .map_err(|e| LoadError::Wasm {
+            path: prepared.path.clone(),
+            action: "link",
+            reason: format!("{e:#}"),
+        })
 }
 
 impl PluginCore {
@@ -137,6 +155,29 @@ impl PluginCore {
                 })
             }
         }
+    }
+
+    /// Runs a call whose WIT result is `result<T, string>`, as
+    /// [`PluginCore::call`], and turns an error value into
+    /// [`PluginErrorKind::Guest`].
+    pub(crate) fn call_guest<R>(
+        &mut self,
+        input_size: usize,
+        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginError> {
+        match self.call(input_size, call)? {
+            Ok(value) => Ok(value),
+            Err(message) => Err(self.error(PluginErrorKind::Guest(message))),
+        }
+    }
+
+    /// Passes the manifest's `[config]` to the plugin's `configure`.
+    pub(crate) fn configure(
+        &mut self,
+        configure: impl FnOnce(&mut Store<HostState>, &str) -> wasmtime::Result<Result<(), String>>,
+    ) -> Result<(), PluginError> {
+        let config = self.meta.manifest.config_json();
+        self.call_guest(size::string(&config), |store| configure(store, &config))
     }
 
     fn classify(&self, error: &wasmtime::Error) -> PluginErrorKind {

@@ -4,7 +4,7 @@
 use crate::bindings::v0_1_0::reward_model::{RewardModel, RewardModelPre};
 use crate::error::{LoadError, PluginError, PluginErrorKind};
 use crate::host::{PluginHost, Prepared};
-use crate::plugin::{PluginCore, PluginMeta};
+use crate::plugin::{PluginCore, PluginMeta, link};
 use crate::{PluginInfo, ScoredInstance, size};
 
 /// A reward model running in its own sandboxed store.
@@ -25,16 +25,7 @@ impl RewardModelPlugin {
         host: &PluginHost,
         prepared: Prepared,
     ) -> Result<RewardModelPlugin, LoadError> {
-        let wasm_error = |action, e: wasmtime::Error| LoadError::Wasm {
-            path: prepared.path.clone(),
-            action,
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = host
-            .linker()
-            .instantiate_pre(&prepared.component)
-            .map_err(|e| wasm_error("link", e))?;
-        let pre = RewardModelPre::new(instance_pre).map_err(|e| wasm_error("link", e))?;
+        let pre = link(host, &prepared, RewardModelPre::new)?;
         let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let mut core = PluginCore::new(&prepared, store);
 
@@ -45,17 +36,11 @@ impl RewardModelPlugin {
         let bindings = core
             .call(0, |store| pre.instantiate(store))
             .map_err(call_error)?;
-        let info = core
+        core.meta.info = core
             .call(0, |store| bindings.call_info(store))
             .map_err(call_error)?;
-        core.meta.info = info;
-
-        let config = prepared.manifest.config_json();
-        core.call(size::string(&config), |store| {
-            bindings.call_configure(store, &config)
-        })
-        .map_err(call_error)?
-        .map_err(|message| call_error(core.error(PluginErrorKind::Guest(message))))?;
+        core.configure(|store, config| bindings.call_configure(store, config))
+            .map_err(call_error)?;
 
         tracing::debug!(plugin = %core.label, "loaded reward model");
         Ok(RewardModelPlugin {
@@ -109,12 +94,8 @@ impl RewardModelPlugin {
         let bindings = &self.bindings;
         let result = self
             .core
-            .call(input_size, |store| bindings.call_score(store, batch));
-        let result = match result {
-            Ok(Ok(scores)) => self.check_scores(batch, scores),
-            Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
-            Err(error) => Err(error),
-        };
+            .call_guest(input_size, |store| bindings.call_score(store, batch))
+            .and_then(|scores| self.check_scores(batch, scores));
         if let Err(error) = &result
             && !matches!(error.kind, PluginErrorKind::InputTooLarge { .. })
         {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::bindings::v0_1_0::selector::{Selector, SelectorPre};
 use crate::error::{LoadError, PluginError, PluginErrorKind};
 use crate::host::{PluginHost, Prepared};
-use crate::plugin::{PluginCore, PluginMeta};
+use crate::plugin::{PluginCore, PluginMeta, link};
 use crate::{ArmInfo, ModelService, PluginInfo, size};
 
 /// One observation for [`SelectorPlugin::update_batch`].
@@ -44,19 +44,7 @@ impl SelectorPlugin {
         prepared: Prepared,
     ) -> Result<SelectorPlugin, LoadError> {
         let path = prepared.path.clone();
-        let instance_pre = host
-            .linker()
-            .instantiate_pre(&prepared.component)
-            .map_err(|e| LoadError::Wasm {
-                path: path.clone(),
-                action: "link",
-                reason: format!("{e:#}"),
-            })?;
-        let pre = SelectorPre::new(instance_pre).map_err(|e| LoadError::Wasm {
-            path: path.clone(),
-            action: "link",
-            reason: format!("{e:#}"),
-        })?;
+        let pre = link(host, &prepared, SelectorPre::new)?;
         let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let core = PluginCore::new(&prepared, store);
         SelectorPlugin::start(core, pre, host.models(), None)
@@ -74,11 +62,7 @@ impl SelectorPlugin {
         let bindings = core.call(0, |store| pre.instantiate(store))?;
         core.meta.info = core.call(0, |store| bindings.call_info(store))?;
 
-        let config = core.meta.manifest.config_json();
-        core.call(size::string(&config), |store| {
-            bindings.call_configure(store, &config)
-        })?
-        .map_err(|message| core.error(PluginErrorKind::Guest(message)))?;
+        core.configure(|store, config| bindings.call_configure(store, config))?;
 
         let mut plugin = SelectorPlugin {
             core,
@@ -134,14 +118,12 @@ impl SelectorPlugin {
         self.check_usable()?;
         let input_size = size::choose(contexts, arms);
         let bindings = &self.bindings;
-        let result = self.core.call(input_size, |store| {
-            bindings.call_choose(store, contexts, arms)
-        });
-        let result = match result {
-            Ok(Ok(weights)) => self.check_weights(contexts, arms, weights),
-            Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
-            Err(error) => Err(error),
-        };
+        let result = self
+            .core
+            .call_guest(input_size, |store| {
+                bindings.call_choose(store, contexts, arms)
+            })
+            .and_then(|weights| self.check_weights(contexts, arms, weights));
         if result.is_ok() {
             self.arm_count = arms.len();
         }
@@ -215,12 +197,7 @@ impl SelectorPlugin {
         let bindings = &self.bindings;
         let result = self
             .core
-            .call(state.len(), |store| bindings.call_load_state(store, state));
-        let result = match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
-            Err(error) => Err(error),
-        };
+            .call_guest(state.len(), |store| bindings.call_load_state(store, state));
         self.note_failure(result)?;
         self.last_good_state = state.to_vec();
         Ok(())
@@ -258,14 +235,9 @@ impl SelectorPlugin {
     fn call_update(&mut self, arm: u32, context: &[f32], reward: f64) -> Result<(), PluginError> {
         let input_size = 8 + 4 * context.len() + 12;
         let bindings = &self.bindings;
-        let result = self.core.call(input_size, |store| {
+        self.core.call_guest(input_size, |store| {
             bindings.call_update(store, arm, context, reward)
-        });
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(self.core.error(PluginErrorKind::Guest(message))),
-            Err(error) => Err(error),
-        }
+        })
     }
 
     fn snapshot(&mut self) -> Result<(), PluginError> {
