@@ -41,7 +41,11 @@ fn main() -> Result<()> {
 
     let start = Instant::now();
     let embd = checkpoint.tensor("token_embd.weight")?.to_f32()?;
-    println!("dequantized token_embd.weight ({} values) in {:.1} ms", embd.len(), ms(start));
+    println!(
+        "dequantized token_embd.weight ({} values) in {:.1} ms",
+        embd.len(),
+        ms(start)
+    );
 
     let template = checkpoint.chat_template()?;
     let prompt = template.render(&[ChatMessage::new("user", "Hi")], true)?;

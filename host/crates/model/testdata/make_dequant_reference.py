@@ -15,8 +15,8 @@ from gguf import quants
 BLOCKS = 3
 rng = np.random.default_rng(20261204)
 
-# Byte offsets of the f16 scale fields in each block, which are drawn as
-# finite values; every other byte is uniform.
+# Byte offsets of the f16 scale fields in each block. Scales are drawn as
+# finite values, and every other byte is uniform.
 LAYOUTS = {
     "Q8_0": (T.Q8_0, 34, [0]),
     "Q4_0": (T.Q4_0, 18, [0]),
