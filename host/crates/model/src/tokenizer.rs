@@ -316,7 +316,7 @@ fn special_tokens(
     tokens
         .iter()
         .zip(token_types)
-        .filter(|&(_, &token_type)| token_type == wanted)
+        .filter(|&(token, &token_type)| token_type == wanted && !token.is_empty())
         .map(|(&token, _)| AddedToken::from(token.to_owned(), special))
         .collect()
 }

@@ -151,18 +151,28 @@ pub(super) fn parse(bytes: &[u8]) -> ParseResult<Parsed> {
 
     let metadata = read_metadata(&mut cursor, metadata_count)?;
     let alignment = read_alignment(&metadata)?;
-    let mut tensor_infos = read_tensor_infos(&mut cursor, tensor_count)?;
+    let tensor_infos = read_tensor_infos(&mut cursor, tensor_count)?;
 
+    // A file without tensors (a vocabulary-only file) may end right after
+    // the tensor infos, without padding.
+    let file_len = bytes.len() as u64;
     let data_offset = align_up(cursor.pos as u64, alignment)
-        .filter(|&offset| offset <= bytes.len() as u64)
+        .map(|offset| {
+            if tensor_infos.is_empty() {
+                offset.min(file_len)
+            } else {
+                offset
+            }
+        })
+        .filter(|&offset| offset <= file_len)
         .ok_or_else(|| {
             format!(
                 "truncated file: the data section would start past the end ({} bytes)",
                 bytes.len()
             )
         })?;
-    let data_len = bytes.len() as u64 - data_offset;
-    for info in &mut tensor_infos {
+    let data_len = file_len - data_offset;
+    for info in &tensor_infos {
         check_tensor_range(info, alignment, data_len)?;
     }
 

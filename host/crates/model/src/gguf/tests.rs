@@ -111,6 +111,19 @@ fn custom_alignment_is_honored() {
 }
 
 #[test]
+fn file_without_tensors_needs_no_padding() {
+    let mut writer = GgufWriter::new();
+    writer.add_metadata("general.architecture", "llama");
+    let mut bytes = writer.to_bytes();
+    // Header (24) + key length (8) + key (20) + type (4) + value (8 + 5).
+    bytes.truncate(69);
+    let dir = tempfile::tempdir().unwrap();
+    let file = GgufFile::open(write_bytes(dir.path(), "vocab.gguf", &bytes)).unwrap();
+    assert!(file.tensor_infos().is_empty());
+    assert_eq!(file.get_str("general.architecture").unwrap(), Some("llama"));
+}
+
+#[test]
 fn every_truncation_is_rejected() {
     let bytes = sample_writer().to_bytes();
     let dir = tempfile::tempdir().unwrap();
