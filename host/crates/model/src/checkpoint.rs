@@ -136,7 +136,7 @@ impl Checkpoint {
         }
     }
 
-    /// Whether the checkpoint has a tensor with GGUF name `name`.
+    /// Returns whether the checkpoint has a tensor with GGUF name `name`.
     pub fn has_tensor(&self, name: &str) -> bool {
         match &self.source {
             Source::Gguf(file) => file.tensor_info(name).is_some(),
