@@ -25,8 +25,8 @@ pub enum PluginErrorKind {
     /// The plugin returned an error value.
     Guest(String),
     /// The plugin trapped: a panic, an unreachable instruction, an
-    /// out-of-bounds access. The message is wasmtime's, with the wasm
-    /// backtrace where there is one.
+    /// out-of-bounds access. The message is wasmtime's trap message; the
+    /// wasm backtrace is logged at debug level.
     Trap(String),
     /// The plugin computed past its `call_deadline_ms`.
     Timeout {
@@ -127,7 +127,8 @@ impl fmt::Display for PluginError {
         write!(f, "plugin {}: {}", self.plugin, self.kind)?;
         if !self.output.is_empty() {
             write!(f, "\nplugin output:")?;
-            for line in self.output.trim_end().lines() {
+            // Rust's panic message starts with a blank line.
+            for line in self.output.trim().lines() {
                 write!(f, "\n  {line}")?;
             }
         }

@@ -193,11 +193,12 @@ impl PluginCore {
                 requested,
             };
         }
+        // The wasm backtrace of a stripped plugin names no functions, so it
+        // goes to the debug log rather than into the message.
+        tracing::debug!(plugin = %self.label, "trap: {error:?}");
         let reason = match error.downcast_ref::<Trap>() {
-            // The trap code says what happened; the full chain adds the
-            // wasm backtrace, which names the plugin's functions.
-            Some(trap) => format!("{trap}: {error:?}"),
-            None => format!("{error:?}"),
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
         };
         PluginErrorKind::Trap(reason)
     }

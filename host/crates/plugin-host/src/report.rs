@@ -11,7 +11,8 @@ use crate::host::{LoadedPlugin, PluginHost};
 use crate::manifest::{Limits, PluginKind};
 use crate::{PluginMeta, StubModelService};
 
-/// What a loaded plugin is, for listings.
+/// What a loaded plugin is, for listings. Its `Display` form ends with a
+/// newline.
 #[derive(Debug, Clone)]
 pub struct PluginReport {
     /// The component file.
@@ -77,11 +78,12 @@ impl fmt::Display for PluginReport {
             limits.max_input_bytes,
             limits.max_output_bytes
         )?;
-        write!(f, "  sha256:      {}", self.digest)
+        writeln!(f, "  sha256:      {}", self.digest)
     }
 }
 
-/// The plugins of a folder, and the files that failed to load.
+/// The plugins of a folder, and the files that failed to load. Its
+/// `Display` form ends with a newline.
 #[derive(Debug)]
 pub struct ListReport {
     /// The folder.
@@ -102,7 +104,7 @@ impl fmt::Display for ListReport {
             self.errors.len()
         )?;
         for plugin in &self.plugins {
-            writeln!(f, "\n{plugin}")?;
+            write!(f, "\n{plugin}")?;
         }
         for error in &self.errors {
             writeln!(f, "\nrejected: {error}")?;
