@@ -81,7 +81,12 @@ impl KvWrite {
         head_dim: u32,
         max_len: u32,
     ) {
-        let params = KvWriteParams { m, kv_heads, head_dim, max_len };
+        let params = KvWriteParams {
+            m,
+            kv_heads,
+            head_dim,
+            max_len,
+        };
         let params = gpu.uniform("kv_write params", &params);
         let bind_group = gpu.bind_group(
             "kv_write",
@@ -175,7 +180,13 @@ impl Attention {
                 out.as_entire_binding(),
             ],
         );
-        dispatch(encoder, "attention", &self.pipeline, &bind_group, [heads, m, 1]);
+        dispatch(
+            encoder,
+            "attention",
+            &self.pipeline,
+            &bind_group,
+            [heads, m, 1],
+        );
     }
 }
 
@@ -228,7 +239,12 @@ pub fn attention_reference(
     shape: CacheShape,
     scale: f32,
 ) -> Vec<f32> {
-    let CacheShape { heads, kv_heads, head_dim, .. } = shape;
+    let CacheShape {
+        heads,
+        kv_heads,
+        head_dim,
+        ..
+    } = shape;
     let group = heads / kv_heads;
     let mut out = vec![0.0; rows.len() * heads * head_dim];
     for (r, &[slot, pos]) in rows.iter().enumerate() {
@@ -238,8 +254,11 @@ pub fn attention_reference(
             let scores: Vec<f64> = (0..len)
                 .map(|t| {
                     let k_row = &k_cache[shape.index(slot, t, h / group)..][..head_dim];
-                    let dot: f64 =
-                        q_row.iter().zip(k_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                    let dot: f64 = q_row
+                        .iter()
+                        .zip(k_row)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
                     dot * f64::from(scale)
                 })
                 .collect();
@@ -284,7 +303,12 @@ mod tests {
         let gpu = gpu();
         let op = KvWrite::new(gpu).unwrap();
         let mut rng = rng(7);
-        let shape = CacheShape { heads: 6, kv_heads: 3, head_dim: 100, max_len: 131 };
+        let shape = CacheShape {
+            heads: 6,
+            kv_heads: 3,
+            head_dim: 100,
+            max_len: 131,
+        };
         let rows = mixed_rows(shape.max_len);
         let m = rows.len();
         let width = shape.kv_heads * shape.head_dim;
@@ -316,8 +340,20 @@ mod tests {
         });
 
         kv_write_reference(&k, &v, &rows, &mut k_cache, &mut v_cache, shape);
-        assert_close("k_cache", &read_f32(&k_cache_buf, cache_len), &k_cache, 0.0, 0.0);
-        assert_close("v_cache", &read_f32(&v_cache_buf, cache_len), &v_cache, 0.0, 0.0);
+        assert_close(
+            "k_cache",
+            &read_f32(&k_cache_buf, cache_len),
+            &k_cache,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "v_cache",
+            &read_f32(&v_cache_buf, cache_len),
+            &v_cache,
+            0.0,
+            0.0,
+        );
     }
 
     /// Runs [`Attention`] on the GPU over random caches and compares with
@@ -366,16 +402,28 @@ mod tests {
     #[test]
     fn attention_matches_reference_gqa_ratios() {
         for (seed, (heads, kv_heads, head_dim)) in
-            [(4, 4, 64), (9, 3, 64), (8, 2, 37), (3, 1, 256), (2, 2, 1)].into_iter().enumerate()
+            [(4, 4, 64), (9, 3, 64), (8, 2, 37), (3, 1, 256), (2, 2, 1)]
+                .into_iter()
+                .enumerate()
         {
-            let shape = CacheShape { heads, kv_heads, head_dim, max_len: 150 };
+            let shape = CacheShape {
+                heads,
+                kv_heads,
+                head_dim,
+                max_len: 150,
+            };
             check_attention(shape, &mixed_rows(shape.max_len), 10 + seed as u64);
         }
     }
 
     #[test]
     fn attention_decode_rows_at_different_positions() {
-        let shape = CacheShape { heads: 12, kv_heads: 4, head_dim: 64, max_len: 300 };
+        let shape = CacheShape {
+            heads: 12,
+            kv_heads: 4,
+            head_dim: 64,
+            max_len: 300,
+        };
         let rows = [[2, 0], [0, 63], [1, 64], [2, 299], [0, 200]];
         check_attention(shape, &rows, 20);
     }
@@ -397,7 +445,9 @@ mod tests {
         let rows_buf = gpu.buffer_from("rows", &[0u32, 0]);
         let out_buf = gpu.buffer_zeroed("out", (q.len() * 4) as u64);
         run(|enc| {
-            op.encode(gpu, enc, &q_buf, &k_buf, &v_buf, &rows_buf, &out_buf, 1, 2, 1, 8, 4, 0.3)
+            op.encode(
+                gpu, enc, &q_buf, &k_buf, &v_buf, &rows_buf, &out_buf, 1, 2, 1, 8, 4, 0.3,
+            )
         });
         let out = read_f32(&out_buf, q.len());
         assert_close("head 0", &out[..head_dim], &v_cache[..head_dim], 1e-6, 0.0);

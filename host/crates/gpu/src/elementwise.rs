@@ -45,7 +45,10 @@ fn encode_elementwise(
     buffers: &[&wgpu::Buffer],
     n: u32,
 ) {
-    let params = gpu.uniform(&format!("{label} params"), &ElementwiseParams { n, _pad: [0; 3] });
+    let params = gpu.uniform(
+        &format!("{label} params"),
+        &ElementwiseParams { n, _pad: [0; 3] },
+    );
     let mut resources = vec![params.as_entire_binding()];
     resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
     let bind_group = gpu.bind_group(label, pipeline, &resources);
@@ -96,8 +99,12 @@ impl SwiGluBackward {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline =
-            compile(gpu, "swiglu_backward", SWIGLU_BACKWARD_SHADER, "swiglu_backward")?;
+        let pipeline = compile(
+            gpu,
+            "swiglu_backward",
+            SWIGLU_BACKWARD_SHADER,
+            "swiglu_backward",
+        )?;
         Ok(Self { pipeline })
     }
 
@@ -180,7 +187,10 @@ impl GatherRows {
         r: u32,
         c: u32,
     ) {
-        let params = gpu.uniform("gather_rows params", &GatherRowsParams { r, c, _pad: [0; 2] });
+        let params = gpu.uniform(
+            "gather_rows params",
+            &GatherRowsParams { r, c, _pad: [0; 2] },
+        );
         let bind_group = gpu.bind_group(
             "gather_rows",
             &self.pipeline,
@@ -259,7 +269,13 @@ mod tests {
 
             let expected = swiglu_reference(&gate[..n], &up[..n]);
             let actual = read_f32(&out_buf, n + 3);
-            assert_close(&format!("swiglu n={n}"), &actual[..n], &expected, 1e-6, 1e-5);
+            assert_close(
+                &format!("swiglu n={n}"),
+                &actual[..n],
+                &expected,
+                1e-6,
+                1e-5,
+            );
             assert_eq!(&actual[n..], &[0.0; 3], "elements past n were written");
         }
     }
@@ -279,7 +295,16 @@ mod tests {
         let d_gate_buf = gpu.buffer_zeroed("d_gate", (n * 4) as u64);
         let d_up_buf = gpu.buffer_zeroed("d_up", (n * 4) as u64);
         run(|enc| {
-            op.encode(gpu, enc, &gate_buf, &up_buf, &d_out_buf, &d_gate_buf, &d_up_buf, n as u32)
+            op.encode(
+                gpu,
+                enc,
+                &gate_buf,
+                &up_buf,
+                &d_out_buf,
+                &d_gate_buf,
+                &d_up_buf,
+                n as u32,
+            )
         });
 
         let (d_gate, d_up) = swiglu_backward_reference(&gate, &up, &d_out);
@@ -306,8 +331,20 @@ mod tests {
                 (loss_at(gate[i] + step, up[i]) - loss_at(gate[i] - step, up[i])) / (2.0 * step);
             let numeric_up =
                 (loss_at(gate[i], up[i] + step) - loss_at(gate[i], up[i] - step)) / (2.0 * step);
-            assert_close(&format!("d_gate[{i}]"), &[d_gate[i]], &[numeric_gate as f32], 1e-5, 1e-4);
-            assert_close(&format!("d_up[{i}]"), &[d_up[i]], &[numeric_up as f32], 1e-5, 1e-4);
+            assert_close(
+                &format!("d_gate[{i}]"),
+                &[d_gate[i]],
+                &[numeric_gate as f32],
+                1e-5,
+                1e-4,
+            );
+            assert_close(
+                &format!("d_up[{i}]"),
+                &[d_up[i]],
+                &[numeric_up as f32],
+                1e-5,
+                1e-4,
+            );
         }
     }
 
@@ -325,7 +362,13 @@ mod tests {
 
             let mut expected: Vec<f32> = acc.iter().zip(&x).map(|(a, b)| a + b).collect();
             expected[n..].copy_from_slice(&acc[n..]);
-            assert_close(&format!("add n={n}"), &read_f32(&acc_buf, n + 5), &expected, 0.0, 0.0);
+            assert_close(
+                &format!("add n={n}"),
+                &read_f32(&acc_buf, n + 5),
+                &expected,
+                0.0,
+                0.0,
+            );
         }
     }
 

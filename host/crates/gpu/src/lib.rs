@@ -15,6 +15,7 @@ pub mod norm;
 mod pass;
 pub mod qmatrix;
 pub mod rope;
+pub mod sampling;
 #[cfg(test)]
 mod testing;
 

@@ -72,7 +72,11 @@ pub fn rms_norm_reference(x: &[f32], weight: &[f32], m: usize, c: usize, eps: f3
     let mut out = vec![0.0; m * c];
     for r in 0..m {
         let row = &x[r * c..(r + 1) * c];
-        let mean_sq = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / c as f64;
+        let mean_sq = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / c as f64;
         let inv_rms = 1.0 / (mean_sq + f64::from(eps)).sqrt();
         for i in 0..c {
             out[r * c + i] = (f64::from(row[i]) * inv_rms * f64::from(weight[i])) as f32;
@@ -105,7 +109,10 @@ mod tests {
             let expected = rms_norm_reference(&x, &weight, m, c, eps);
             let actual = read_f32(&out_buf, rows * c);
             assert_close("rms_norm", &actual[..m * c], &expected, 1e-6, 1e-5);
-            assert!(actual[m * c..].iter().all(|&v| v == 0.0), "rows past m were written");
+            assert!(
+                actual[m * c..].iter().all(|&v| v == 0.0),
+                "rows past m were written"
+            );
         }
     }
 }

@@ -74,6 +74,9 @@ mod tests {
         assert_eq!(split_groups(0), [0, 1, 1]);
         assert_eq!(split_groups(7), [7, 1, 1]);
         assert_eq!(split_groups(MAX_GROUPS_PER_DIM), [MAX_GROUPS_PER_DIM, 1, 1]);
-        assert_eq!(split_groups(MAX_GROUPS_PER_DIM + 1), [MAX_GROUPS_PER_DIM, 2, 1]);
+        assert_eq!(
+            split_groups(MAX_GROUPS_PER_DIM + 1),
+            [MAX_GROUPS_PER_DIM, 2, 1]
+        );
     }
 }

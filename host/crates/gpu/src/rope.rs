@@ -81,8 +81,23 @@ impl Rope {
         theta: f32,
         layout: RopeLayout,
     ) {
-        let args = RopeArgs { m, heads, head_dim, theta, layout };
-        encode_rotation(gpu, encoder, &self.pipeline, "rope", x, positions, args, 1.0);
+        let args = RopeArgs {
+            m,
+            heads,
+            head_dim,
+            theta,
+            layout,
+        };
+        encode_rotation(
+            gpu,
+            encoder,
+            &self.pipeline,
+            "rope",
+            x,
+            positions,
+            args,
+            1.0,
+        );
     }
 }
 
@@ -122,8 +137,23 @@ impl RopeBackward {
         theta: f32,
         layout: RopeLayout,
     ) {
-        let args = RopeArgs { m, heads, head_dim, theta, layout };
-        encode_rotation(gpu, encoder, &self.pipeline, "rope_backward", grad, positions, args, -1.0);
+        let args = RopeArgs {
+            m,
+            heads,
+            head_dim,
+            theta,
+            layout,
+        };
+        encode_rotation(
+            gpu,
+            encoder,
+            &self.pipeline,
+            "rope_backward",
+            grad,
+            positions,
+            args,
+            -1.0,
+        );
     }
 }
 
@@ -147,7 +177,13 @@ fn encode_rotation(
     args: RopeArgs,
     direction: f32,
 ) {
-    let RopeArgs { m, heads, head_dim, theta, layout } = args;
+    let RopeArgs {
+        m,
+        heads,
+        head_dim,
+        theta,
+        layout,
+    } = args;
     assert!(
         head_dim % 2 == 0 && head_dim <= MAX_HEAD_DIM,
         "rope: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
@@ -171,10 +207,20 @@ fn encode_rotation(
     let bind_group = gpu.bind_group(
         label,
         pipeline,
-        &[params.as_entire_binding(), x.as_entire_binding(), positions.as_entire_binding()],
+        &[
+            params.as_entire_binding(),
+            x.as_entire_binding(),
+            positions.as_entire_binding(),
+        ],
     );
     let pairs = heads * (head_dim / 2);
-    dispatch(encoder, label, pipeline, &bind_group, [pairs.div_ceil(256), m, 1]);
+    dispatch(
+        encoder,
+        label,
+        pipeline,
+        &bind_group,
+        [pairs.div_ceil(256), m, 1],
+    );
 }
 
 /// Returns the element indices `(a, b)` of pair `i` within a head.
@@ -270,12 +316,16 @@ mod tests {
         if backward {
             let op = RopeBackward::new(gpu).unwrap();
             run(|enc| {
-                op.encode(gpu, enc, &x_buf, &pos_buf, m, heads_u32, dim_u32, THETA, layout)
+                op.encode(
+                    gpu, enc, &x_buf, &pos_buf, m, heads_u32, dim_u32, THETA, layout,
+                )
             });
         } else {
             let op = Rope::new(gpu).unwrap();
             run(|enc| {
-                op.encode(gpu, enc, &x_buf, &pos_buf, m, heads_u32, dim_u32, THETA, layout)
+                op.encode(
+                    gpu, enc, &x_buf, &pos_buf, m, heads_u32, dim_u32, THETA, layout,
+                )
             });
         }
         read_f32(&x_buf, x.len())
@@ -345,7 +395,10 @@ mod tests {
             let dy: Vec<f32> = uniform_vec(&mut rng, n, 1.0);
             let loss = |x: &[f32]| -> f64 {
                 let y = rope_reference(x, &positions, heads, head_dim, THETA, layout);
-                y.iter().zip(&dy).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+                y.iter()
+                    .zip(&dy)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum()
             };
             let dx = rope_backward_reference(&dy, &positions, heads, head_dim, THETA, layout);
             let step = 1e-2;
@@ -355,7 +408,13 @@ mod tests {
                 let mut minus = x.clone();
                 minus[i] -= step;
                 let numeric = ((loss(&plus) - loss(&minus)) / (2.0 * f64::from(step))) as f32;
-                assert_close(&format!("rope dx[{i}] {layout:?}"), &[dx[i]], &[numeric], 1e-4, 1e-3);
+                assert_close(
+                    &format!("rope dx[{i}] {layout:?}"),
+                    &[dx[i]],
+                    &[numeric],
+                    1e-4,
+                    1e-3,
+                );
             }
         }
     }

@@ -26,12 +26,16 @@ pub(crate) fn uniform_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 
 /// Reads the first `n` f32 values of `buffer`.
 pub(crate) fn read_f32(buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
-    gpu().read(buffer, (n * 4) as u64).expect("GPU readback failed")
+    gpu()
+        .read(buffer, (n * 4) as u64)
+        .expect("GPU readback failed")
 }
 
 /// Reads the first `n` u32 values of `buffer`.
 pub(crate) fn read_u32(buffer: &wgpu::Buffer, n: usize) -> Vec<u32> {
-    gpu().read(buffer, (n * 4) as u64).expect("GPU readback failed")
+    gpu()
+        .read(buffer, (n * 4) as u64)
+        .expect("GPU readback failed")
 }
 
 /// Records work with `record` into a fresh encoder and submits it.
@@ -39,7 +43,9 @@ pub(crate) fn run(record: impl FnOnce(&mut wgpu::CommandEncoder)) {
     let gpu = gpu();
     let mut encoder = gpu
         .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("test") });
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("test"),
+        });
     record(&mut encoder);
     gpu.submit(encoder);
 }

@@ -1,0 +1,311 @@
+//! Token sampling from the output head's logits (temperature, top-k, top-p,
+//! reproducible draws) and token log-probabilities under the model.
+
+use anyhow::Result;
+
+use crate::Gpu;
+use crate::pass::{compile, dispatch, split_groups};
+
+const SAMPLE_SHADER: &str = include_str!("../../../../shaders/sample.wgsl");
+const TOKEN_LOGPROB_SHADER: &str = include_str!("../../../../shaders/token_logprob.wgsl");
+
+/// Per-row sampling settings, mirrored by `SampleParams` in `sample.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SampleParams {
+    /// Softmax temperature; 0 (or below) selects greedy decoding, the argmax
+    /// with the lowest id on ties.
+    pub temperature: f32,
+    /// Number of highest logits kept; 0 keeps all. Ties at the k-th value
+    /// are broken towards lower ids, so exactly `min(top_k, V)` remain.
+    pub top_k: u32,
+    /// Nucleus mass: keeps the most probable tokens (after top-k) whose
+    /// probabilities reach `top_p`; 1 keeps all. Ties at the cut are all
+    /// kept.
+    pub top_p: f32,
+    /// Low 32 bits of the 64-bit seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the 64-bit seed.
+    pub seed_hi: u32,
+    /// Decode step; with the seed and the row it addresses the random draw.
+    pub step: u32,
+    /// Padding to 32 bytes; write zeros.
+    pub pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<SampleParams>() == 32);
+
+impl SampleParams {
+    /// Returns settings for a temperature draw keyed by `seed` at `step`.
+    pub fn new(temperature: f32, top_k: u32, top_p: f32, seed: u64, step: u32) -> Self {
+        Self {
+            temperature,
+            top_k,
+            top_p,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            step,
+            pad: [0; 2],
+        }
+    }
+
+    /// Returns settings for greedy decoding.
+    pub fn greedy() -> Self {
+        Self::new(0.0, 0, 1.0, 0, 0)
+    }
+}
+
+/// Uniform block of `sample.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SampleShape {
+    b: u32,
+    v: u32,
+    _pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<SampleShape>() == 16);
+
+/// Uniform block of `token_logprob.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenLogprobParams {
+    m: u32,
+    v: u32,
+    _pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<TokenLogprobParams>() == 16);
+
+/// Draws one token per row and reports its log-probability.
+pub struct Sampler {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl Sampler {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "sample", SAMPLE_SHADER, "sample")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records, for rows `r < b`, a draw of `tokens[r]` from
+    /// `softmax(logits[r] / temperature)` cut by top-k and top-p, and
+    /// `logprobs[r] = log_softmax(logits[r])[tokens[r]]` at temperature 1.
+    /// `logits` is f32 `[B, v]`, `params` is [`SampleParams`] `[B]`,
+    /// `tokens` u32 `[B]` and `logprobs` f32 `[B]`. The draw depends only on
+    /// the logits, the row's settings and `r`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+        logprobs: &wgpu::Buffer,
+        b: u32,
+        v: u32,
+    ) {
+        let shape = gpu.uniform("sample shape", &SampleShape { b, v, _pad: [0; 2] });
+        let bind_group = gpu.bind_group(
+            "sample",
+            &self.pipeline,
+            &[
+                shape.as_entire_binding(),
+                logits.as_entire_binding(),
+                params.as_entire_binding(),
+                tokens.as_entire_binding(),
+                logprobs.as_entire_binding(),
+            ],
+        );
+        dispatch(encoder, "sample", &self.pipeline, &bind_group, [b, 1, 1]);
+    }
+}
+
+/// Log-probability of given target tokens under each row's logits.
+pub struct TokenLogprob {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl TokenLogprob {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let pipeline = compile(gpu, "token_logprob", TOKEN_LOGPROB_SHADER, "token_logprob")?;
+        Ok(Self { pipeline })
+    }
+
+    /// Records `out[r] = log_softmax(logits[r])[targets[r]]` for rows
+    /// `r < m`. `logits` is f32 `[M, v]`, `targets` u32 `[M]` with each
+    /// target below `v`, and `out` f32 `[M]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        m: u32,
+        v: u32,
+    ) {
+        let params = gpu.uniform(
+            "token_logprob params",
+            &TokenLogprobParams { m, v, _pad: [0; 2] },
+        );
+        let bind_group = gpu.bind_group(
+            "token_logprob",
+            &self.pipeline,
+            &[
+                params.as_entire_binding(),
+                logits.as_entire_binding(),
+                targets.as_entire_binding(),
+                out.as_entire_binding(),
+            ],
+        );
+        dispatch(
+            encoder,
+            "token_logprob",
+            &self.pipeline,
+            &bind_group,
+            split_groups(m),
+        );
+    }
+}
+
+/// Computes Philox4x32-10 (Salmon et al., 2011, "Parallel random numbers:
+/// as easy as 1, 2, 3") of `counter` under `key`, as `sample.wgsl` does.
+pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let [mut c0, mut c1, mut c2, mut c3] = counter;
+    let [mut k0, mut k1] = key;
+    for _ in 0..10 {
+        let product0 = u64::from(0xD251_1F53u32) * u64::from(c0);
+        let product1 = u64::from(0xCD9E_8D57u32) * u64::from(c2);
+        let (hi0, lo0) = ((product0 >> 32) as u32, product0 as u32);
+        let (hi1, lo1) = ((product1 >> 32) as u32, product1 as u32);
+        (c0, c1, c2, c3) = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0);
+        k0 = k0.wrapping_add(0x9E37_79B9);
+        k1 = k1.wrapping_add(0xBB67_AE85);
+    }
+    [c0, c1, c2, c3]
+}
+
+/// Returns the uniform draw in `[0, 1)` that row `row` uses: the top 24
+/// bits of Philox at counter `(step, row, 0, 0)`, key `(seed_lo, seed_hi)`.
+pub fn sample_uniform(params: &SampleParams, row: u32) -> f32 {
+    let word = philox4x32_10([params.step, row, 0, 0], [params.seed_lo, params.seed_hi])[0];
+    (word >> 8) as f32 / 16_777_216.0
+}
+
+/// Returns `log(sum(exp(row)))` in f64.
+fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row
+        .iter()
+        .map(|&l| (f64::from(l) - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// Returns the lowest id among the largest values of `row`.
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &l) in row.iter().enumerate() {
+        if l > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Computes [`Sampler`] on the CPU in f64 and returns `(tokens, logprobs)`
+/// for `logits` f32 `[B, v]` with one [`SampleParams`] per row.
+pub fn sample_reference(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut tokens = Vec::with_capacity(params.len());
+    let mut logprobs = Vec::with_capacity(params.len());
+    for (r, p) in params.iter().enumerate() {
+        let row = &logits[r * v..(r + 1) * v];
+        let token = if p.temperature <= 0.0 || p.top_k == 1 {
+            argmax(row)
+        } else {
+            draw_reference(row, p, sample_uniform(p, r as u32))
+        };
+        tokens.push(token as u32);
+        logprobs.push((f64::from(row[token]) - log_sum_exp(row)) as f32);
+    }
+    (tokens, logprobs)
+}
+
+/// Returns the ids kept by top-k and top-p with their unnormalized weights
+/// `exp((l - max) / temperature)`, in id order.
+pub fn kept_tokens_reference(row: &[f32], p: &SampleParams) -> Vec<(usize, f64)> {
+    let v = row.len();
+    // Sorted by logit, descending, lower id first on ties.
+    let mut order: Vec<usize> = (0..v).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    let k = if p.top_k == 0 {
+        v
+    } else {
+        (p.top_k as usize).min(v)
+    };
+    order.truncate(k);
+
+    let max = f64::from(row[order[0]]);
+    let weight = |i: usize| ((f64::from(row[i]) - max) / f64::from(p.temperature)).exp();
+    if p.top_p < 1.0 {
+        let total: f64 = order.iter().map(|&i| weight(i)).sum();
+        let target = f64::from(p.top_p.max(0.0)) * total;
+        let mut cumulative = 0.0;
+        let mut cut = order.len();
+        for (n, &i) in order.iter().enumerate() {
+            cumulative += weight(i);
+            if cumulative >= target && cumulative > 0.0 {
+                cut = n;
+                break;
+            }
+        }
+        // Every token tied with the last one needed stays.
+        let threshold = row[order[cut.min(order.len() - 1)]];
+        order.retain(|&i| row[i] >= threshold);
+    }
+    order.sort_unstable();
+    order.into_iter().map(|i| (i, weight(i))).collect()
+}
+
+/// Draws from the kept tokens of `row` with uniform `u`, walking ids in order.
+fn draw_reference(row: &[f32], p: &SampleParams, u: f32) -> usize {
+    let kept = kept_tokens_reference(row, p);
+    let total: f64 = kept.iter().map(|&(_, w)| w).sum();
+    let target = f64::from(u) * total;
+    let mut cumulative = 0.0;
+    for &(i, w) in &kept {
+        cumulative += w;
+        if target < cumulative {
+            return i;
+        }
+    }
+    kept.last().expect("top-k keeps at least one token").0
+}
+
+/// Computes [`TokenLogprob`] on the CPU in f64 for `logits` f32 `[m, v]`.
+pub fn token_logprob_reference(logits: &[f32], targets: &[u32], v: usize) -> Vec<f32> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(r, &t)| {
+            let row = &logits[r * v..(r + 1) * v];
+            (f64::from(row[t as usize]) - log_sum_exp(row)) as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
