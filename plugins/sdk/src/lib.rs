@@ -176,7 +176,7 @@ pub trait RewardModel {
 ///
 /// The arm list passed to [`Selector::choose`] is the current list of
 /// reward models. It only grows during a run, and arm indices are stable,
-/// so a selector grows its state when it sees more arms than before.
+/// so a selector grows its state when it receives more arms than before.
 pub trait Selector {
     /// Creates the plugin's state, with no arms yet.
     fn new() -> Self

@@ -11,10 +11,10 @@ use crate::manifest::ManifestError;
 pub struct PluginError {
     /// The plugin, as `name@version`.
     pub plugin: String,
-    /// What went wrong.
+    /// The kind of failure.
     pub kind: PluginErrorKind,
-    /// What the plugin wrote to stdout and stderr during the call, such as
-    /// a panic message; empty when it wrote nothing.
+    /// Stdout and stderr of the plugin during the call, such as a panic
+    /// message. Empty when the plugin wrote nothing.
     pub output: String,
 }
 
@@ -192,7 +192,7 @@ pub enum LoadError {
     NotAComponent {
         /// The file.
         path: PathBuf,
-        /// What the file is instead.
+        /// The file's actual format.
         reason: String,
     },
     /// The component imports a `laser:plugin` version the host does not

@@ -19,17 +19,17 @@ use crate::{API_PACKAGE, API_VERSION, ModelService, RewardModelPlugin, SelectorP
 /// Interval between epoch ticks.
 ///
 /// Deadlines are checked only when the epoch advances, so the tick bounds
-/// how late a runaway plugin is stopped: at 10 ms a timeout fires within
-/// about 10 ms of its deadline, while the ticker thread wakes only 100
-/// times a second.
+/// how late a runaway plugin is stopped. At 10 ms a timeout fires within
+/// about 10 ms of its deadline, and the ticker thread wakes only 100 times
+/// a second.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Version of the `laser:plugin` package the host serves, without the
 /// package name.
 const SERVED_VERSION: &str = "0.1.0";
 
-/// Loads and runs plugins. One host holds one wasmtime engine, shared by
-/// every plugin it loads; each plugin gets a store of its own.
+/// Loads and runs plugins. One host owns one wasmtime engine, shared by
+/// every plugin it loads, and each plugin gets a store of its own.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
@@ -120,10 +120,10 @@ impl PluginHost {
     /// # Errors
     ///
     /// Returns a [`LoadError`] naming the file when the manifest is
-    /// missing or invalid, the file is not a component, the component
-    /// imports a WIT version this host does not serve or something the
-    /// sandbox does not provide, does not export its kind's world, or
-    /// fails in `info` or `configure`.
+    /// missing or invalid or the file is not a component. Also when the
+    /// component imports a WIT version this host does not serve or
+    /// something the sandbox does not provide, does not export its kind's
+    /// world, or fails in `info` or `configure`.
     pub fn load(&self, wasm: &Path) -> Result<LoadedPlugin, LoadError> {
         let prepared = self.prepare(wasm)?;
         match prepared.manifest.kind {

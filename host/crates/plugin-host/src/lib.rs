@@ -2,7 +2,7 @@
 //! components behind the versioned WIT package `laser:plugin`, and runs them
 //! sandboxed under wasmtime.
 //!
-//! One [`PluginHost`] holds one engine. Each plugin runs in a store of its
+//! One [`PluginHost`] owns one engine. Each plugin runs in a store of its
 //! own, with no files, environment, arguments, network or inherited stdio,
 //! a memory cap, a per-call deadline enforced by epoch interruption, and
 //! caps on the size of call arguments and results. Reward models call the

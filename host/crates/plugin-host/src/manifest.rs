@@ -96,7 +96,7 @@ fn default_models() -> Vec<String> {
 pub struct ManifestError {
     /// The manifest file.
     pub path: PathBuf,
-    /// What is wrong, naming the field.
+    /// The problem, naming the field.
     pub message: String,
 }
 

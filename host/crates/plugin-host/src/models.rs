@@ -4,7 +4,7 @@
 use crate::Continuation;
 
 /// Serves the `laser:plugin/models` import. The training engine implements
-/// it; [`StubModelService`] stands in for tests and listings.
+/// it; [`StubModelService`] replaces it in tests and listings.
 ///
 /// Every method takes a whole batch and returns one result per item, in
 /// order. The host checks the model name against the plugin's manifest

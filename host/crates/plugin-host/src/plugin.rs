@@ -1,6 +1,6 @@
-//! What every loaded plugin has: its load-time facts and a store, with the
-//! call wrapper that applies deadlines and limits and sorts failures into
-//! [`PluginErrorKind`]s.
+//! The parts every loaded plugin shares: its load-time facts, its store,
+//! and the call wrapper that applies deadlines and limits and sorts
+//! failures into [`PluginErrorKind`]s.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ pub struct PluginMeta {
     pub path: PathBuf,
     /// Hex sha256 digest of the component file.
     pub digest: String,
-    /// What the plugin's `info` returned at load.
+    /// The plugin's `info`, as returned at load.
     pub info: PluginInfo,
     /// Whether the compiled code came from the compile cache.
     pub from_cache: bool,
@@ -55,8 +55,7 @@ pub(crate) struct PluginCore {
     pub(crate) meta: PluginMeta,
     pub(crate) label: String,
     pub(crate) store: Store<HostState>,
-    /// What the plugin wrote to stdout and stderr in the last successful
-    /// call.
+    /// Stdout and stderr of the plugin in its last successful call.
     pub(crate) last_output: String,
 }
 

@@ -11,7 +11,7 @@ use crate::host::{LoadedPlugin, PluginHost};
 use crate::manifest::{Limits, PluginKind};
 use crate::{PluginMeta, StubModelService};
 
-/// What a loaded plugin is, for listings. Its `Display` form ends with a
+/// Summary of a loaded plugin, for listings. Its `Display` form ends with a
 /// newline.
 #[derive(Debug, Clone)]
 pub struct PluginReport {
@@ -142,7 +142,7 @@ pub fn list_plugins(dir: &Path) -> anyhow::Result<ListReport> {
 /// # Errors
 ///
 /// Returns an error when the host cannot start, or the [`LoadError`] that
-/// says why the plugin is rejected.
+/// gives the reason the plugin is rejected.
 pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
     let host = PluginHost::new(Arc::new(StubModelService))?;
     let wasm = path.with_extension("wasm");

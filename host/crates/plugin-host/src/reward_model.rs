@@ -81,9 +81,9 @@ impl RewardModelPlugin {
     ///
     /// # Errors
     ///
-    /// Returns an error when the plugin is disabled, the batch exceeds
-    /// `max_input_bytes`, or the plugin traps, times out, exceeds its
-    /// memory, returns an error, or returns a result that is too large,
+    /// Returns an error when the plugin is disabled or the batch exceeds
+    /// `max_input_bytes`. Also when the plugin traps, times out, exceeds
+    /// its memory or returns an error. Also when its result is too large,
     /// has the wrong number of rows or scores, or a non-finite score. Each
     /// failure but an oversized input disables the plugin.
     pub fn score(&mut self, batch: &[ScoredInstance]) -> Result<Vec<Vec<f64>>, PluginError> {

@@ -5,7 +5,7 @@ use laser_plugin_sdk::{
     Continuation, PluginInfo, RewardModel, ScoredInstance, export_reward_model,
 };
 
-/// Where the score of a candidate comes from.
+/// Source of each candidate's score.
 enum Source {
     /// Length of the candidate in characters.
     Length,

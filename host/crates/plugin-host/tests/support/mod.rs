@@ -83,7 +83,8 @@ pub fn edit_manifest(dir: &Path, name: &str, edit: impl FnOnce(String) -> String
     std::fs::write(&path, edit(text)).unwrap();
 }
 
-/// A host with stub models and a compile cache shared by the test binary.
+/// Creates a host with stub models and a compile cache shared by the test
+/// binary.
 pub fn host() -> PluginHost {
     static CACHE: OnceLock<TempDir> = OnceLock::new();
     let cache = CACHE.get_or_init(|| TempDir::new().unwrap());
@@ -126,7 +127,8 @@ pub fn load_selector(
     (dir, plugin)
 }
 
-/// A batch of `n` instances with two candidates each: "a b c" and "d e".
+/// Builds a batch of `n` instances with two candidates each: "a b c" and
+/// "d e".
 pub fn batch(n: usize) -> Vec<ScoredInstance> {
     (0..n)
         .map(|i| ScoredInstance {
