@@ -136,15 +136,17 @@ impl Tokenizer {
             .enumerate()
             .map(|(id, token)| ((*token).to_owned(), id as u32))
             .collect();
-        let merges = merges
-            .iter()
-            .map(|merge| split_merge(merge))
-            .collect::<Option<Vec<_>>>()
-            .with_context(|| {
-                format!("gguf: {path}: a merge in `tokenizer.ggml.merges` lacks a space")
+        let mut merge_pairs = Vec::with_capacity(merges.len());
+        for (i, merge) in merges.iter().enumerate() {
+            let pair = split_merge(merge).with_context(|| {
+                format!(
+                    "gguf: {path}: merge {i} {merge:?} in `tokenizer.ggml.merges` lacks a space"
+                )
             })?;
+            merge_pairs.push(pair);
+        }
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
+            .vocab_and_merges(vocab, merge_pairs)
             .ignore_merges(ignore_merges)
             .build()
             .map_err(|e| anyhow!("gguf: {path}: invalid BPE vocabulary or merges: {e}"))?;
@@ -159,9 +161,13 @@ impl Tokenizer {
             .map_err(|e| anyhow!("invalid pre-tokenizer regex {regex:?}: {e}"))?;
             pre_tokenizers.push(PreTokenizerWrapper::Split(split));
         }
-        pre_tokenizers.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-            false, false, false,
-        )));
+        // The splits above replace ByteLevel's own regex, and llama.cpp adds
+        // no prefix space for these vocabularies.
+        let byte_level = ByteLevel::default()
+            .add_prefix_space(false)
+            .trim_offsets(false)
+            .use_regex(false);
+        pre_tokenizers.push(PreTokenizerWrapper::ByteLevel(byte_level));
 
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner

@@ -53,6 +53,22 @@ fn unknown_pre_type_is_named() {
 }
 
 #[test]
+fn malformed_merge_is_named() {
+    let mut writer = GgufWriter::new();
+    add_tiny_tokenizer(&mut writer, "gpt2");
+    writer.add_str_array("tokenizer.ggml.merges", &["a b", "ab"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tok.gguf");
+    writer.write(&path).unwrap();
+    let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("merge 1 \"ab\" in `tokenizer.ggml.merges` lacks a space"),
+        "{message}"
+    );
+}
+
+#[test]
 fn every_known_pre_type_builds() {
     for pre in ["default", "llama-bpe", "qwen2", "smollm", "gpt-2", "dbrx"] {
         let tokenizer = tiny_tokenizer(pre).unwrap_or_else(|e| panic!("{pre}: {e:#}"));
