@@ -2,12 +2,16 @@
 //   out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), or out[m, n] += that.
 //
 // Built once per weight type with `matmul_params.wgsl` and a
-// `dequant_*.wgsl` snippet prepended. Each workgroup computes a 64 x 64 tile of out. It walks K in steps of 16,
-// staging x[64, 16] and the dequantized w[64, 16] in workgroup memory,
-// k-major, and each thread accumulates a 4 x 4 register block: rows
-// 4 * (thread / 16) + i and columns thread % 16 + 16 * j. Threads that share
-// a row block read the same x values, and neighbouring threads read
-// neighbouring w values.
+// `dequant_*.wgsl` snippet prepended.
+//
+// Each workgroup computes a 64 x 64 tile of out. It walks K in steps of 16,
+// staging x[64, 16] and the dequantized w[64, 16] in workgroup memory as
+// vec4s of 4 rows, and each thread accumulates an 8 x 8 register block:
+// rows 8 * (thread / 8) + i and columns 8 * (thread % 8) + j. Each step of
+// the inner loop reads four vec4s for 64 multiply-adds, because on CPU
+// adapters (llvmpipe) every workgroup-memory read costs tens of cycles and
+// register spills cost far less. Neighbouring threads share a row block,
+// so they read the same x values.
 //
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams
@@ -17,7 +21,7 @@
 //   group 0, binding 3: storage read       bias: array<f32>     [N]
 //   group 0, binding 4: storage read_write out: array<f32>      [M, N]
 //
-// Workgroup: 256 threads.
+// Workgroup: 64 threads.
 // Dispatch: (ceil(rows / 64), ceil(M / 64), 1) once a chunk.
 
 // MatmulParams is defined in `matmul_params.wgsl`, prepended by the host.
@@ -30,13 +34,61 @@
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
+// vec4s across one row of a tile.
+const QUADS: u32 = TILE / 4u;
 
-// x[m0 + i, k0 + kk] at kk * TILE + i.
-var<workgroup> x_tile: array<f32, TILE_K * TILE>;
-// w[n0 + j, k0 + kk] at kk * TILE + j.
-var<workgroup> w_tile: array<f32, TILE_K * TILE>;
+// x[m0 + 4q .. m0 + 4q + 3, k0 + kk] at kk * QUADS + q.
+var<workgroup> x_tile: array<vec4<f32>, TILE_K * QUADS>;
+// w[n0 + 4q .. n0 + 4q + 3, k0 + kk] at kk * QUADS + q.
+var<workgroup> w_tile: array<vec4<f32>, TILE_K * QUADS>;
 
-@compute @workgroup_size(256)
+// Reads x[row, 4 * group .. 4 * group + 3], zero past M or K.
+fn load_x4(row: u32, group: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if row < params.m {
+        for (var i = 0u; i < 4u; i++) {
+            let k = 4u * group + i;
+            if k < params.k {
+                v[i] = x[row * params.k + k];
+            }
+        }
+    }
+    return v;
+}
+
+// Reads the dequantized w[row, 4 * group .. 4 * group + 3] of the chunk,
+// zero past its rows or K.
+fn load_w4(row: u32, group: u32, groups: u32) -> vec4<f32> {
+    if row < params.rows && group < groups {
+        return dequant4(row, group, params.row_words, params.scale_base);
+    }
+    return vec4<f32>(0.0);
+}
+
+// Writes out[m, n .. n + 7] of the chunk's local rows n.., adding the bias
+// and the previous value as `params.flags` requests.
+fn store_out(m: u32, n: u32, low: vec4<f32>, high: vec4<f32>) {
+    if m >= params.m {
+        return;
+    }
+    for (var j = 0u; j < 8u; j++) {
+        let local_row = n + j;
+        if local_row < params.rows {
+            let column = params.row_offset + local_row;
+            var sum = select(high[j % 4u], low[j % 4u], j < 4u);
+            if (params.flags & 2u) != 0u {
+                sum += bias[column];
+            }
+            let index = m * params.n + column;
+            if (params.flags & 1u) != 0u {
+                sum += out[index];
+            }
+            out[index] = sum;
+        }
+    }
+}
+
+@compute @workgroup_size(64)
 fn matmul_gemm(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     @builtin(local_invocation_index) thread: u32,
@@ -45,80 +97,82 @@ fn matmul_gemm(
     let m0 = workgroup.y * TILE;
     let groups = (params.k + 3u) / 4u;
 
-    // Each thread stages one 4-value group of x and one of w per step.
-    let load_row = thread / 4u;
+    // Each thread stages 4 rows x 4 k of x and of w per step, transposed so
+    // that every workgroup-memory write is a whole vec4.
+    let load_quad = thread / 4u;
     let load_group = thread % 4u;
-    let x_row = m0 + load_row;
-    let w_row = n0 + load_row;
-    let x_valid = x_row < params.m;
-    let w_valid = w_row < params.rows;
-    let x_base = select(0u, x_row, x_valid) * params.k;
-    let w_safe_row = select(0u, w_row, w_valid);
 
-    let row_block = 4u * (thread / 16u);
-    let column = thread % 16u;
+    let row_block = thread / 8u;
+    let column_block = thread % 8u;
 
-    var acc: array<vec4<f32>, 4>;
+    // Indexed with constants only, so acc stays in registers. acc[2 * i + h]
+    // holds row 8 * row_block + i, columns
+    // 8 * column_block + 4 * h .. + 3.
+    var acc: array<vec4<f32>, 16>;
     for (var group0 = 0u; group0 < groups; group0 += TILE_K / 4u) {
         let group = group0 + load_group;
-        let in_k = group < groups;
-        var w4 = vec4<f32>(0.0);
-        if w_valid && in_k {
-            w4 = dequant4(w_safe_row, group, params.row_words, params.scale_base);
-        }
-        var x4 = vec4<f32>(0.0);
-        for (var i = 0u; i < 4u; i++) {
-            let k = 4u * group + i;
-            if x_valid && k < params.k {
-                x4[i] = x[x_base + k];
-            }
-        }
-        for (var i = 0u; i < 4u; i++) {
-            let kk = 4u * load_group + i;
-            x_tile[kk * TILE + load_row] = x4[i];
-            w_tile[kk * TILE + load_row] = w4[i];
-        }
+        let x_row = m0 + 4u * load_quad;
+        let w_row = n0 + 4u * load_quad;
+        let xs = mat4x4<f32>(
+            load_x4(x_row, group),
+            load_x4(x_row + 1u, group),
+            load_x4(x_row + 2u, group),
+            load_x4(x_row + 3u, group),
+        );
+        let ws = mat4x4<f32>(
+            load_w4(w_row, group, groups),
+            load_w4(w_row + 1u, group, groups),
+            load_w4(w_row + 2u, group, groups),
+            load_w4(w_row + 3u, group, groups),
+        );
+        // Row r of the transpose holds k = 4 * group + r of the 4 rows.
+        let xt = transpose(xs);
+        let wt = transpose(ws);
+        let slot = 4u * load_group * QUADS + load_quad;
+        x_tile[slot + 0u * QUADS] = xt[0];
+        w_tile[slot + 0u * QUADS] = wt[0];
+        x_tile[slot + 1u * QUADS] = xt[1];
+        w_tile[slot + 1u * QUADS] = wt[1];
+        x_tile[slot + 2u * QUADS] = xt[2];
+        w_tile[slot + 2u * QUADS] = wt[2];
+        x_tile[slot + 3u * QUADS] = xt[3];
+        w_tile[slot + 3u * QUADS] = wt[3];
         workgroupBarrier();
 
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let x_base_kk = kk * TILE + row_block;
-            let xs = vec4<f32>(
-                x_tile[x_base_kk],
-                x_tile[x_base_kk + 1u],
-                x_tile[x_base_kk + 2u],
-                x_tile[x_base_kk + 3u],
-            );
-            let w_base_kk = kk * TILE + column;
-            let ws = vec4<f32>(
-                w_tile[w_base_kk],
-                w_tile[w_base_kk + 16u],
-                w_tile[w_base_kk + 32u],
-                w_tile[w_base_kk + 48u],
-            );
-            acc[0] += xs[0] * ws;
-            acc[1] += xs[1] * ws;
-            acc[2] += xs[2] * ws;
-            acc[3] += xs[3] * ws;
+            let base = kk * QUADS;
+            let x_low = x_tile[base + 2u * row_block];
+            let x_high = x_tile[base + 2u * row_block + 1u];
+            let w_low = w_tile[base + 2u * column_block];
+            let w_high = w_tile[base + 2u * column_block + 1u];
+            acc[0] += x_low[0] * w_low;
+            acc[1] += x_low[0] * w_high;
+            acc[2] += x_low[1] * w_low;
+            acc[3] += x_low[1] * w_high;
+            acc[4] += x_low[2] * w_low;
+            acc[5] += x_low[2] * w_high;
+            acc[6] += x_low[3] * w_low;
+            acc[7] += x_low[3] * w_high;
+            acc[8] += x_high[0] * w_low;
+            acc[9] += x_high[0] * w_high;
+            acc[10] += x_high[1] * w_low;
+            acc[11] += x_high[1] * w_high;
+            acc[12] += x_high[2] * w_low;
+            acc[13] += x_high[2] * w_high;
+            acc[14] += x_high[3] * w_low;
+            acc[15] += x_high[3] * w_high;
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + row_block + i;
-        for (var j = 0u; j < 4u; j++) {
-            let local_row = n0 + column + 16u * j;
-            if m < params.m && local_row < params.rows {
-                let n = params.row_offset + local_row;
-                var sum = acc[i][j];
-                if (params.flags & 2u) != 0u {
-                    sum += bias[n];
-                }
-                let index = m * params.n + n;
-                if (params.flags & 1u) != 0u {
-                    sum += out[index];
-                }
-                out[index] = sum;
-            }
-        }
-    }
+    let m = m0 + 8u * row_block;
+    let n = n0 + 8u * column_block;
+    store_out(m + 0u, n, acc[0], acc[1]);
+    store_out(m + 1u, n, acc[2], acc[3]);
+    store_out(m + 2u, n, acc[4], acc[5]);
+    store_out(m + 3u, n, acc[6], acc[7]);
+    store_out(m + 4u, n, acc[8], acc[9]);
+    store_out(m + 5u, n, acc[10], acc[11]);
+    store_out(m + 6u, n, acc[12], acc[13]);
+    store_out(m + 7u, n, acc[14], acc[15]);
 }

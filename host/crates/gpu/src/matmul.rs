@@ -575,3 +575,44 @@ mod tests {
         assert!(gflops.is_finite() && gflops > 0.0, "{gflops} GFLOP/s");
     }
 }
+
+/// Throughput on the shapes of SmolLM2-135M; run with
+/// `cargo test --release -p laser-gpu matmul_throughput -- --ignored --nocapture`.
+#[cfg(test)]
+mod throughput {
+    use super::*;
+    use crate::testing::gpu;
+
+    #[test]
+    #[ignore = "benchmark: prints GFLOP/s, takes tens of seconds on lavapipe"]
+    fn matmul_throughput() {
+        let gpu = gpu();
+        println!("adapter: {}", gpu.describe());
+        let env_filter = std::env::var("MATMUL_SHAPES").unwrap_or_default();
+        // (dtype, M, N, K, iterations)
+        let cases = [
+            (DType::F32, 1024, 1024, 1024, 3),
+            (DType::Q4_1, 128, 1536, 576, 5),
+            (DType::Q4_1, 1, 576, 576, 200),
+            (DType::Q4_1, 1, 192, 576, 200),
+            (DType::Q4_1, 1, 1536, 576, 100),
+            (DType::Q4_1, 1, 576, 1536, 100),
+            (DType::Q8_0, 1, 49152, 576, 10),
+            (DType::F32, 1, 1024, 1024, 50),
+        ];
+        for (dtype, m, n, k, iterations) in cases {
+            let name = format!("{dtype} {m}x{n}x{k}");
+            if !env_filter.is_empty() && !name.contains(&env_filter) {
+                continue;
+            }
+            // The best of 3 runs, because other processes share the CPU
+            // that lavapipe runs on.
+            let gflops = (0..3)
+                .map(|_| benchmark(gpu, dtype, m, n, k, iterations).unwrap())
+                .fold(0.0, f64::max);
+            let micros = 2.0 * f64::from(m * n) * f64::from(k) / gflops / 1e3;
+            println!("{name}: {gflops:.2} GFLOP/s, {micros:.1} us per product");
+        }
+    }
+}
+
