@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --workspace
-cargo test --release --manifest-path plugins/Cargo.toml -p laser-bandits
+cargo test --release --manifest-path plugins/Cargo.toml --workspace

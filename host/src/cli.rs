@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::Pooling;
+use crate::laser::{EnsembleMode, PairMode};
 
 /// Train a language model against several reward models at once and learn,
 /// per prompt, which reward model to trust (LASeR).
@@ -27,8 +28,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train the policy with LASeR: a selector picks a reward model per
+    /// prompt, and preference pairs train the policy (DPO + NLL).
+    Train(RunArgs),
+    /// Best-of-n with LASeR: a selector picks a reward model per prompt,
+    /// which chooses the best of n samples; no training.
+    BestOfN(RunArgs),
     /// Generate text from a prompt with the policy model.
     Generate(GenerateArgs),
+    /// Greedy accuracy of the policy on the held-out split of a data set.
+    Eval(EvalArgs),
+    /// Run several selectors on the same data, seed and budget, and
+    /// tabulate accuracy, reward-model calls and time per phase.
+    Compare(CompareArgs),
     /// Print the top logits at every position of token sequences.
     Logits(LogitsArgs),
     /// Manage model files.
@@ -169,4 +181,151 @@ pub struct ContextArgs {
     /// How to pool the prompt's final hidden states into the bandit context.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
+}
+
+/// Options of a LASeR run (`train` and `best-of-n`).
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Training data: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
+    /// and optional `reference` and `category`. Default: the built-in task
+    /// set (arithmetic, yes/no facts, multiple choice).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+
+    /// How many built-in instances to generate when --data is not given.
+    #[arg(long, default_value_t = 96)]
+    pub builtin_count: usize,
+
+    /// The selector plugin's name.
+    #[arg(long, default_value = "linucb")]
+    pub selector: String,
+
+    /// Reward models to use as arms, by plugin name, comma-separated.
+    /// Default: every reward model in the plugin folder.
+    #[arg(long, value_delimiter = ',')]
+    pub rms: Vec<String>,
+
+    /// Passes over the training instances.
+    #[arg(long, default_value_t = 2)]
+    pub iterations: u32,
+
+    /// Prompts per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+
+    /// Samples per prompt.
+    #[arg(long, default_value_t = 4)]
+    pub n: u32,
+
+    /// The most preference pairs per prompt (with --pair-mode top-p).
+    #[arg(long, default_value_t = 1)]
+    pub pairs: u32,
+
+    /// How samples are paired.
+    #[arg(long, value_enum, default_value_t = PairMode::BestWorst)]
+    pub pair_mode: PairMode,
+
+    /// Random seed for data order, splits and sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Sampling temperature of the policy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+
+    /// The most new tokens per sample.
+    #[arg(long, default_value_t = 96)]
+    pub max_new_tokens: u32,
+
+    /// How prompts are embedded into the bandit context.
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pub pooling: Pooling,
+
+    /// How reward models' normalised scores combine when the selector
+    /// spreads its weight.
+    #[arg(long, value_enum, default_value_t = EnsembleMode::Mean)]
+    pub ensemble: EnsembleMode,
+
+    /// Lambda of `--ensemble mean-minus-std`.
+    #[arg(long, default_value_t = 1.0)]
+    pub ensemble_lambda: f64,
+
+    /// Training instances per iteration; 0 uses all.
+    #[arg(long, default_value_t = 0)]
+    pub train_size: usize,
+
+    /// Held-out instances for greedy accuracy before and after each
+    /// iteration; 0 turns evaluation off.
+    #[arg(long, default_value_t = 16)]
+    pub eval_size: usize,
+
+    /// DPO beta.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f32,
+
+    /// Weight of the NLL term on the chosen response.
+    #[arg(long, default_value_t = 1.0)]
+    pub nll_weight: f32,
+
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub learning_rate: f32,
+
+    /// The run folder: config, plugin digests, metrics, selections,
+    /// checkpoints and the report.
+    #[arg(long, value_name = "RUN_DIR", default_value = "laser-run", conflicts_with = "resume")]
+    pub out: PathBuf,
+
+    /// Continue the run in RUN_DIR with its saved configuration.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The data file; default: the built-in task set.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+
+    /// How many built-in instances to generate when --data is not given.
+    #[arg(long, default_value_t = 96)]
+    pub builtin_count: usize,
+
+    /// Held-out instances to answer (the same split a run with this seed
+    /// holds out).
+    #[arg(long, default_value_t = 32)]
+    pub eval_size: usize,
+
+    /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Prompts answered at once.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+
+    /// The most new tokens per answer.
+    #[arg(long, default_value_t = 96)]
+    pub max_new_tokens: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Selectors to compare, comma-separated. `fixed` runs once per reward
+    /// model.
+    #[arg(long, value_delimiter = ',', default_value = "linucb,random,round-robin,fixed,ensemble")]
+    pub selectors: Vec<String>,
+
+    /// Train, or pick the best of n.
+    #[arg(long, value_enum, default_value_t = crate::laser::Mode::BestOfN)]
+    pub mode: crate::laser::Mode,
 }

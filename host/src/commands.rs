@@ -1,12 +1,15 @@
 //! Runs each subcommand.
 
 mod bench;
+mod compare;
+mod eval;
 mod generate;
 mod logits;
+mod run;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use laser_gpu::Gpu;
 
 use crate::cli::{Cli, Command, ModelArgs, ModelsCommand, PluginsCommand};
@@ -20,6 +23,10 @@ use crate::fetch;
 /// Returns the command's error, with context for each layer.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(args) => run::run(&args, crate::laser::Mode::Train, cli.plugins, cli.verbose),
+        Command::BestOfN(args) => run::run(&args, crate::laser::Mode::BestOfN, cli.plugins, cli.verbose),
+        Command::Eval(args) => eval::run(&args, cli.verbose),
+        Command::Compare(args) => compare::run(&args, cli.plugins, cli.verbose),
         Command::Generate(args) => generate::run(&args, cli.verbose),
         Command::Logits(args) => logits::run(&args, cli.verbose),
         Command::Models(ModelsCommand::Fetch) => {
@@ -94,5 +101,5 @@ pub(crate) fn load_engine(args: &ModelArgs, verbose: bool) -> Result<Engine> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(engine).context("failed to load the model")
+    Ok(engine)
 }

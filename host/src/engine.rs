@@ -569,8 +569,19 @@ impl Engine {
     /// Fails when the template does not render or the text does not
     /// tokenize.
     pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
-        let text = self.chat_template.render_user(user)?;
+        let text = self.chat_text(user)?;
         self.tokenizer.encode(&text, true)
+    }
+
+    /// Renders a user message with the model's chat template, ending with
+    /// the assistant's turn.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the template does not render.
+    pub fn chat_text(&self, user: &str) -> Result<String> {
+        let messages = [laser_model::chat::ChatMessage::new("user", user)];
+        self.chat_template.render(&messages, true)
     }
 }
 

@@ -12,3 +12,4 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod fetch;
+pub mod laser;

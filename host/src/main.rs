@@ -7,6 +7,7 @@ use clap::Parser;
 use laser_host::cli::Cli;
 
 fn main() -> ExitCode {
+    quiet_wayland_probe();
     let cli = Cli::parse();
     let filter = if cli.verbose { "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug" } else { "warn" };
     tracing_subscriber::fmt()
@@ -22,5 +23,18 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's Vulkan drivers probe for a Wayland display when the instance is
+/// created, and libwayland prints `error: XDG_RUNTIME_DIR is invalid or not
+/// set` on headless machines where that variable is unset. No surface is
+/// ever created here, so pointing the variable at the temporary folder only
+/// silences that message.
+fn quiet_wayland_probe() {
+    if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread
+        // exists that could read the environment.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
 }

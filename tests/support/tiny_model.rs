@@ -93,7 +93,7 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) {
     let kv = spec.n_head_kv * head_dim;
     let f = spec.n_ff;
     let dtype = spec.dtype;
-    let mut add = |gguf: &mut GgufWriter, name: &str, dtype: DType, shape: &[usize], values: Vec<f32>| {
+    let add = |gguf: &mut GgufWriter, name: &str, dtype: DType, shape: &[usize], values: Vec<f32>| {
         gguf.add_f32_tensor(name, dtype, shape, &values).unwrap();
     };
     add(&mut gguf, "token_embd.weight", dtype, &[VOCAB, c], random(VOCAB * c, 1.0));

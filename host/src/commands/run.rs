@@ -1,0 +1,79 @@
+//! `laser-host train` and `laser-host best-of-n`: a LASeR run.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::cli::RunArgs;
+use crate::engine::Engine;
+use crate::laser::{Mode, Run, RunConfig};
+
+pub(crate) fn run(args: &RunArgs, mode: Mode, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
+    let (config, out, resume) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("no run to resume in {}: {} is missing", dir.display(), path.display()))?;
+            let config: RunConfig =
+                serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+            ensure!(
+                config.mode == mode,
+                "the run in {} is a {:?} run; resume it with the matching command",
+                dir.display(),
+                config.mode
+            );
+            (config, dir.clone(), true)
+        }
+        None => (config_from_args(args, mode, plugins)?, args.out.clone(), false),
+    };
+    let gpu = super::open_gpu(verbose)?;
+    let engine = Engine::load(gpu, &config.model)?;
+    let mut run = Run::open(config, engine, &out, resume)?;
+    run.run()?;
+    println!("run finished: report at {}", out.join("report.md").display());
+    Ok(())
+}
+
+pub(crate) fn config_from_args(args: &RunArgs, mode: Mode, plugins: Option<PathBuf>) -> Result<RunConfig> {
+    let plugins = plugins.context(
+        "missing --plugins DIR: a folder of reward-model and selector plugins \
+         (build the bundled ones with `plugins/build.sh DIR`)",
+    )?;
+    ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    ensure!(args.n >= 2, "--n must be at least 2 to compare samples, got {}", args.n);
+    ensure!(args.iterations >= 1, "--iterations must be at least 1");
+    ensure!(
+        args.temperature.is_finite() && args.temperature >= 0.0,
+        "--temperature must be a finite number >= 0, got {}",
+        args.temperature
+    );
+    if let Some(data) = &args.data {
+        ensure!(data.exists(), "data file {} not found", data.display());
+    }
+    let model = super::model_path(&args.model)?;
+    Ok(RunConfig {
+        mode,
+        data: args.data.clone(),
+        builtin_count: args.builtin_count,
+        model,
+        plugins,
+        selector: args.selector.clone(),
+        rms: args.rms.clone(),
+        iterations: args.iterations,
+        batch_size: args.batch_size,
+        n: args.n,
+        pairs: args.pairs,
+        pair_mode: args.pair_mode,
+        seed: args.seed,
+        temperature: args.temperature,
+        max_new_tokens: args.max_new_tokens,
+        pooling: args.pooling,
+        ensemble: args.ensemble,
+        ensemble_lambda: args.ensemble_lambda,
+        train_size: args.train_size,
+        eval_size: args.eval_size,
+        beta: args.beta,
+        nll_weight: args.nll_weight,
+        learning_rate: args.learning_rate,
+    })
+}

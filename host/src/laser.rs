@@ -1,0 +1,920 @@
+//! The LASeR loop (Learning to Adaptively Select Rewards, Nguyen et al.,
+//! arXiv 2410.01735): per batch of prompts, embed each prompt with the
+//! policy, let the selector pick a reward model per prompt, sample n
+//! responses, score them with the picked reward model only, and feed the
+//! outcome back to the selector as its reward.
+//!
+//! Two modes:
+//! - `train`: preference pairs (best against worst) train the policy with
+//!   DPO plus an NLL term; the bandit reward is the negative training loss.
+//! - `best-of-n`: no training; the picked reward model chooses the best of
+//!   n, and the bandit reward is the negative mean NLL of that response
+//!   under the policy.
+//!
+//! Bandit rewards go to the selector raw; the bundled selectors normalise
+//! them by clipping to the 20th-80th percentiles of past rewards and
+//! scaling to [0, 1] (their `normalize_reward` setting).
+
+pub mod checkpoint;
+pub mod eval;
+pub mod report;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use laser_data::Instance;
+use laser_plugins::{
+    ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin,
+    ScoreNormalizer, ScoredInstance, SelectorPlugin,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::engine::{Engine, Pooling, SamplingConfig};
+use checkpoint::RunState;
+use service::EngineService;
+
+/// What each batch does with the scored samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Train the policy on preference pairs (DPO + NLL).
+    Train,
+    /// Pick the best of n; no training.
+    BestOfN,
+}
+
+/// How the scores of several reward models combine when the selector
+/// spreads its weight (an ensemble).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnsembleMode {
+    /// The weighted mean of normalised scores.
+    Mean,
+    /// The minimum normalised score.
+    Min,
+    /// The weighted mean minus lambda times the weighted standard deviation.
+    MeanMinusStd,
+}
+
+/// Which pairs a prompt's samples make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairMode {
+    /// The best sample against the worst.
+    BestWorst,
+    /// The best sample against a random other one.
+    BestRandom,
+    /// The i-th best against the i-th worst, for i below P.
+    TopP,
+}
+
+/// Everything that determines a run; saved as `config.json` in the run
+/// folder and read back on `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub mode: Mode,
+    /// The data file, or `None` for the built-in task set.
+    pub data: Option<PathBuf>,
+    /// The number of built-in instances when `data` is `None`.
+    pub builtin_count: usize,
+    pub model: PathBuf,
+    pub plugins: PathBuf,
+    /// The selector plugin's name.
+    pub selector: String,
+    /// The reward models' names, as arms in this order; empty for all.
+    pub rms: Vec<String>,
+    pub iterations: u32,
+    pub batch_size: usize,
+    /// Samples per prompt.
+    pub n: u32,
+    /// The most preference pairs per prompt.
+    pub pairs: u32,
+    pub pair_mode: PairMode,
+    pub seed: u64,
+    pub temperature: f32,
+    pub max_new_tokens: u32,
+    pub pooling: Pooling,
+    pub ensemble: EnsembleMode,
+    pub ensemble_lambda: f64,
+    /// Training instances per iteration (0 for all).
+    pub train_size: usize,
+    /// Held-out instances for accuracy (0 turns evaluation off).
+    pub eval_size: usize,
+    /// DPO beta.
+    pub beta: f32,
+    /// Weight of the NLL term on the chosen response.
+    pub nll_weight: f32,
+    pub learning_rate: f32,
+}
+
+/// One batch's outcome, a line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchMetrics {
+    pub iteration: u32,
+    pub batch: usize,
+    pub instances: usize,
+    /// How many prompts each arm (by name) was picked for.
+    pub arm_counts: BTreeMap<String, usize>,
+    /// Mean raw bandit reward over updated instances.
+    pub bandit_reward: Option<f64>,
+    pub loss: Option<f64>,
+    pub margin: Option<f64>,
+    /// Fraction of picked responses whose answer is correct, over
+    /// instances with a reference.
+    pub pick_accuracy: Option<f64>,
+    pub rm_calls: usize,
+    pub rm_candidates: usize,
+    /// Tokens of the candidates the reward models scored.
+    pub rm_tokens: usize,
+    pub generated_tokens: usize,
+    /// Seconds per phase: context, choose, generate, score, train, update.
+    pub seconds: BTreeMap<String, f64>,
+}
+
+/// One instance's outcome, a line of `selections.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Selection {
+    pub iteration: u32,
+    pub batch: usize,
+    pub id: String,
+    pub category: Option<String>,
+    /// The arm used, or `ensemble` when weights were spread.
+    pub arm: String,
+    pub weights: Vec<f32>,
+    pub scores: Vec<f64>,
+    pub picked: usize,
+    pub reward: Option<f64>,
+    pub correct: Option<bool>,
+    pub response: String,
+}
+
+/// One arm: a reward model and how much it was used.
+struct Arm {
+    plugin: RewardModelPlugin,
+    name: String,
+}
+
+/// A run in progress.
+pub struct Run {
+    config: RunConfig,
+    out: PathBuf,
+    engine: Arc<Mutex<Engine>>,
+    host: PluginHost,
+    plugin_dir: PluginDir,
+    selector: SelectorPlugin,
+    arms: Vec<Arm>,
+    normalizer: ScoreNormalizer,
+    train: Vec<Instance>,
+    eval: Vec<Instance>,
+    state: RunState,
+    progress: indicatif::MultiProgress,
+}
+
+impl Run {
+    /// Starts a new run in `out`, or resumes the one there when `resume`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the data, model or plugins cannot be loaded, the folder
+    /// holds another run (without `resume`), or a named plugin is missing.
+    pub fn open(config: RunConfig, engine: Engine, out: &Path, resume: bool) -> Result<Self> {
+        let state = if resume {
+            RunState::load(out)?
+        } else {
+            ensure!(
+                !out.join(checkpoint::STATE_FILE).exists(),
+                "{} already holds a run; pass --resume {} to continue it, or choose another --out",
+                out.display(),
+                out.display()
+            );
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("failed to create run folder {}", out.display()))?;
+            atomic::write_json(&out.join("config.json"), &config)?;
+            RunState::default()
+        };
+
+        let (train, eval) = load_data(&config)?;
+        let engine = Arc::new(Mutex::new(engine));
+        let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
+        let mut plugin_dir = PluginDir::new(&config.plugins);
+        let report = plugin_dir
+            .scan(&host)
+            .with_context(|| format!("failed to read plugin folder {}", config.plugins.display()))?;
+        for error in &report.errors {
+            eprintln!("warning: skipped plugin: {error}");
+        }
+        let (mut selector, mut rms) = (None, Vec::new());
+        for plugin in report.loaded {
+            match plugin {
+                LoadedPlugin::Selector(s) if s.meta().manifest.name == config.selector => {
+                    selector = Some(s);
+                }
+                LoadedPlugin::Selector(_) => {}
+                LoadedPlugin::RewardModel(rm) => rms.push(rm),
+            }
+        }
+        let mut selector = selector.with_context(|| {
+            format!(
+                "selector {:?} not found in {}; `laser-host plugins list {}` shows what is there",
+                config.selector,
+                config.plugins.display(),
+                config.plugins.display()
+            )
+        })?;
+        let arms = pick_arms(&config, rms)?;
+        if let Some(saved) = &state.selector_state {
+            selector
+                .load_state(saved)
+                .map_err(|err| anyhow::anyhow!("failed to restore the selector's state: {err}"))?;
+        }
+        let run = Self {
+            config,
+            out: out.to_path_buf(),
+            engine,
+            host,
+            plugin_dir,
+            selector,
+            arms,
+            normalizer: ScoreNormalizer::new(),
+            train,
+            eval,
+            state,
+            progress: indicatif::MultiProgress::new(),
+        };
+        run.write_plugins()?;
+        Ok(run)
+    }
+
+    /// Records each plugin's name, version and digest in `plugins.json`.
+    fn write_plugins(&self) -> Result<()> {
+        let mut plugins = vec![serde_json::json!({
+            "role": "selector",
+            "name": self.selector.meta().label(),
+            "digest": self.selector.digest(),
+        })];
+        for arm in &self.arms {
+            plugins.push(serde_json::json!({
+                "role": "reward-model",
+                "name": arm.plugin.meta().label(),
+                "digest": arm.plugin.digest(),
+            }));
+        }
+        atomic::write_json(&self.out.join("plugins.json"), &plugins)
+    }
+
+    /// Runs the remaining iterations, checkpointing after every batch.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the selector fails, the engine fails, or the run folder
+    /// cannot be written. Finished batches stay recorded.
+    pub fn run(&mut self) -> Result<()> {
+        let config = self.config.clone();
+        if self.state.eval_before.is_none() && config.eval_size > 0 {
+            let accuracy = self.evaluate("eval before")?;
+            self.state.eval_before = Some(accuracy);
+            self.save()?;
+        }
+        let batches_per_iteration = self.iteration_instances(0).len().div_ceil(config.batch_size);
+        let total = u64::from(config.iterations) * batches_per_iteration as u64;
+        let bar = self.progress.add(indicatif::ProgressBar::new(total));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} iteration {prefix} [{bar:30}] {pos}/{len} batches {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_position(u64::from(self.state.iteration) * batches_per_iteration as u64 + self.state.next_batch as u64);
+        while self.state.iteration < config.iterations {
+            let iteration = self.state.iteration;
+            bar.set_prefix(format!("{}/{}", iteration + 1, config.iterations));
+            self.add_new_arms();
+            let instances = self.iteration_instances(iteration);
+            let batches: Vec<&[Instance]> = instances.chunks(config.batch_size).collect();
+            while self.state.next_batch < batches.len() {
+                let index = self.state.next_batch;
+                let metrics = self.run_batch(iteration, index, batches[index], &bar)?;
+                bar.set_message(format!(
+                    "reward {} picks {:?}",
+                    metrics.bandit_reward.map_or("-".into(), |r| format!("{r:.3}")),
+                    metrics.arm_counts
+                ));
+                self.state.next_batch += 1;
+                self.save()?;
+                bar.inc(1);
+            }
+            if config.eval_size > 0 {
+                let accuracy = self.evaluate(&format!("eval after iteration {}", iteration + 1))?;
+                self.state.eval_per_iteration.push(accuracy);
+            }
+            self.state.iteration += 1;
+            self.state.next_batch = 0;
+            self.save()?;
+        }
+        bar.finish();
+        report::write(&self.out, &self.config, &self.state, &self.arm_names())?;
+        Ok(())
+    }
+
+    fn arm_names(&self) -> Vec<String> {
+        self.arms.iter().map(|a| a.name.clone()).collect()
+    }
+
+    /// Loads reward models dropped into the plugin folder since the last
+    /// scan; each joins as a new arm.
+    fn add_new_arms(&mut self) {
+        let report = match self.plugin_dir.rescan(&self.host) {
+            Ok(report) => report,
+            Err(err) => {
+                eprintln!("warning: failed to rescan {}: {err}", self.config.plugins.display());
+                return;
+            }
+        };
+        for error in &report.errors {
+            eprintln!("warning: skipped plugin: {error}");
+        }
+        for plugin in report.loaded {
+            if let LoadedPlugin::RewardModel(rm) = plugin {
+                let name = rm.meta().manifest.name.clone();
+                let wanted = self.config.rms.is_empty() || self.config.rms.contains(&name);
+                if wanted && !self.arms.iter().any(|a| a.name == name) {
+                    eprintln!("reward model {} joined as arm {}", rm.meta().label(), self.arms.len());
+                    self.arms.push(Arm { plugin: rm, name });
+                    let _ = self.write_plugins();
+                }
+            }
+        }
+    }
+
+    /// The training instances of `iteration`, in that iteration's order.
+    fn iteration_instances(&self, iteration: u32) -> Vec<Instance> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut instances = self.train.clone();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (u64::from(iteration) << 32));
+        instances.shuffle(&mut rng);
+        if self.config.train_size > 0 {
+            instances.truncate(self.config.train_size);
+        }
+        instances
+    }
+
+    fn arm_infos(&self) -> Vec<ArmInfo> {
+        self.arms
+            .iter()
+            .map(|arm| ArmInfo {
+                name: arm.name.clone(),
+                version: arm.plugin.meta().manifest.version.clone(),
+                tags: arm.plugin.info().tags.clone(),
+                enabled: arm.plugin.disabled_reason().is_none(),
+            })
+            .collect()
+    }
+
+    fn lock_engine(&self) -> Result<std::sync::MutexGuard<'_, Engine>> {
+        self.engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
+    }
+
+    /// Runs one batch: context, choose, generate, score, train or pick,
+    /// update; appends its metrics and selections.
+    fn run_batch(
+        &mut self,
+        iteration: u32,
+        batch_index: usize,
+        batch: &[Instance],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<BatchMetrics> {
+        let config = self.config.clone();
+        let mut seconds = BTreeMap::new();
+        let mut clock = Instant::now();
+        let mut lap = |name: &str, seconds: &mut BTreeMap<String, f64>| {
+            seconds.insert(name.to_string(), clock.elapsed().as_secs_f64());
+            clock = Instant::now();
+        };
+
+        // Context: the policy's embedding of each prompt.
+        bar.set_message("embedding prompts");
+        let prompts: Vec<Vec<u32>> = {
+            let engine = self.lock_engine()?;
+            batch
+                .iter()
+                .map(|i| engine.chat_prompt(&laser_data::prompt::render(i)))
+                .collect::<Result<_>>()?
+        };
+        let contexts = self.lock_engine()?.hidden_states(&prompts, config.pooling)?;
+        lap("context", &mut seconds);
+
+        // Choose: a weight per arm per prompt.
+        let arms = self.arm_infos();
+        ensure!(
+            arms.iter().any(|a| a.enabled),
+            "no reward model is left: every arm failed or none was loaded"
+        );
+        let weights = self
+            .selector
+            .choose(&contexts, &arms)
+            .map_err(|err| anyhow::anyhow!("selector failed, stopping the run: {err}"))?;
+        let picks: Vec<Pick> = weights.iter().map(|w| Pick::from_weights(w)).collect();
+        lap("choose", &mut seconds);
+
+        // Generate n samples per prompt.
+        bar.set_message("generating");
+        let n = config.n as usize;
+        let sampling = SamplingConfig {
+            temperature: config.temperature,
+            seed: config.seed ^ (u64::from(iteration) << 40) ^ ((batch_index as u64) << 20),
+            max_new_tokens: config.max_new_tokens,
+            ..SamplingConfig::default()
+        };
+        let repeated: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
+        let generations = self.lock_engine()?.generate(&repeated, &sampling)?;
+        let generated_tokens = generations.iter().map(|g| g.tokens.len()).sum();
+        lap("generate", &mut seconds);
+
+        // Score: one batched call per arm, over the prompts that need it.
+        bar.set_message("scoring");
+        let mut rm_calls = 0;
+        let mut rm_candidates = 0;
+        let mut rm_tokens = 0;
+        let mut arm_scores: Vec<Option<Vec<Vec<f64>>>> = vec![None; self.arms.len()];
+        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); self.arms.len()];
+        for (i, pick) in picks.iter().enumerate() {
+            for &k in pick.arms() {
+                needs[k].push(i);
+            }
+        }
+        for (k, members) in needs.iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
+            let scored: Vec<ScoredInstance> = members
+                .iter()
+                .map(|&i| ScoredInstance {
+                    instance: to_wit_instance(&batch[i]),
+                    candidates: generations[i * n..(i + 1) * n].iter().map(|g| g.text.clone()).collect(),
+                })
+                .collect();
+            rm_calls += 1;
+            rm_candidates += members.len() * n;
+            rm_tokens += members
+                .iter()
+                .flat_map(|&i| &generations[i * n..(i + 1) * n])
+                .map(|g| g.tokens.len())
+                .sum::<usize>();
+            match self.arms[k].plugin.score(&scored) {
+                Ok(scores) => {
+                    // Scores per batch row, placed back at instance index.
+                    let mut full = vec![Vec::new(); batch.len()];
+                    for (&i, row) in members.iter().zip(scores) {
+                        full[i] = row;
+                    }
+                    arm_scores[k] = Some(full);
+                }
+                Err(err) => eprintln!("warning: {err}; continuing without this reward model"),
+            }
+        }
+        lap("score", &mut seconds);
+
+        // Combine: a single arm's raw scores, or normalised ensemble scores.
+        let mut normalized: Vec<Option<Vec<Vec<f64>>>> = vec![None; self.arms.len()];
+        for (k, scores) in arm_scores.iter().enumerate() {
+            if let Some(scores) = scores {
+                let rows: Vec<Vec<f64>> = needs[k].iter().map(|&i| scores[i].clone()).collect();
+                let z = self.normalizer.normalize(k, &rows);
+                let mut full = vec![Vec::new(); batch.len()];
+                for (&i, row) in needs[k].iter().zip(z) {
+                    full[i] = row;
+                }
+                normalized[k] = Some(full);
+            }
+        }
+        let mut final_scores: Vec<Option<Vec<f64>>> = Vec::with_capacity(batch.len());
+        for (i, pick) in picks.iter().enumerate() {
+            let scores = match pick {
+                Pick::Single(k) => arm_scores[*k].as_ref().map(|s| s[i].clone()),
+                Pick::Ensemble(ks) => ensemble_scores(
+                    &weights[i],
+                    ks.iter().filter_map(|&k| normalized[k].as_ref().map(|s| (k, &s[i]))),
+                    config.ensemble,
+                    config.ensemble_lambda,
+                ),
+            };
+            final_scores.push(scores);
+        }
+
+        // Best-of-n: the reward is the picked response's negative mean NLL.
+        // Train: preference pairs update the policy; the reward is the
+        // negative loss.
+        bar.set_message(match config.mode {
+            Mode::Train => "training",
+            Mode::BestOfN => "picking",
+        });
+        let mut rewards: Vec<Option<f64>> = vec![None; batch.len()];
+        let mut picked = vec![0usize; batch.len()];
+        let (mut loss, mut margin) = (None, None);
+        for (i, scores) in final_scores.iter().enumerate() {
+            let Some(scores) = scores else { continue };
+            let best = argmax(scores);
+            picked[i] = best;
+            if config.mode == Mode::BestOfN {
+                let generation = &generations[i * n + best];
+                let count = generation.logprobs.len().max(1) as f64;
+                let mean_logprob = generation.logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / count;
+                rewards[i] = Some(mean_logprob);
+            }
+        }
+        if config.mode == Mode::Train {
+            let pairs = preference_pairs(&final_scores, n, config.pairs, config.pair_mode, config.seed);
+            let outcome = self.train_step(&prompts, &generations, &pairs)?;
+            for (i, instance_loss) in outcome.losses {
+                rewards[i] = Some(-instance_loss);
+            }
+            loss = outcome.loss;
+            margin = outcome.margin;
+        }
+        lap("train", &mut seconds);
+
+        // Update the selector for every prompt that used a single arm.
+        let updates: Vec<ArmUpdate> = picks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, pick)| match (pick, rewards[i]) {
+                (Pick::Single(k), Some(reward)) if reward.is_finite() => Some(ArmUpdate {
+                    arm: *k as u32,
+                    context: contexts[i].clone(),
+                    reward,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !updates.is_empty() {
+            self.selector
+                .update_batch(&updates)
+                .map_err(|err| anyhow::anyhow!("selector failed, stopping the run: {err}"))?;
+        }
+        self.state.selector_state = Some(self.selector.last_good_state().to_vec());
+        lap("update", &mut seconds);
+
+        // Record the batch.
+        let names = self.arm_names();
+        let mut arm_counts = BTreeMap::new();
+        let mut selections = Vec::with_capacity(batch.len());
+        let (mut correct, mut checked) = (0usize, 0usize);
+        for (i, instance) in batch.iter().enumerate() {
+            let arm = match &picks[i] {
+                Pick::Single(k) => names[*k].clone(),
+                Pick::Ensemble(_) => "ensemble".to_string(),
+            };
+            *arm_counts.entry(arm.clone()).or_insert(0) += 1;
+            let response = generations[i * n + picked[i]].text.clone();
+            let is_correct = instance.reference.as_ref().map(|_| laser_data::is_correct(instance, &response));
+            if let Some(ok) = is_correct {
+                checked += 1;
+                correct += usize::from(ok);
+            }
+            selections.push(Selection {
+                iteration,
+                batch: batch_index,
+                id: instance.id.clone(),
+                category: instance.category.clone(),
+                arm,
+                weights: weights[i].clone(),
+                scores: final_scores[i].clone().unwrap_or_default(),
+                picked: picked[i],
+                reward: rewards[i],
+                correct: is_correct,
+                response,
+            });
+        }
+        let rewarded: Vec<f64> = updates.iter().map(|u| u.reward).collect();
+        let metrics = BatchMetrics {
+            iteration,
+            batch: batch_index,
+            instances: batch.len(),
+            arm_counts,
+            bandit_reward: (!rewarded.is_empty()).then(|| rewarded.iter().sum::<f64>() / rewarded.len() as f64),
+            loss,
+            margin,
+            pick_accuracy: (checked > 0).then(|| correct as f64 / checked as f64),
+            rm_calls,
+            rm_candidates,
+            rm_tokens,
+            generated_tokens,
+            seconds,
+        };
+        checkpoint::append_jsonl(&self.out.join(checkpoint::METRICS_FILE), &[&metrics], &mut self.state.metrics_lines)?;
+        let refs: Vec<&Selection> = selections.iter().collect();
+        checkpoint::append_jsonl(&self.out.join(checkpoint::SELECTIONS_FILE), &refs, &mut self.state.selection_lines)?;
+        Ok(metrics)
+    }
+
+    /// Trains on `pairs`; returns the loss per instance.
+    fn train_step(
+        &mut self,
+        _prompts: &[Vec<u32>],
+        _generations: &[crate::engine::Generation],
+        _pairs: &[PreferencePair],
+    ) -> Result<TrainOutcome> {
+        // TODO: wire the DPO + NLL trainer here once preference training
+        // runs on the GPU; until then `train` mode stops with this error.
+        bail!("`train` mode needs preference training, which this build does not have yet; use --mode best-of-n")
+    }
+
+    /// Returns the greedy accuracy on the held-out split.
+    fn evaluate(&self, label: &str) -> Result<f64> {
+        let bar = self.progress.add(indicatif::ProgressBar::new(self.eval.len() as u64));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(label.to_string());
+        let mut engine = self.lock_engine()?;
+        let accuracy = eval::evaluate(
+            &mut engine,
+            &self.eval,
+            self.config.batch_size,
+            self.config.max_new_tokens,
+            |done| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
+        let _ = self.progress.println(format!(
+            "{label}: accuracy {:.3} on {} held-out prompts",
+            accuracy.rate(),
+            accuracy.total
+        ));
+        Ok(accuracy.rate())
+    }
+
+    fn save(&self) -> Result<()> {
+        self.state.save(&self.out)
+    }
+
+    /// Ends the run and hands the engine back, for another run.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a plugin still holds the engine.
+    pub fn into_engine(self) -> Result<Engine> {
+        let Self { engine, host, selector, arms, plugin_dir, .. } = self;
+        drop((host, selector, arms, plugin_dir));
+        let engine = Arc::try_unwrap(engine)
+            .map_err(|_| anyhow::anyhow!("the engine is still shared after the run ended"))?;
+        engine
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
+    }
+
+    /// The run's outcome, summed over its batches.
+    pub fn summary(&self) -> Result<RunSummary> {
+        RunSummary::read(&self.out, &self.state)
+    }
+}
+
+/// What `compare` reports per run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub eval_before: Option<f64>,
+    pub eval_after: Option<f64>,
+    pub pick_accuracy: Option<f64>,
+    pub rm_calls: usize,
+    pub rm_candidates: usize,
+    pub rm_tokens: usize,
+    pub seconds: BTreeMap<String, f64>,
+    pub arm_counts: BTreeMap<String, usize>,
+}
+
+impl RunSummary {
+    fn read(dir: &Path, state: &RunState) -> Result<Self> {
+        let path = dir.join(checkpoint::METRICS_FILE);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut summary = Self {
+            eval_before: state.eval_before,
+            eval_after: state.eval_per_iteration.last().copied(),
+            ..Self::default()
+        };
+        let (mut correct, mut checked) = (0.0, 0usize);
+        for (i, line) in text.lines().enumerate() {
+            let m: BatchMetrics = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: invalid record", path.display(), i + 1))?;
+            summary.rm_calls += m.rm_calls;
+            summary.rm_candidates += m.rm_candidates;
+            summary.rm_tokens += m.rm_tokens;
+            for (phase, s) in &m.seconds {
+                *summary.seconds.entry(phase.clone()).or_default() += s;
+            }
+            for (arm, count) in &m.arm_counts {
+                *summary.arm_counts.entry(arm.clone()).or_default() += count;
+            }
+            if let Some(a) = m.pick_accuracy {
+                correct += a * m.instances as f64;
+                checked += m.instances;
+            }
+        }
+        summary.pick_accuracy = (checked > 0).then(|| correct / checked as f64);
+        Ok(summary)
+    }
+}
+
+/// The outcome of one training step.
+struct TrainOutcome {
+    /// (instance index, its pairs' mean loss)
+    losses: Vec<(usize, f64)>,
+    loss: Option<f64>,
+    margin: Option<f64>,
+}
+
+/// A preference pair: sample indices (within the batch's generations) of
+/// the chosen and the rejected response for instance `instance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreferencePair {
+    pub instance: usize,
+    pub chosen: usize,
+    pub rejected: usize,
+}
+
+/// Builds up to `max_pairs` pairs per instance from its samples' scores.
+/// Instances whose samples all tie make no pair.
+pub fn preference_pairs(
+    scores: &[Option<Vec<f64>>],
+    n: usize,
+    max_pairs: u32,
+    mode: PairMode,
+    seed: u64,
+) -> Vec<PreferencePair> {
+    let mut pairs = Vec::new();
+    for (i, scores) in scores.iter().enumerate() {
+        let Some(scores) = scores else { continue };
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let (Some(&best), Some(&worst)) = (order.first(), order.last()) else { continue };
+        if scores[best] <= scores[worst] {
+            continue;
+        }
+        match mode {
+            PairMode::BestWorst => pairs.push(PreferencePair { instance: i, chosen: i * n + best, rejected: i * n + worst }),
+            PairMode::BestRandom => {
+                let others: Vec<usize> = order.iter().copied().filter(|&j| scores[j] < scores[best]).collect();
+                let pick = (seed as usize).wrapping_add(i * 31) % others.len();
+                pairs.push(PreferencePair { instance: i, chosen: i * n + best, rejected: i * n + others[pick] });
+            }
+            PairMode::TopP => {
+                for p in 0..(max_pairs as usize).min(order.len() / 2) {
+                    let (chosen, rejected) = (order[p], order[order.len() - 1 - p]);
+                    if scores[chosen] > scores[rejected] {
+                        pairs.push(PreferencePair { instance: i, chosen: i * n + chosen, rejected: i * n + rejected });
+                    }
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// A selector's decision for one prompt.
+#[derive(Clone, Debug, PartialEq)]
+enum Pick {
+    /// One arm (one-hot weights).
+    Single(usize),
+    /// Several arms with positive weight.
+    Ensemble(Vec<usize>),
+}
+
+impl Pick {
+    fn from_weights(weights: &[f32]) -> Self {
+        let positive: Vec<usize> = (0..weights.len()).filter(|&k| weights[k] > 0.0).collect();
+        match positive.as_slice() {
+            [k] => Self::Single(*k),
+            _ => Self::Ensemble(positive),
+        }
+    }
+
+    fn arms(&self) -> &[usize] {
+        match self {
+            Self::Single(k) => std::slice::from_ref(k),
+            Self::Ensemble(ks) => ks,
+        }
+    }
+}
+
+/// Combines the normalised scores of several arms for one prompt's
+/// candidates, or `None` when no arm scored them.
+fn ensemble_scores<'a>(
+    weights: &[f32],
+    arms: impl Iterator<Item = (usize, &'a Vec<f64>)>,
+    mode: EnsembleMode,
+    lambda: f64,
+) -> Option<Vec<f64>> {
+    let arms: Vec<(f64, &Vec<f64>)> = arms.map(|(k, s)| (f64::from(weights[k]), s)).collect();
+    let first = arms.first()?;
+    let total: f64 = arms.iter().map(|(w, _)| w).sum();
+    let candidates = first.1.len();
+    let combined = (0..candidates)
+        .map(|c| {
+            let mean = arms.iter().map(|(w, s)| w * s[c]).sum::<f64>() / total;
+            match mode {
+                EnsembleMode::Mean => mean,
+                EnsembleMode::Min => arms.iter().map(|(_, s)| s[c]).fold(f64::INFINITY, f64::min),
+                EnsembleMode::MeanMinusStd => {
+                    let variance = arms.iter().map(|(w, s)| w * (s[c] - mean).powi(2)).sum::<f64>() / total;
+                    mean - lambda * variance.sqrt()
+                }
+            }
+        })
+        .collect();
+    Some(combined)
+}
+
+fn argmax(scores: &[f64]) -> usize {
+    (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a))).unwrap_or(0)
+}
+
+fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
+    laser_plugins::Instance {
+        id: instance.id.clone(),
+        prompt: instance.prompt.clone(),
+        reference: instance.reference.clone(),
+        category: instance.category.clone(),
+    }
+}
+
+/// Orders the loaded reward models as arms: the `--rms` order when given,
+/// else load order.
+fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>> {
+    let mut by_name: BTreeMap<String, RewardModelPlugin> =
+        rms.into_iter().map(|rm| (rm.meta().manifest.name.clone(), rm)).collect();
+    let names: Vec<String> = if config.rms.is_empty() {
+        by_name.keys().cloned().collect()
+    } else {
+        config.rms.clone()
+    };
+    let mut arms = Vec::with_capacity(names.len());
+    for name in names {
+        let plugin = by_name.remove(&name).with_context(|| {
+            format!(
+                "reward model {name:?} not found in {}; `laser-host plugins list {}` shows what is there",
+                config.plugins.display(),
+                config.plugins.display()
+            )
+        })?;
+        arms.push(Arm { plugin, name });
+    }
+    ensure!(!arms.is_empty(), "no reward model found in {}", config.plugins.display());
+    Ok(arms)
+}
+
+/// Loads the data and splits it into training and held-out instances.
+pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
+    let instances = match &config.data {
+        Some(path) => laser_data::load(path, None)?,
+        None => laser_data::builtin(config.seed, config.builtin_count),
+    };
+    let eval = laser_data::EvalSize::Count(config.eval_size.min(instances.len().saturating_sub(1)));
+    let split = laser_data::split_instances(instances, eval, config.seed)?;
+    ensure!(!split.train.is_empty(), "no training instances left after the eval split");
+    Ok((split.train, split.eval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_one_hot_is_single() {
+        assert_eq!(Pick::from_weights(&[0.0, 1.0, 0.0]), Pick::Single(1));
+        assert_eq!(Pick::from_weights(&[0.5, 0.5, 0.0]), Pick::Ensemble(vec![0, 1]));
+    }
+
+    #[test]
+    fn best_worst_pairs_skip_ties() {
+        let scores = vec![Some(vec![0.1, 0.9, 0.5]), Some(vec![1.0, 1.0, 1.0]), None];
+        let pairs = preference_pairs(&scores, 3, 1, PairMode::BestWorst, 0);
+        assert_eq!(pairs, vec![PreferencePair { instance: 0, chosen: 1, rejected: 0 }]);
+    }
+
+    #[test]
+    fn top_p_pairs_pair_from_both_ends() {
+        let scores = vec![Some(vec![0.0, 3.0, 1.0, 2.0])];
+        let pairs = preference_pairs(&scores, 4, 2, PairMode::TopP, 0);
+        assert_eq!(pairs.len(), 2);
+        assert_eq!((pairs[0].chosen, pairs[0].rejected), (1, 0));
+        assert_eq!((pairs[1].chosen, pairs[1].rejected), (3, 2));
+    }
+
+    #[test]
+    fn ensemble_min_takes_lowest() {
+        let a = vec![1.0, -1.0];
+        let b = vec![0.0, 2.0];
+        let arms = [(0usize, &a), (1usize, &b)];
+        let min = ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Min, 1.0).unwrap();
+        assert_eq!(min, vec![0.0, -1.0]);
+        let mean = ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Mean, 1.0).unwrap();
+        assert_eq!(mean, vec![0.5, 0.5]);
+    }
+}

@@ -1,0 +1,140 @@
+//! The run folder's resumable state. After every batch the loop appends
+//! that batch's lines to `metrics.jsonl` and `selections.jsonl`, then writes
+//! `state.json` atomically with the line counts, the selector's state and
+//! the position in the data. A resumed run first cuts both JSONL files back
+//! to the counts in `state.json`, so lines from a batch that was killed
+//! half-way are dropped and written again.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+
+/// The checkpoint file.
+pub const STATE_FILE: &str = "state.json";
+/// One line per batch.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// One line per instance.
+pub const SELECTIONS_FILE: &str = "selections.jsonl";
+
+/// Where a run stands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// The iteration in progress.
+    pub iteration: u32,
+    /// The next batch of that iteration.
+    pub next_batch: usize,
+    /// The selector's `save-state` bytes after its last update.
+    pub selector_state: Option<Vec<u8>>,
+    /// Lines of `metrics.jsonl` that belong to finished batches.
+    pub metrics_lines: usize,
+    /// Lines of `selections.jsonl` that belong to finished batches.
+    pub selection_lines: usize,
+    /// Held-out accuracy before training.
+    pub eval_before: Option<f64>,
+    /// Held-out accuracy after each iteration.
+    pub eval_per_iteration: Vec<f64>,
+}
+
+impl RunState {
+    /// Reads the state of the run in `dir` and cuts its JSONL files back to
+    /// the last finished batch.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `dir` holds no run or its files are damaged.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("no run to resume in {}: {} is missing", dir.display(), path.display())
+        })?;
+        let state: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        truncate_lines(&dir.join(METRICS_FILE), state.metrics_lines)?;
+        truncate_lines(&dir.join(SELECTIONS_FILE), state.selection_lines)?;
+        Ok(state)
+    }
+
+    /// Writes the state atomically into `dir`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the folder is not writable.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        atomic::write_json(&dir.join(STATE_FILE), self)
+    }
+}
+
+/// Appends one JSON line per record to `path` and flushes it, adding the
+/// count to `lines`.
+///
+/// # Errors
+///
+/// Fails when the file cannot be written.
+pub fn append_jsonl<T: Serialize>(path: &Path, records: &[&T], lines: &mut usize) -> Result<()> {
+    let mut text = String::new();
+    for record in records {
+        text.push_str(&serde_json::to_string(record)?);
+        text.push('\n');
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
+        .with_context(|| format!("failed to append to {}", path.display()))?;
+    *lines += records.len();
+    Ok(())
+}
+
+/// Keeps the first `keep` lines of `path`.
+fn truncate_lines(path: &Path, keep: usize) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
+        ensure!(keep == 0, "{} is missing but the checkpoint expects {keep} lines", path.display());
+        return Ok(());
+    };
+    let count = text.lines().count();
+    ensure!(
+        count >= keep,
+        "{} has {count} lines but the checkpoint expects at least {keep}",
+        path.display()
+    );
+    if count > keep {
+        let kept: String = text.lines().take(keep).map(|l| format!("{l}\n")).collect();
+        atomic::write(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_drops_lines_of_unfinished_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RunState {
+            metrics_lines: 1,
+            ..RunState::default()
+        };
+        state.save(dir.path()).unwrap();
+        fs::write(dir.path().join(METRICS_FILE), "{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let loaded = RunState::load(dir.path()).unwrap();
+        assert_eq!(loaded.metrics_lines, 1);
+        let text = fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(text, "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn load_without_state_names_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RunState::load(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("no run to resume"));
+    }
+}

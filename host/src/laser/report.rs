@@ -1,0 +1,282 @@
+//! `report.md` for a run folder, with SVG plots drawn by plotters: each
+//! arm's share of choices over time and per category, the bandit reward,
+//! the training loss, and held-out accuracy per iteration.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use super::checkpoint::{METRICS_FILE, RunState, SELECTIONS_FILE};
+use super::{BatchMetrics, RunConfig, Selection};
+use crate::atomic;
+
+/// A named series of (x, y) points.
+type Series = (String, Vec<(f64, f64)>);
+
+/// Writes `report.md` and its plots into the run folder `dir`.
+///
+/// # Errors
+///
+/// Fails when the run's JSONL files cannot be read or the report cannot be
+/// written.
+pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) -> Result<()> {
+    let metrics: Vec<BatchMetrics> = read_jsonl(&dir.join(METRICS_FILE))?;
+    let selections: Vec<Selection> = read_jsonl(&dir.join(SELECTIONS_FILE))?;
+    let mut labels: Vec<String> = arms.to_vec();
+    labels.push("ensemble".into());
+
+    // Share of each arm per batch, in batch order.
+    let share: Vec<Series> = labels
+        .iter()
+        .map(|arm| {
+            let points = metrics
+                .iter()
+                .enumerate()
+                .map(|(x, m)| {
+                    let count = m.arm_counts.get(arm).copied().unwrap_or(0);
+                    (x as f64, count as f64 / m.instances.max(1) as f64)
+                })
+                .collect();
+            (arm.clone(), points)
+        })
+        .filter(|(_, points): &Series| points.iter().any(|&(_, y)| y > 0.0))
+        .collect();
+    line_chart(&dir.join("arm_share.svg"), "share of choices per batch", "batch", &share)?;
+
+    let reward: Vec<Series> = vec![(
+        "bandit reward".into(),
+        metrics
+            .iter()
+            .enumerate()
+            .filter_map(|(x, m)| m.bandit_reward.map(|r| (x as f64, r)))
+            .collect(),
+    )];
+    line_chart(&dir.join("bandit_reward.svg"), "mean raw bandit reward per batch", "batch", &reward)?;
+
+    let loss: Vec<Series> = vec![(
+        "loss".into(),
+        metrics
+            .iter()
+            .enumerate()
+            .filter_map(|(x, m)| m.loss.map(|l| (x as f64, l)))
+            .collect(),
+    )];
+    let has_loss = !loss[0].1.is_empty();
+    if has_loss {
+        line_chart(&dir.join("loss.svg"), "DPO + NLL loss per batch", "batch", &loss)?;
+    }
+
+    let mut accuracy_points = Vec::new();
+    if let Some(before) = state.eval_before {
+        accuracy_points.push((0.0, before));
+    }
+    for (i, &a) in state.eval_per_iteration.iter().enumerate() {
+        accuracy_points.push(((i + 1) as f64, a));
+    }
+    let mut pick_points = Vec::new();
+    let mut per_iteration: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
+    for m in &metrics {
+        if let Some(a) = m.pick_accuracy {
+            let entry = per_iteration.entry(m.iteration).or_default();
+            entry.0 += a;
+            entry.1 += 1;
+        }
+    }
+    for (iteration, (sum, count)) in per_iteration {
+        pick_points.push((f64::from(iteration + 1), sum / count as f64));
+    }
+    let accuracy = vec![
+        ("held-out greedy".to_string(), accuracy_points),
+        ("picked responses".to_string(), pick_points),
+    ];
+    line_chart(&dir.join("accuracy.svg"), "accuracy per iteration", "iteration", &accuracy)?;
+
+    // Share of each arm per category.
+    let mut by_category: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for s in &selections {
+        let category = s.category.clone().unwrap_or_else(|| "none".into());
+        *by_category.entry(category).or_default().entry(s.arm.clone()).or_default() += 1;
+    }
+    category_chart(&dir.join("arm_share_by_category.svg"), &by_category, &labels)?;
+
+    let mut md = String::new();
+    writeln!(md, "# LASeR run report\n")?;
+    writeln!(
+        md,
+        "Mode `{:?}`, selector `{}`, reward models {}, {} iterations, batch {}, n {}, seed {}.\n",
+        config.mode,
+        config.selector,
+        arms.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "),
+        config.iterations,
+        config.batch_size,
+        config.n,
+        config.seed
+    )?;
+    writeln!(md, "## Accuracy\n")?;
+    match state.eval_before {
+        Some(before) => writeln!(md, "- held-out greedy accuracy before: {before:.3}")?,
+        None => writeln!(md, "- held-out evaluation was off")?,
+    }
+    if let Some(after) = state.eval_per_iteration.last() {
+        writeln!(md, "- held-out greedy accuracy after: {after:.3}")?;
+    }
+    let picks: Vec<bool> = selections.iter().filter_map(|s| s.correct).collect();
+    if !picks.is_empty() {
+        let rate = picks.iter().filter(|&&c| c).count() as f64 / picks.len() as f64;
+        writeln!(md, "- accuracy of the picked responses: {rate:.3} over {}", picks.len())?;
+    }
+    writeln!(md, "\n![accuracy](accuracy.svg)\n")?;
+    writeln!(md, "## Which reward model was picked\n")?;
+    writeln!(md, "![share over time](arm_share.svg)\n")?;
+    writeln!(md, "| category | {} |", labels.join(" | "))?;
+    writeln!(md, "|---|{}", "---|".repeat(labels.len()))?;
+    for (category, counts) in &by_category {
+        let total: usize = counts.values().sum();
+        let cells: Vec<String> = labels
+            .iter()
+            .map(|l| format!("{:.2}", counts.get(l).copied().unwrap_or(0) as f64 / total.max(1) as f64))
+            .collect();
+        writeln!(md, "| {category} | {} |", cells.join(" | "))?;
+    }
+    writeln!(md, "\n![share per category](arm_share_by_category.svg)\n")?;
+    writeln!(md, "## Bandit reward\n\n![bandit reward](bandit_reward.svg)\n")?;
+    if has_loss {
+        writeln!(md, "## Training loss\n\n![loss](loss.svg)\n")?;
+    }
+    writeln!(md, "## Cost\n")?;
+    let calls: usize = metrics.iter().map(|m| m.rm_calls).sum();
+    let candidates: usize = metrics.iter().map(|m| m.rm_candidates).sum();
+    let tokens: usize = metrics.iter().map(|m| m.rm_tokens).sum();
+    writeln!(md, "- reward-model calls: {calls}, candidates scored: {candidates}, tokens scored: {tokens}")?;
+    let mut phases: BTreeMap<&str, f64> = BTreeMap::new();
+    for m in &metrics {
+        for (phase, s) in &m.seconds {
+            *phases.entry(phase).or_default() += s;
+        }
+    }
+    for (phase, s) in phases {
+        writeln!(md, "- {phase}: {s:.1} s")?;
+    }
+    atomic::write(&dir.join("report.md"), md.as_bytes())
+}
+
+fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| format!("{}:{}: invalid record", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn plot_error<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |err| anyhow::anyhow!("failed to draw {}: {err:?}", path.display())
+}
+
+/// Draws `series` as lines into an SVG file.
+fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Result<()> {
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    if y_max - y_min < 1e-9 {
+        y_max += 0.5;
+        y_min -= 0.5;
+    }
+    let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error(path))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..x_max, y_min..y_max)
+        .map_err(plot_error(path))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .draw()
+        .map_err(plot_error(path))?;
+    for (i, (name, data)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .map_err(plot_error(path))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error(path))?;
+    root.present().map_err(plot_error(path))?;
+    Ok(())
+}
+
+/// Draws, per category, one bar per arm with its share of choices.
+fn category_chart(path: &Path, counts: &BTreeMap<String, BTreeMap<String, usize>>, arms: &[String]) -> Result<()> {
+    let categories: Vec<&String> = counts.keys().collect();
+    let groups = categories.len().max(1);
+    let width = arms.len() as f64 + 1.0;
+    let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error(path))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("share of choices per category", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..groups as f64 * width, 0f64..1f64)
+        .map_err(plot_error(path))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups)
+        .x_label_formatter(&|x| {
+            let index = (x / width).floor() as usize;
+            categories.get(index).map_or(String::new(), |c| (*c).clone())
+        })
+        .draw()
+        .map_err(plot_error(path))?;
+    for (k, arm) in arms.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let bars: Vec<Rectangle<(f64, f64)>> = categories
+            .iter()
+            .enumerate()
+            .map(|(g, category)| {
+                let by_arm = &counts[*category];
+                let total: usize = by_arm.values().sum();
+                let share = by_arm.get(arm).copied().unwrap_or(0) as f64 / total.max(1) as f64;
+                let x = g as f64 * width + k as f64 + 0.5;
+                Rectangle::new([(x, 0.0), (x + 0.9, share)], color.filled())
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(plot_error(path))?
+            .label(arm.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error(path))?;
+    root.present().map_err(plot_error(path))?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The `laser-host` binary as a user runs it: bad model files, bad input
+//! files and bad arguments each get a one-line error and a non-zero exit.
+
+#[path = "support/tiny_model.rs"]
+mod tiny_model;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tiny_model::{TinySpec, write_tiny_model};
+
+fn laser_host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(args)
+        .env("LASER_HOST_CACHE", std::env::temp_dir().join("laser-host-cli-test-cache"))
+        .output()
+        .unwrap()
+}
+
+/// Asserts that `output` failed with exactly one `error:` line naming
+/// `needle`, and no panic.
+fn assert_clean_failure(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "stderr: {stderr}");
+    assert!(errors[0].contains(needle), "expected {needle:?} in {:?}", errors[0]);
+}
+
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tiny.gguf");
+    write_tiny_model(&path, &TinySpec::default());
+    path
+}
+
+fn logits_with_model(model: &Path, dir: &Path) -> Output {
+    let tokens = dir.join("tokens.jsonl");
+    std::fs::write(&tokens, "[72, 101, 108]\n").unwrap();
+    laser_host(&["logits", "--model", model.to_str().unwrap(), "--tokens-file", tokens.to_str().unwrap()])
+}
+
+#[test]
+fn truncated_gguf_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(&logits_with_model(&model, dir.path()), "tiny.gguf");
+}
+
+#[test]
+fn wrong_magic_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes[..4].copy_from_slice(b"GGML");
+    std::fs::write(&model, &bytes).unwrap();
+    assert_clean_failure(&logits_with_model(&model, dir.path()), "magic");
+}
+
+#[test]
+fn absurd_tensor_count_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut bytes = std::fs::read(&model).unwrap();
+    // The tensor count is the u64 after the magic and the version.
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&model, &bytes).unwrap();
+    assert_clean_failure(&logits_with_model(&model, dir.path()), "tensor");
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = logits_with_model(&dir.path().join("absent.gguf"), dir.path());
+    assert_clean_failure(&output, "absent.gguf");
+}
+
+#[test]
+fn malformed_tokens_line_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let tokens = dir.path().join("tokens.jsonl");
+    std::fs::write(&tokens, "[1, 2]\nnot json\n").unwrap();
+    let output = laser_host(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, "tokens.jsonl:2");
+}
+
+#[test]
+fn logits_prints_one_line_per_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let output = logits_with_model(&model, dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["position"], 2);
+    assert_eq!(lines[0]["ids"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn generate_with_tiny_model_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "5",
+        "--seed",
+        "4",
+        "--json",
+    ];
+    let first = laser_host(&args);
+    let second = laser_host(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
+fn invalid_top_p_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let output = laser_host(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--top-p", "1.5"]);
+    assert_clean_failure(&output, "--top-p");
+}
