@@ -162,6 +162,12 @@ impl ModelConfig {
                 "gguf: {path}: RoPE scaling `{scaling}` is not supported"
             );
         }
+        // Llama 3.1 and later store their RoPE frequency scaling as this
+        // tensor instead of a metadata key, and it changes every position.
+        ensure!(
+            file.tensor_info("rope_freqs.weight").is_none(),
+            "gguf: {path}: RoPE frequency factors (`rope_freqs.weight`) are not supported"
+        );
 
         let vocab_size = match optional("vocab_size")? {
             Some(v) => v,

@@ -243,3 +243,16 @@ fn gguf_bad_heads_are_rejected() {
         "{message}"
     );
 }
+
+#[test]
+fn gguf_rope_freqs_are_rejected() {
+    let mut writer = llama_gguf();
+    writer
+        .add_f32_tensor("rope_freqs.weight", DType::F32, &[8], &[1.0; 8])
+        .unwrap();
+    let message = format!("{:#}", open_gguf(&writer).unwrap_err());
+    assert!(
+        message.contains("`rope_freqs.weight`) are not supported"),
+        "{message}"
+    );
+}
