@@ -11,7 +11,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{compile, dispatch};
+use crate::pass::Kernel;
 
 const KV_WRITE_SHADER: &str = include_str!("../../../../shaders/kv_write.wgsl");
 const ATTENTION_SHADER: &str = include_str!("../../../../shaders/attention.wgsl");
@@ -48,7 +48,7 @@ const _: () = assert!(size_of::<AttentionParams>() == 32);
 
 /// Copies new keys and values into a layer's KV cache.
 pub struct KvWrite {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl KvWrite {
@@ -58,8 +58,8 @@ impl KvWrite {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "kv_write", KV_WRITE_SHADER, "kv_write")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "kv_write", KV_WRITE_SHADER, "kv_write")?;
+        Ok(Self { kernel })
     }
 
     /// Records `k_cache[slot, pos] = k[r]` and `v_cache[slot, pos] = v[r]`
@@ -87,27 +87,20 @@ impl KvWrite {
             head_dim,
             max_len,
         };
-        let params = gpu.uniform("kv_write params", &params);
-        let bind_group = gpu.bind_group(
-            "kv_write",
-            &self.pipeline,
-            &[
-                params.as_entire_binding(),
-                k.as_entire_binding(),
-                v.as_entire_binding(),
-                rows.as_entire_binding(),
-                k_cache.as_entire_binding(),
-                v_cache.as_entire_binding(),
-            ],
-        );
         let groups = [(kv_heads * head_dim).div_ceil(256), m, 1];
-        dispatch(encoder, "kv_write", &self.pipeline, &bind_group, groups);
+        self.kernel.encode(
+            gpu,
+            encoder,
+            &params,
+            &[k, v, rows, k_cache, v_cache],
+            groups,
+        );
     }
 }
 
 /// Causal grouped-query attention of new rows over a layer's KV cache.
 pub struct Attention {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl Attention {
@@ -117,8 +110,8 @@ impl Attention {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "attention", ATTENTION_SHADER, "attention")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "attention", ATTENTION_SHADER, "attention")?;
+        Ok(Self { kernel })
     }
 
     /// Records, for rows `r < m` with `(slot, pos) = rows[r]` and query
@@ -167,24 +160,11 @@ impl Attention {
             scale,
             _pad: [0; 2],
         };
-        let params = gpu.uniform("attention params", &params);
-        let bind_group = gpu.bind_group(
-            "attention",
-            &self.pipeline,
-            &[
-                params.as_entire_binding(),
-                q.as_entire_binding(),
-                k_cache.as_entire_binding(),
-                v_cache.as_entire_binding(),
-                rows.as_entire_binding(),
-                out.as_entire_binding(),
-            ],
-        );
-        dispatch(
+        self.kernel.encode(
+            gpu,
             encoder,
-            "attention",
-            &self.pipeline,
-            &bind_group,
+            &params,
+            &[q, k_cache, v_cache, rows, out],
             [heads, m, 1],
         );
     }

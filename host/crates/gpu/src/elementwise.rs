@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{compile, dispatch, split_groups};
+use crate::pass::{Kernel, split_groups};
 
 const SWIGLU_SHADER: &str = include_str!("../../../../shaders/swiglu.wgsl");
 const SWIGLU_BACKWARD_SHADER: &str = include_str!("../../../../shaders/swiglu_backward.wgsl");
@@ -40,25 +40,18 @@ const _: () = assert!(size_of::<GatherRowsParams>() == 16);
 fn encode_elementwise(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
-    label: &str,
-    pipeline: &wgpu::ComputePipeline,
+    kernel: &Kernel,
     buffers: &[&wgpu::Buffer],
     n: u32,
 ) {
-    let params = gpu.uniform(
-        &format!("{label} params"),
-        &ElementwiseParams { n, _pad: [0; 3] },
-    );
-    let mut resources = vec![params.as_entire_binding()];
-    resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
-    let bind_group = gpu.bind_group(label, pipeline, &resources);
+    let params = ElementwiseParams { n, _pad: [0; 3] };
     let groups = split_groups(n.div_ceil(WORKGROUP_SIZE));
-    dispatch(encoder, label, pipeline, &bind_group, groups);
+    kernel.encode(gpu, encoder, &params, buffers, groups);
 }
 
 /// The SwiGLU activation `out = silu(gate) * up`.
 pub struct SwiGlu {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl SwiGlu {
@@ -68,8 +61,8 @@ impl SwiGlu {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "swiglu", SWIGLU_SHADER, "swiglu")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "swiglu", SWIGLU_SHADER, "swiglu")?;
+        Ok(Self { kernel })
     }
 
     /// Records `out[i] = silu(gate[i]) * up[i]` for `i < n`; all three are
@@ -83,13 +76,13 @@ impl SwiGlu {
         out: &wgpu::Buffer,
         n: u32,
     ) {
-        encode_elementwise(gpu, encoder, "swiglu", &self.pipeline, &[gate, up, out], n);
+        encode_elementwise(gpu, encoder, &self.kernel, &[gate, up, out], n);
     }
 }
 
 /// Backward pass of [`SwiGlu`].
 pub struct SwiGluBackward {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl SwiGluBackward {
@@ -99,13 +92,13 @@ impl SwiGluBackward {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(
+        let kernel = Kernel::new(
             gpu,
             "swiglu_backward",
             SWIGLU_BACKWARD_SHADER,
             "swiglu_backward",
         )?;
-        Ok(Self { pipeline })
+        Ok(Self { kernel })
     }
 
     /// Records `d_gate = d_out * up * silu'(gate)` and
@@ -124,13 +117,13 @@ impl SwiGluBackward {
         n: u32,
     ) {
         let buffers = [gate, up, d_out, d_gate, d_up];
-        encode_elementwise(gpu, encoder, "swiglu_backward", &self.pipeline, &buffers, n);
+        encode_elementwise(gpu, encoder, &self.kernel, &buffers, n);
     }
 }
 
 /// The residual add `acc += x`.
 pub struct Add {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl Add {
@@ -140,8 +133,8 @@ impl Add {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "add", ADD_SHADER, "add")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "add", ADD_SHADER, "add")?;
+        Ok(Self { kernel })
     }
 
     /// Records `acc[i] += x[i]` for `i < n`.
@@ -153,13 +146,13 @@ impl Add {
         x: &wgpu::Buffer,
         n: u32,
     ) {
-        encode_elementwise(gpu, encoder, "add", &self.pipeline, &[acc, x], n);
+        encode_elementwise(gpu, encoder, &self.kernel, &[acc, x], n);
     }
 }
 
 /// Copies selected rows of an activation into a compact buffer.
 pub struct GatherRows {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl GatherRows {
@@ -169,8 +162,8 @@ impl GatherRows {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "gather_rows", GATHER_ROWS_SHADER, "gather_rows")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "gather_rows", GATHER_ROWS_SHADER, "gather_rows")?;
+        Ok(Self { kernel })
     }
 
     /// Records `out[j, :] = x[indices[j], :]` for `j < r`. `x` is f32
@@ -187,22 +180,10 @@ impl GatherRows {
         r: u32,
         c: u32,
     ) {
-        let params = gpu.uniform(
-            "gather_rows params",
-            &GatherRowsParams { r, c, _pad: [0; 2] },
-        );
-        let bind_group = gpu.bind_group(
-            "gather_rows",
-            &self.pipeline,
-            &[
-                params.as_entire_binding(),
-                x.as_entire_binding(),
-                indices.as_entire_binding(),
-                out.as_entire_binding(),
-            ],
-        );
+        let params = GatherRowsParams { r, c, _pad: [0; 2] };
         let groups = [c.div_ceil(WORKGROUP_SIZE), r, 1];
-        dispatch(encoder, "gather_rows", &self.pipeline, &bind_group, groups);
+        self.kernel
+            .encode(gpu, encoder, &params, &[x, indices, out], groups);
     }
 }
 

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{compile, dispatch};
+use crate::pass::Kernel;
 
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
 
@@ -23,7 +23,7 @@ const _: () = assert!(size_of::<RmsNormParams>() == 16);
 
 /// RMS normalization of each row of an `[M, C]` activation.
 pub struct RmsNorm {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl RmsNorm {
@@ -33,8 +33,8 @@ impl RmsNorm {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "rms_norm", SHADER, "rms_norm")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "rms_norm", SHADER, "rms_norm")?;
+        Ok(Self { kernel })
     }
 
     /// Records `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight`
@@ -51,18 +51,13 @@ impl RmsNorm {
         c: u32,
         eps: f32,
     ) {
-        let params = gpu.uniform("rms_norm params", &RmsNormParams { m, c, eps, _pad: 0 });
-        let bind_group = gpu.bind_group(
-            "rms_norm",
-            &self.pipeline,
-            &[
-                params.as_entire_binding(),
-                x.as_entire_binding(),
-                weight.as_entire_binding(),
-                out.as_entire_binding(),
-            ],
+        self.kernel.encode(
+            gpu,
+            encoder,
+            &RmsNormParams { m, c, eps, _pad: 0 },
+            &[x, weight, out],
+            [m, 1, 1],
         );
-        dispatch(encoder, "rms_norm", &self.pipeline, &bind_group, [m, 1, 1]);
     }
 }
 

@@ -32,6 +32,43 @@ pub(crate) fn compile(
     Ok(pipeline)
 }
 
+/// A compiled kernel whose binding 0 is a uniform block and whose later
+/// bindings are storage buffers, in order.
+pub(crate) struct Kernel {
+    label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl Kernel {
+    /// Compiles entry point `entry` of `source` under `label`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the WGSL does not compile; see [`compile`].
+    pub(crate) fn new(gpu: &Gpu, label: &'static str, source: &str, entry: &str) -> Result<Self> {
+        let pipeline = compile(gpu, label, source, entry)?;
+        Ok(Self { label, pipeline })
+    }
+
+    /// Records one dispatch of `groups` workgroups with `params` in a fresh
+    /// uniform buffer at binding 0 and `buffers` at bindings 1, 2, ...
+    pub(crate) fn encode<T: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &T,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) {
+        let label = self.label;
+        let params = gpu.uniform(&format!("{label} params"), params);
+        let mut resources = vec![params.as_entire_binding()];
+        resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
+        let bind_group = gpu.bind_group(label, &self.pipeline, &resources);
+        dispatch(encoder, label, &self.pipeline, &bind_group, groups);
+    }
+}
+
 /// Records one compute pass that runs `pipeline` over `groups` workgroups
 /// with `bind_group` at group 0.
 pub(crate) fn dispatch(

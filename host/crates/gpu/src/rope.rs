@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{compile, dispatch};
+use crate::pass::Kernel;
 
 const SHADER: &str = include_str!("../../../../shaders/rope.wgsl");
 
@@ -47,7 +47,7 @@ pub fn rope_inv_freq(head_dim: u32, theta: f32) -> Vec<f32> {
 
 /// Rotary position embedding, applied in place.
 pub struct Rope {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl Rope {
@@ -57,8 +57,8 @@ impl Rope {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "rope", SHADER, "rope")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "rope", SHADER, "rope")?;
+        Ok(Self { kernel })
     }
 
     /// Records the rotation of rows `r < m` of `x` f32 `[M, heads, D]` in
@@ -88,23 +88,14 @@ impl Rope {
             theta,
             layout,
         };
-        encode_rotation(
-            gpu,
-            encoder,
-            &self.pipeline,
-            "rope",
-            x,
-            positions,
-            args,
-            1.0,
-        );
+        encode_rotation(gpu, encoder, &self.kernel, x, positions, args, 1.0);
     }
 }
 
 /// Backward pass of [`Rope`]: rotates gradients back by the same angles,
 /// because the transpose of a rotation is its inverse.
 pub struct RopeBackward {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl RopeBackward {
@@ -114,8 +105,8 @@ impl RopeBackward {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "rope_backward", SHADER, "rope")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "rope_backward", SHADER, "rope")?;
+        Ok(Self { kernel })
     }
 
     /// Records `dx = R^T dy` in place on `grad` f32 `[M, heads, D]`, with the
@@ -144,16 +135,7 @@ impl RopeBackward {
             theta,
             layout,
         };
-        encode_rotation(
-            gpu,
-            encoder,
-            &self.pipeline,
-            "rope_backward",
-            grad,
-            positions,
-            args,
-            -1.0,
-        );
+        encode_rotation(gpu, encoder, &self.kernel, grad, positions, args, -1.0);
     }
 }
 
@@ -170,8 +152,7 @@ struct RopeArgs {
 fn encode_rotation(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    label: &str,
+    kernel: &Kernel,
     x: &wgpu::Buffer,
     positions: &wgpu::Buffer,
     args: RopeArgs,
@@ -203,22 +184,12 @@ fn encode_rotation(
         _pad: [0; 3],
         inv_freq,
     };
-    let params = gpu.uniform(&format!("{label} params"), &params);
-    let bind_group = gpu.bind_group(
-        label,
-        pipeline,
-        &[
-            params.as_entire_binding(),
-            x.as_entire_binding(),
-            positions.as_entire_binding(),
-        ],
-    );
     let pairs = heads * (head_dim / 2);
-    dispatch(
+    kernel.encode(
+        gpu,
         encoder,
-        label,
-        pipeline,
-        &bind_group,
+        &params,
+        &[x, positions],
         [pairs.div_ceil(256), m, 1],
     );
 }

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{compile, dispatch, split_groups};
+use crate::pass::{Kernel, split_groups};
 
 const SAMPLE_SHADER: &str = include_str!("../../../../shaders/sample.wgsl");
 const TOKEN_LOGPROB_SHADER: &str = include_str!("../../../../shaders/token_logprob.wgsl");
@@ -79,7 +79,7 @@ const _: () = assert!(size_of::<TokenLogprobParams>() == 16);
 
 /// Draws one token per row and reports its log-probability.
 pub struct Sampler {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl Sampler {
@@ -89,8 +89,8 @@ impl Sampler {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "sample", SAMPLE_SHADER, "sample")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "sample", SAMPLE_SHADER, "sample")?;
+        Ok(Self { kernel })
     }
 
     /// Records, for rows `r < b`, a draw of `tokens[r]` from
@@ -111,25 +111,19 @@ impl Sampler {
         b: u32,
         v: u32,
     ) {
-        let shape = gpu.uniform("sample shape", &SampleShape { b, v, _pad: [0; 2] });
-        let bind_group = gpu.bind_group(
-            "sample",
-            &self.pipeline,
-            &[
-                shape.as_entire_binding(),
-                logits.as_entire_binding(),
-                params.as_entire_binding(),
-                tokens.as_entire_binding(),
-                logprobs.as_entire_binding(),
-            ],
+        self.kernel.encode(
+            gpu,
+            encoder,
+            &SampleShape { b, v, _pad: [0; 2] },
+            &[logits, params, tokens, logprobs],
+            [b, 1, 1],
         );
-        dispatch(encoder, "sample", &self.pipeline, &bind_group, [b, 1, 1]);
     }
 }
 
 /// Log-probability of given target tokens under each row's logits.
 pub struct TokenLogprob {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl TokenLogprob {
@@ -139,8 +133,8 @@ impl TokenLogprob {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let pipeline = compile(gpu, "token_logprob", TOKEN_LOGPROB_SHADER, "token_logprob")?;
-        Ok(Self { pipeline })
+        let kernel = Kernel::new(gpu, "token_logprob", TOKEN_LOGPROB_SHADER, "token_logprob")?;
+        Ok(Self { kernel })
     }
 
     /// Records `out[r] = log_softmax(logits[r])[targets[r]]` for rows
@@ -157,25 +151,11 @@ impl TokenLogprob {
         m: u32,
         v: u32,
     ) {
-        let params = gpu.uniform(
-            "token_logprob params",
-            &TokenLogprobParams { m, v, _pad: [0; 2] },
-        );
-        let bind_group = gpu.bind_group(
-            "token_logprob",
-            &self.pipeline,
-            &[
-                params.as_entire_binding(),
-                logits.as_entire_binding(),
-                targets.as_entire_binding(),
-                out.as_entire_binding(),
-            ],
-        );
-        dispatch(
+        self.kernel.encode(
+            gpu,
             encoder,
-            "token_logprob",
-            &self.pipeline,
-            &bind_group,
+            &TokenLogprobParams { m, v, _pad: [0; 2] },
+            &[logits, targets, out],
             split_groups(m),
         );
     }
