@@ -345,6 +345,11 @@ pub struct HfConfig {
     /// Qwen2's switch for sliding-window attention; must be false.
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Llama's switch for FFN biases; must be false.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// The FFN activation; must be `silu` (SwiGLU). Defaults to `silu`.
+    pub hidden_act: Option<String>,
 }
 
 impl HfConfig {
@@ -369,6 +374,16 @@ impl HfConfig {
             !self.use_sliding_window,
             "config.json: sliding-window attention is not supported"
         );
+        ensure!(
+            !self.mlp_bias,
+            "config.json: mlp_bias = true is not supported"
+        );
+        if let Some(act) = self.hidden_act.as_deref() {
+            ensure!(
+                act == "silu",
+                "config.json: hidden_act `{act}` is not supported: expected `silu`"
+            );
+        }
         // NOTE: Mistral configs may set `sliding_window`; it only matters
         // past that many tokens and is ignored here.
         ensure!(

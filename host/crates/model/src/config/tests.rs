@@ -80,7 +80,13 @@ fn hf_mistral_maps_to_llama() {
 
 #[test]
 fn inconsistent_configs_are_rejected() {
-    let cases: [(&str, serde_json::Value, &str); 9] = [
+    let cases: [(&str, serde_json::Value, &str); 11] = [
+        (
+            "hidden_act",
+            json!("gelu"),
+            "hidden_act `gelu` is not supported",
+        ),
+        ("mlp_bias", json!(true), "mlp_bias = true is not supported"),
         (
             "num_key_value_heads",
             json!(3),
