@@ -8,6 +8,10 @@ use crate::pass::{Kernel, split_groups};
 
 const SAMPLE_SHADER: &str = include_str!("../../../../shaders/sample.wgsl");
 const TOKEN_LOGPROB_SHADER: &str = include_str!("../../../../shaders/token_logprob.wgsl");
+const TOKEN_LOGPROB_CHUNK_SHADER: &str =
+    include_str!("../../../../shaders/token_logprob_chunk.wgsl");
+const TOKEN_LOGPROB_BACKWARD_SHADER: &str =
+    include_str!("../../../../shaders/token_logprob_backward.wgsl");
 
 /// Per-row sampling settings, mirrored by `SampleParams` in `sample.wgsl`.
 #[repr(C)]
@@ -161,6 +165,129 @@ impl TokenLogprob {
     }
 }
 
+/// Uniform block of `token_logprob_chunk.wgsl` and
+/// `token_logprob_backward.wgsl` (which ignores `first`).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenLogprobChunkParams {
+    m: u32,
+    v_chunk: u32,
+    v_offset: u32,
+    first: u32,
+}
+
+const _: () = assert!(size_of::<TokenLogprobChunkParams>() == 16);
+
+/// [`TokenLogprob`] over a vocabulary processed in column chunks, so that
+/// training never holds the full `[M, V]` logits: each call merges one
+/// chunk into a per-row state and rewrites the log-probabilities.
+pub struct TokenLogprobChunk {
+    kernel: Kernel,
+}
+
+impl TokenLogprobChunk {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = Kernel::new(
+            gpu,
+            "token_logprob_chunk",
+            TOKEN_LOGPROB_CHUNK_SHADER,
+            "token_logprob_chunk",
+        )?;
+        Ok(Self { kernel })
+    }
+
+    /// Records the merge of `logits` f32 `[M, v_chunk]`, vocabulary columns
+    /// `v_offset..v_offset + v_chunk`, into `state` f32 `[M, 3]` (row max,
+    /// sum of exp, target logit) for rows `r < m`, and writes
+    /// `out[r] = log_softmax(logits[r])[targets[r]]` over the columns seen
+    /// so far. `first` resets the state. After the chunks cover the whole
+    /// vocabulary, `out` is final and `state` is the input of
+    /// [`TokenLogprobBackward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        m: u32,
+        v_chunk: u32,
+        v_offset: u32,
+        first: bool,
+    ) {
+        let params = TokenLogprobChunkParams {
+            m,
+            v_chunk,
+            v_offset,
+            first: u32::from(first),
+        };
+        let buffers = [logits, targets, state, out];
+        self.kernel
+            .encode(gpu, encoder, &params, &buffers, split_groups(m));
+    }
+}
+
+/// Backward pass of the token log-probability, one vocabulary chunk at a
+/// time: `d_logits = d_logprob * (onehot(target) - softmax(logits))`.
+pub struct TokenLogprobBackward {
+    kernel: Kernel,
+}
+
+impl TokenLogprobBackward {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = Kernel::new(
+            gpu,
+            "token_logprob_backward",
+            TOKEN_LOGPROB_BACKWARD_SHADER,
+            "token_logprob_backward",
+        )?;
+        Ok(Self { kernel })
+    }
+
+    /// Records `d_logits[r, j] = d_logprob[r] * ([v_offset + j == targets[r]]
+    /// - softmax(logits[r])[v_offset + j])` for rows `r < m` and the chunk's
+    /// columns `j < v_chunk`. `logits` and `d_logits` are f32
+    /// `[M, v_chunk]`; `state` f32 `[M, 3]` must hold the final state of
+    /// [`TokenLogprobChunk`] over the whole vocabulary; `d_logprob` is f32
+    /// `[M]`. `d_logits` is overwritten.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        d_logprob: &wgpu::Buffer,
+        d_logits: &wgpu::Buffer,
+        m: u32,
+        v_chunk: u32,
+        v_offset: u32,
+    ) {
+        let params = TokenLogprobChunkParams {
+            m,
+            v_chunk,
+            v_offset,
+            first: 0,
+        };
+        let buffers = [logits, targets, state, d_logprob, d_logits];
+        let groups = [v_chunk.div_ceil(256), m, 1];
+        self.kernel.encode(gpu, encoder, &params, &buffers, groups);
+    }
+}
+
 /// Computes Philox4x32-10 (Salmon et al., 2011, "Parallel random numbers:
 /// as easy as 1, 2, 3") of `counter` under `key`, as `sample.wgsl` does.
 pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
@@ -285,6 +412,27 @@ pub fn token_logprob_reference(logits: &[f32], targets: &[u32], v: usize) -> Vec
             (f64::from(row[t as usize]) - log_sum_exp(row)) as f32
         })
         .collect()
+}
+
+/// Computes [`TokenLogprobBackward`] on the CPU in f64 over the whole
+/// vocabulary: returns `d_logits` f32 `[m, v]`.
+pub fn token_logprob_backward_reference(
+    logits: &[f32],
+    targets: &[u32],
+    d_logprob: &[f32],
+    v: usize,
+) -> Vec<f32> {
+    let mut d_logits = vec![0.0; logits.len()];
+    for (r, &t) in targets.iter().enumerate() {
+        let row = &logits[r * v..(r + 1) * v];
+        let log_sum = log_sum_exp(row);
+        for (j, &l) in row.iter().enumerate() {
+            let is_target = if j == t as usize { 1.0 } else { 0.0 };
+            let prob = (f64::from(l) - log_sum).exp();
+            d_logits[r * v + j] = (f64::from(d_logprob[r]) * (is_target - prob)) as f32;
+        }
+    }
+    d_logits
 }
 
 #[cfg(test)]

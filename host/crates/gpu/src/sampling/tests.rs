@@ -316,3 +316,149 @@ fn token_logprob_stable_for_large_logits() {
         1e-5,
     );
 }
+
+/// Returns columns `range` of `logits` f32 `[m, v]` as a contiguous
+/// `[m, range.len()]` matrix.
+fn columns(logits: &[f32], v: usize, range: std::ops::Range<usize>) -> Vec<f32> {
+    logits
+        .chunks(v)
+        .flat_map(|row| &row[range.clone()])
+        .copied()
+        .collect()
+}
+
+/// Column chunks of uneven widths, one of them a single column.
+const CHUNKS: [std::ops::Range<usize>; 3] = [0..300, 300..301, 301..1001];
+
+/// Runs [`TokenLogprobChunk`] over [`CHUNKS`] and, when `d_logprob` is
+/// given, [`TokenLogprobBackward`] per chunk. Returns `(logprobs, d_logits)`.
+fn chunked_on_gpu(
+    logits: &[f32],
+    targets: &[u32],
+    d_logprob: Option<&[f32]>,
+    v: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let gpu = gpu();
+    let forward = TokenLogprobChunk::new(gpu).unwrap();
+    let backward = TokenLogprobBackward::new(gpu).unwrap();
+    let m = targets.len();
+    let targets_buf = gpu.buffer_from("targets", targets);
+    let state_buf = gpu.buffer_zeroed("state", (m * 3 * 4) as u64);
+    let out_buf = gpu.buffer_zeroed("out", (m * 4) as u64);
+    let chunk_bufs: Vec<wgpu::Buffer> = CHUNKS
+        .iter()
+        .map(|range| gpu.buffer_from("logits chunk", &columns(logits, v, range.clone())))
+        .collect();
+    for (range, chunk_buf) in CHUNKS.iter().zip(&chunk_bufs) {
+        let (width, offset) = (range.len() as u32, range.start as u32);
+        run(|enc| {
+            forward.encode(
+                gpu,
+                enc,
+                chunk_buf,
+                &targets_buf,
+                &state_buf,
+                &out_buf,
+                m as u32,
+                width,
+                offset,
+                range.start == 0,
+            )
+        });
+    }
+    let logprobs = read_f32(&out_buf, m);
+
+    let mut d_logits = vec![0.0; m * v];
+    if let Some(d_logprob) = d_logprob {
+        let d_logprob_buf = gpu.buffer_from("d_logprob", d_logprob);
+        for (range, chunk_buf) in CHUNKS.iter().zip(&chunk_bufs) {
+            let width = range.len();
+            let d_chunk_buf = gpu.buffer_zeroed("d_logits chunk", (m * width * 4) as u64);
+            run(|enc| {
+                backward.encode(
+                    gpu,
+                    enc,
+                    chunk_buf,
+                    &targets_buf,
+                    &state_buf,
+                    &d_logprob_buf,
+                    &d_chunk_buf,
+                    m as u32,
+                    width as u32,
+                    range.start as u32,
+                )
+            });
+            let d_chunk = read_f32(&d_chunk_buf, m * width);
+            for r in 0..m {
+                d_logits[r * v + range.start..r * v + range.end]
+                    .copy_from_slice(&d_chunk[r * width..(r + 1) * width]);
+            }
+        }
+    }
+    (logprobs, d_logits)
+}
+
+#[test]
+fn chunked_logprob_matches_full_vocabulary() {
+    let mut rng = rng(48);
+    let (m, v) = (6, 1001);
+    let mut logits = uniform_vec(&mut rng, m * v, 8.0);
+    // Row 5 has +-1e4 logits in different chunks.
+    logits[5 * v + 10] = 1e4;
+    logits[5 * v + 700] = -1e4;
+    // Targets in the first, the single-column and the last chunk.
+    let targets = [0u32, 299, 300, 301, 1000, 700];
+    let (actual, _) = chunked_on_gpu(&logits, &targets, None, v);
+    let expected = token_logprob_reference(&logits, &targets, v);
+    assert!(
+        actual.iter().all(|l| l.is_finite()),
+        "non-finite: {actual:?}"
+    );
+    assert_close("chunked token_logprob", &actual, &expected, 1e-4, 1e-5);
+}
+
+#[test]
+fn token_logprob_backward_matches_reference() {
+    let mut rng = rng(49);
+    let (m, v) = (4, 1001);
+    let logits = uniform_vec(&mut rng, m * v, 5.0);
+    let targets = [7u32, 300, 999, 450];
+    let d_logprob = uniform_vec(&mut rng, m, 1.0);
+    let (_, actual) = chunked_on_gpu(&logits, &targets, Some(&d_logprob), v);
+    let expected = token_logprob_backward_reference(&logits, &targets, &d_logprob, v);
+    assert_close("d_logits", &actual, &expected, 1e-6, 1e-4);
+}
+
+/// Checks `token_logprob_backward_reference` against central finite
+/// differences of `loss = sum_r d_logprob[r] * logprob[r]`.
+#[test]
+fn token_logprob_backward_matches_finite_differences() {
+    let mut rng = rng(50);
+    let (m, v) = (2, 7);
+    let logits = uniform_vec(&mut rng, m * v, 3.0);
+    let targets = [2u32, 6];
+    let d_logprob = [0.7f32, -1.3];
+    let loss = |logits: &[f32]| -> f64 {
+        let logprobs = token_logprob_reference(logits, &targets, v);
+        logprobs
+            .iter()
+            .zip(&d_logprob)
+            .map(|(&l, &g)| f64::from(l) * f64::from(g))
+            .sum()
+    };
+    let analytic = token_logprob_backward_reference(&logits, &targets, &d_logprob, v);
+    for i in 0..m * v {
+        let mut plus = logits.clone();
+        plus[i] += 1e-2;
+        let mut minus = logits.clone();
+        minus[i] -= 1e-2;
+        let numeric = (loss(&plus) - loss(&minus)) / f64::from(plus[i] - minus[i]);
+        assert_close(
+            &format!("d_logits[{i}]"),
+            &[analytic[i]],
+            &[numeric as f32],
+            1e-4,
+            1e-3,
+        );
+    }
+}
