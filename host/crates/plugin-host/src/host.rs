@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::DynPollable;
 
 use crate::bindings::v0_1_0::reward_model::RewardModel as RewardModelWorld;
 use crate::cache::{CompileCache, default_cache_dir, sha256_hex};
@@ -283,9 +284,10 @@ const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 ///
 /// Epoch interruption only stops wasm code, and a plugin that sleeps waits
 /// inside the host's `poll`, so without this cap `std::thread::sleep` would
-/// outlast any deadline. A capped sleep returns early, the plugin's next
-/// wasm instruction finds the epoch deadline passed, and the call times
-/// out.
+/// outlast any deadline. A capped sleep returns just after the deadline,
+/// and the plugin then either hits an epoch check or returns, which
+/// [`PluginCore::call`](crate::plugin::PluginCore) also reports as a
+/// timeout.
 fn cap_clock_subscriptions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::clocks::WasiClocksView;
     use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
@@ -294,31 +296,30 @@ fn cap_clock_subscriptions(linker: &mut Linker<HostState>) -> wasmtime::Result<(
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
     clock.func_wrap(
         "subscribe-duration",
-        |mut store: wasmtime::StoreContextMut<'_, HostState>, (nanos,): (u64,)| {
-            let nanos = cap_sleep(store.data(), nanos);
-            let mut clocks = store.data_mut().clocks();
-            Ok((clocks.subscribe_duration(nanos)?,))
+        |store: wasmtime::StoreContextMut<'_, HostState>, (nanos,): (u64,)| {
+            Ok((subscribe_capped(store, nanos)?,))
         },
     )?;
     clock.func_wrap(
         "subscribe-instant",
         |mut store: wasmtime::StoreContextMut<'_, HostState>, (when,): (u64,)| {
-            let mut clocks = store.data_mut().clocks();
-            let nanos = when.saturating_sub(clocks.now()?);
-            let nanos = cap_sleep(store.data(), nanos);
-            let mut clocks = store.data_mut().clocks();
-            Ok((clocks.subscribe_duration(nanos)?,))
+            let now = store.data_mut().clocks().now()?;
+            Ok((subscribe_capped(store, when.saturating_sub(now))?,))
         },
     )?;
     linker.allow_shadowing(false);
-    Ok(())
-}
+    return Ok(());
 
-/// Caps a sleep of `nanos` at the call's remaining time plus one tick.
-fn cap_sleep(state: &HostState, nanos: u64) -> u64 {
-    let remaining = state.clock.remaining().unwrap_or_default() + EPOCH_TICK;
-    let cap = u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX);
-    nanos.min(cap)
+    /// Subscribes to a sleep of `nanos`, capped at the call's remaining
+    /// time plus one tick.
+    fn subscribe_capped(
+        mut store: wasmtime::StoreContextMut<'_, HostState>,
+        nanos: u64,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let remaining = store.data().clock.remaining().unwrap_or_default() + EPOCH_TICK;
+        let cap = u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX);
+        store.data_mut().clocks().subscribe_duration(nanos.min(cap))
+    }
 }
 
 fn kind_error(wasm: &Path, found: &str) -> LoadError {

@@ -114,7 +114,8 @@ impl PluginCore {
     /// the input limit and under the call deadline.
     ///
     /// A wasmtime error becomes a timeout, a memory-limit error or a trap,
-    /// with the output the plugin wrote attached.
+    /// with the output the plugin wrote attached. A call that returns after
+    /// its deadline is a timeout too, and its result is dropped.
     pub(crate) fn call<R>(
         &mut self,
         input_size: usize,
@@ -136,6 +137,15 @@ impl PluginCore {
 
         let result = call(&mut self.store);
         let output = self.store.data().output.take();
+
+        // The epoch ticker can lag the wall clock on a loaded machine, and
+        // a capped sleep wakes just after the deadline, so a call may return
+        // after its deadline without an epoch check noticing.
+        let late = self.store.data().clock.remaining().is_none();
+        let result = match result {
+            Ok(_) if late => Err(DeadlineExceeded.into()),
+            other => other,
+        };
         match result {
             Ok(value) => {
                 if !output.is_empty() {
