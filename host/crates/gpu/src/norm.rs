@@ -1,6 +1,6 @@
 //! RMS normalization (Zhang and Sennrich, 2019, "Root Mean Square Layer
 //! Normalization"): `out = x / sqrt(mean(x^2) + eps) * weight` per row, as in
-//! Llama and Qwen2.
+//! Llama and Qwen2, and its backward pass.
 
 use anyhow::Result;
 
@@ -8,8 +8,12 @@ use crate::Gpu;
 use crate::pass::Kernel;
 
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
+const BACKWARD_SHADER: &str = include_str!("../../../../shaders/rms_norm_backward.wgsl");
+const BACKWARD_WEIGHT_SHADER: &str =
+    include_str!("../../../../shaders/rms_norm_backward_weight.wgsl");
 
-/// Uniform block of `rms_norm.wgsl`.
+/// Uniform block of `rms_norm.wgsl`, `rms_norm_backward.wgsl` and
+/// `rms_norm_backward_weight.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct RmsNormParams {
@@ -61,6 +65,70 @@ impl RmsNorm {
     }
 }
 
+/// Backward pass of [`RmsNorm`]: the input gradient and the accumulated
+/// weight gradient.
+pub struct RmsNormBackward {
+    input_kernel: Kernel,
+    weight_kernel: Kernel,
+}
+
+impl RmsNormBackward {
+    /// Compiles the kernels.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let input_kernel = Kernel::new(
+            gpu,
+            "rms_norm_backward",
+            BACKWARD_SHADER,
+            "rms_norm_backward",
+        )?;
+        let weight_kernel = Kernel::new(
+            gpu,
+            "rms_norm_backward_weight",
+            BACKWARD_WEIGHT_SHADER,
+            "rms_norm_backward_weight",
+        )?;
+        Ok(Self {
+            input_kernel,
+            weight_kernel,
+        })
+    }
+
+    /// Records, for rows `r < m` of `x` and `dy` f32 `[M, C]`, the input
+    /// gradient `dx` f32 `[M, C]` (overwritten) and `d_weight += sum_r
+    /// dy[r] * x[r] / rms(x[r])` into `d_weight` f32 `[C]` (accumulated, so
+    /// the caller zeroes it once per step).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        d_weight: &wgpu::Buffer,
+        m: u32,
+        c: u32,
+        eps: f32,
+    ) {
+        let params = RmsNormParams { m, c, eps, _pad: 0 };
+        let inv_rms = gpu.buffer_zeroed("rms_norm_backward inv_rms", u64::from(m) * 4);
+        let buffers = [x, weight, dy, dx, &inv_rms];
+        self.input_kernel
+            .encode(gpu, encoder, &params, &buffers, [m, 1, 1]);
+        // NOTE: one thread per column loops over all M rows, so only
+        // ceil(C / 256) workgroups run; a wide GPU would want the rows split.
+        let buffers = [x, dy, &inv_rms, d_weight];
+        let groups = [c.div_ceil(256), 1, 1];
+        self.weight_kernel
+            .encode(gpu, encoder, &params, &buffers, groups);
+    }
+}
+
 /// Computes [`RmsNorm`] on the CPU in f64 and returns `out` f32 `[m, c]`
 /// for `x` f32 `[m, c]` and `weight` f32 `[c]`.
 pub fn rms_norm_reference(x: &[f32], weight: &[f32], m: usize, c: usize, eps: f32) -> Vec<f32> {
@@ -78,6 +146,37 @@ pub fn rms_norm_reference(x: &[f32], weight: &[f32], m: usize, c: usize, eps: f3
         }
     }
     out
+}
+
+/// Computes [`RmsNormBackward`] on the CPU in f64 and returns
+/// `(dx, d_weight)` for `x` and `dy` f32 `[m, c]`, with `d_weight` summed
+/// over the rows from zero.
+pub fn rms_norm_backward_reference(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    m: usize,
+    c: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0; m * c];
+    let mut d_weight = vec![0.0f64; c];
+    for r in 0..m {
+        let row = &x[r * c..(r + 1) * c];
+        let grad = &dy[r * c..(r + 1) * c];
+        let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / c as f64;
+        let inv_rms = 1.0 / (mean_sq + f64::from(eps)).sqrt();
+        let dot: f64 = (0..c)
+            .map(|i| f64::from(weight[i]) * f64::from(grad[i]) * f64::from(row[i]))
+            .sum();
+        let correction = inv_rms.powi(3) / c as f64 * dot;
+        for i in 0..c {
+            let (xi, gi, wi) = (f64::from(row[i]), f64::from(grad[i]), f64::from(weight[i]));
+            dx[r * c + i] = (inv_rms * wi * gi - correction * xi) as f32;
+            d_weight[i] += gi * xi * inv_rms;
+        }
+    }
+    (dx, d_weight.into_iter().map(|g| g as f32).collect())
 }
 
 #[cfg(test)]
@@ -107,6 +206,95 @@ mod tests {
             assert!(
                 actual[m * c..].iter().all(|&v| v == 0.0),
                 "rows past m were written"
+            );
+        }
+    }
+
+    #[test]
+    fn rms_norm_backward_matches_reference() {
+        let gpu = gpu();
+        let op = RmsNormBackward::new(gpu).unwrap();
+        let mut rng = rng(8);
+        for (m, c) in [(1, 1), (3, 7), (5, 300), (17, 576)] {
+            let x = uniform_vec(&mut rng, m * c, 2.0);
+            let weight = uniform_vec(&mut rng, c, 2.0);
+            let dy = uniform_vec(&mut rng, m * c, 1.0);
+            let initial_d_weight = uniform_vec(&mut rng, c, 1.0);
+            let eps = 1e-5;
+            let x_buf = gpu.buffer_from("x", &x);
+            let w_buf = gpu.buffer_from("weight", &weight);
+            let dy_buf = gpu.buffer_from("dy", &dy);
+            let dx_buf = gpu.buffer_zeroed("dx", (m * c * 4) as u64);
+            let dw_buf = gpu.buffer_from("d_weight", &initial_d_weight);
+            let (m32, c32) = (m as u32, c as u32);
+            run(|enc| {
+                op.encode(
+                    gpu, enc, &x_buf, &w_buf, &dy_buf, &dx_buf, &dw_buf, m32, c32, eps,
+                )
+            });
+
+            let (dx, d_weight) = rms_norm_backward_reference(&x, &weight, &dy, m, c, eps);
+            let accumulated: Vec<f32> = initial_d_weight
+                .iter()
+                .zip(&d_weight)
+                .map(|(a, b)| a + b)
+                .collect();
+            let label = format!("m={m} c={c}");
+            assert_close(
+                &format!("dx {label}"),
+                &read_f32(&dx_buf, m * c),
+                &dx,
+                1e-5,
+                1e-4,
+            );
+            let actual_dw = read_f32(&dw_buf, c);
+            assert_close(
+                &format!("d_weight {label}"),
+                &actual_dw,
+                &accumulated,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+
+    /// Checks `rms_norm_backward_reference` against central finite
+    /// differences of `loss = sum(rms_norm(x, weight) * dy)`.
+    #[test]
+    fn rms_norm_backward_matches_finite_differences() {
+        let mut rng = rng(9);
+        let (m, c, eps) = (2, 5, 1e-5);
+        let x = uniform_vec(&mut rng, m * c, 2.0);
+        let weight = uniform_vec(&mut rng, c, 2.0);
+        let dy = uniform_vec(&mut rng, m * c, 1.0);
+        let loss = |x: &[f32], weight: &[f32]| -> f64 {
+            let out = rms_norm_reference(x, weight, m, c, eps);
+            out.iter()
+                .zip(&dy)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum()
+        };
+        let (dx, d_weight) = rms_norm_backward_reference(&x, &weight, &dy, m, c, eps);
+        let step = 1e-2;
+        for i in 0..m * c {
+            let (mut plus, mut minus) = (x.clone(), x.clone());
+            plus[i] += step;
+            minus[i] -= step;
+            let numeric =
+                (loss(&plus, &weight) - loss(&minus, &weight)) / f64::from(plus[i] - minus[i]);
+            assert_close(&format!("dx[{i}]"), &[dx[i]], &[numeric as f32], 1e-4, 1e-3);
+        }
+        for i in 0..c {
+            let (mut plus, mut minus) = (weight.clone(), weight.clone());
+            plus[i] += step;
+            minus[i] -= step;
+            let numeric = (loss(&x, &plus) - loss(&x, &minus)) / f64::from(plus[i] - minus[i]);
+            assert_close(
+                &format!("d_weight[{i}]"),
+                &[d_weight[i]],
+                &[numeric as f32],
+                1e-4,
+                1e-3,
             );
         }
     }
