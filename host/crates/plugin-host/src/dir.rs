@@ -1,7 +1,7 @@
 //! A plugin folder: loads every `NAME.toml` + `NAME.wasm` pair, and on
 //! rescan only the files that are new or changed since the last scan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,8 +17,11 @@ const PRECOMPILED_EXTENSION: &str = "cwasm";
 pub struct PluginDir {
     dir: PathBuf,
     /// Size and modification time of each file at its last scan, so that a
-    /// file is loaded again only when it changes.
+    /// file that failed is retried only when it changes.
     seen: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+    /// Plugins loaded since the last full scan, as paths without extension.
+    /// They are not loaded again, so a run never gets the same arm twice.
+    loaded: BTreeSet<PathBuf>,
 }
 
 /// The outcome of a scan: the plugins loaded and the files that failed.
@@ -36,6 +39,7 @@ impl PluginDir {
         PluginDir {
             dir: dir.into(),
             seen: BTreeMap::new(),
+            loaded: BTreeSet::new(),
         }
     }
 
@@ -52,12 +56,14 @@ impl PluginDir {
     /// fail to load are reported in [`ScanReport::errors`].
     pub fn scan(&mut self, host: &PluginHost) -> std::io::Result<ScanReport> {
         self.seen.clear();
+        self.loaded.clear();
         self.rescan(host)
     }
 
-    /// Loads the plugins whose component or manifest appeared or changed
-    /// since the last scan, for plugins dropped into the folder during a
-    /// run. A file that failed is retried only once it changes.
+    /// Loads the plugins that appeared since the last scan, for plugins
+    /// dropped into the folder during a run. A plugin that failed to load
+    /// is retried once its component or manifest changes. A plugin that
+    /// loaded is not loaded again, even when its files change.
     ///
     /// # Errors
     ///
@@ -96,7 +102,7 @@ impl PluginDir {
         }
 
         for (stem, changed) in stems {
-            if !changed {
+            if !changed || self.loaded.contains(&stem) {
                 continue;
             }
             let wasm = stem.with_extension("wasm");
@@ -109,7 +115,10 @@ impl PluginDir {
                 continue;
             }
             match host.load(&wasm) {
-                Ok(plugin) => report.loaded.push(plugin),
+                Ok(plugin) => {
+                    self.loaded.insert(stem);
+                    report.loaded.push(plugin);
+                }
                 Err(error) => {
                     tracing::warn!(path = %wasm.display(), %error, "plugin not loaded");
                     report.errors.push(error);

@@ -25,10 +25,6 @@ use crate::{API_PACKAGE, API_VERSION, ModelService, RewardModelPlugin, SelectorP
 /// a second.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Version of the `laser:plugin` package the host serves, without the
-/// package name.
-const SERVED_VERSION: &str = "0.1.0";
-
 /// Loads and runs plugins. One host owns one wasmtime engine, shared by
 /// every plugin it loads, and each plugin gets a store of its own.
 pub struct PluginHost {
@@ -366,13 +362,14 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 /// the version this host serves.
 fn check_api_imports(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
     let prefix = format!("{API_PACKAGE}/");
+    let served = API_VERSION.strip_prefix(&format!("{API_PACKAGE}@"));
     let mut imports_api = false;
     for (name, _) in component.component_type().imports(engine) {
         let Some(rest) = name.strip_prefix(&prefix) else {
             continue;
         };
         let version = rest.split_once('@').map(|(_, v)| v);
-        if version != Some(SERVED_VERSION) {
+        if version != served {
             return Err(LoadError::ApiVersion {
                 path: path.to_path_buf(),
                 expected: API_VERSION.to_string(),
@@ -438,4 +435,17 @@ fn check_kind_exports(
         path: path.to_path_buf(),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks_for(Duration::ZERO), 1);
+        assert_eq!(ticks_for(EPOCH_TICK), 1);
+        assert_eq!(ticks_for(EPOCH_TICK + Duration::from_nanos(1)), 2);
+        assert_eq!(ticks_for(Duration::from_millis(500)), 50);
+    }
 }

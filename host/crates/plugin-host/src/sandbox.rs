@@ -312,3 +312,38 @@ fn check_len(function: &str, model: &str, expected: usize, found: usize) -> Resu
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_output_capped_per_call() {
+        let output = CapturedOutput::default();
+        output.append(&vec![b'x'; MAX_CAPTURED_OUTPUT - 1]);
+        output.append(b"yz");
+
+        let text = output.take();
+        assert!(text.starts_with("xxx"));
+        assert!(text.contains("xy\n"), "the last byte kept is `y`");
+        assert!(
+            text.ends_with("[1 more bytes of output dropped]"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert_eq!(output.take(), "", "take empties the buffer");
+    }
+
+    #[test]
+    fn call_clock_excludes_host_time() {
+        let mut clock = CallClock::new(Duration::from_millis(50));
+        clock.start();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(clock.remaining(), None);
+
+        clock.start();
+        clock.in_host = Duration::from_secs(10);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(clock.remaining().is_some());
+    }
+}

@@ -226,6 +226,35 @@ fn rescan_loads_only_new_plugins() {
     let names: Vec<String> = added.loaded.iter().map(|p| p.meta().label()).collect();
     assert_eq!(names, ["panic-rm@0.1.0"]);
     assert!(added.errors.is_empty());
+
+    // A loaded plugin whose files change is not loaded a second time.
+    edit_manifest(dir.path(), "good-rm", |text| {
+        text.replace("length\"", "length\"\n")
+    });
+    let touched = plugins.rescan(&host).unwrap();
+    assert!(touched.loaded.is_empty());
+}
+
+#[test]
+fn rescan_retries_fixed_plugin() {
+    let host = host();
+    let dir = TempDir::new().unwrap();
+    let wasm = install(dir.path(), "good-rm");
+    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
+    std::fs::remove_file(wasm.with_extension("toml")).unwrap();
+    let mut plugins = PluginDir::new(dir.path());
+
+    // The component arrived before its manifest.
+    let first = plugins.scan(&host).unwrap();
+    assert!(first.loaded.is_empty());
+    assert!(matches!(first.errors[0], LoadError::MissingManifest { .. }));
+    let again = plugins.rescan(&host).unwrap();
+    assert!(again.errors.is_empty(), "unchanged files are not retried");
+
+    std::fs::write(wasm.with_extension("toml"), manifest).unwrap();
+    let fixed = plugins.rescan(&host).unwrap();
+    assert_eq!(fixed.loaded.len(), 1);
+    assert!(fixed.errors.is_empty());
 }
 
 #[test]
