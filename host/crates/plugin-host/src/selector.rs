@@ -221,13 +221,14 @@ impl SelectorPlugin {
             last_output: String::new(),
         };
         let state = self.last_good_state.clone();
-        let fresh = SelectorPlugin::start(
+        let mut fresh = SelectorPlugin::start(
             core,
             self.pre.clone(),
             Arc::clone(&self.models),
             Some(state),
         )?;
         tracing::info!(plugin = %self.core.label, "selector restored to its last good state");
+        fresh.arm_count = self.arm_count;
         *self = fresh;
         Ok(())
     }

@@ -104,6 +104,7 @@ fn failed_update_keeps_last_good_state() {
 
     selector.restore().unwrap();
     assert_eq!(selector.save_state().unwrap(), good);
+    selector.update(0, &context(), 0.0).unwrap();
     assert_eq!(pick(&mut selector, &arms(2)), 1);
 }
 
