@@ -15,6 +15,9 @@ use crate::pass::Kernel;
 
 const KV_WRITE_SHADER: &str = include_str!("../../../../shaders/kv_write.wgsl");
 const ATTENTION_SHADER: &str = include_str!("../../../../shaders/attention.wgsl");
+const BACKWARD_QUERY_SHADER: &str =
+    include_str!("../../../../shaders/attention_backward_query.wgsl");
+const BACKWARD_KV_SHADER: &str = include_str!("../../../../shaders/attention_backward_kv.wgsl");
 
 /// The largest head size [`Attention`] supports.
 pub const MAX_HEAD_DIM: u32 = 256;
@@ -143,14 +146,7 @@ impl Attention {
         max_len: u32,
         scale: f32,
     ) {
-        assert!(
-            head_dim <= MAX_HEAD_DIM,
-            "attention: head_dim {head_dim} is above the supported {MAX_HEAD_DIM}"
-        );
-        assert!(
-            kv_heads > 0 && heads % kv_heads == 0,
-            "attention: kv_heads {kv_heads} must divide heads {heads}"
-        );
+        check_heads(heads, kv_heads, head_dim);
         let params = AttentionParams {
             m,
             heads,
@@ -168,6 +164,122 @@ impl Attention {
             [heads, m, 1],
         );
     }
+}
+
+/// Uniform block of `attention_backward_query.wgsl` and
+/// `attention_backward_kv.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttentionBackwardParams {
+    m: u32,
+    seq_len: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+const _: () = assert!(size_of::<AttentionBackwardParams>() == 32);
+
+/// Backward pass of causal grouped-query attention over full training
+/// sequences, without a KV cache.
+///
+/// The forward pass for training is [`Attention`] itself: pass `k` and `v`
+/// f32 `[B * T, G, D]` as the caches with `max_len = T`, and
+/// `rows[b * T + t] = (b, t)`.
+pub struct AttentionBackward {
+    query_kernel: Kernel,
+    kv_kernel: Kernel,
+}
+
+impl AttentionBackward {
+    /// Compiles the kernels.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let query_kernel = Kernel::new(
+            gpu,
+            "attention_backward_query",
+            BACKWARD_QUERY_SHADER,
+            "attention_backward_query",
+        )?;
+        let kv_kernel = Kernel::new(
+            gpu,
+            "attention_backward_kv",
+            BACKWARD_KV_SHADER,
+            "attention_backward_kv",
+        )?;
+        Ok(Self {
+            query_kernel,
+            kv_kernel,
+        })
+    }
+
+    /// Records the gradients `dq` f32 `[M, heads, D]` and `dk`, `dv` f32
+    /// `[M, G, D]` (all overwritten) of causal attention over `M = batch *
+    /// seq_len` rows, where row `b * seq_len + t` attends to rows
+    /// `b * seq_len + 0..=t`. `q`, `out` (the forward output) and `d_out`
+    /// are f32 `[M, heads, D]`; `k` and `v` are f32 `[M, G, D]`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `head_dim` is above [`MAX_HEAD_DIM`] or `kv_heads` does
+    /// not divide `heads`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        d_out: &wgpu::Buffer,
+        dq: &wgpu::Buffer,
+        dk: &wgpu::Buffer,
+        dv: &wgpu::Buffer,
+        batch: u32,
+        seq_len: u32,
+        heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        scale: f32,
+    ) {
+        check_heads(heads, kv_heads, head_dim);
+        let m = batch * seq_len;
+        let params = AttentionBackwardParams {
+            m,
+            seq_len,
+            heads,
+            kv_heads,
+            head_dim,
+            scale,
+            _pad: [0; 2],
+        };
+        let stats_bytes = u64::from(m) * u64::from(heads) * 2 * 4;
+        let stats = gpu.buffer_zeroed("attention_backward stats", stats_bytes);
+        let buffers = [q, k, v, out, d_out, dq, &stats];
+        self.query_kernel
+            .encode(gpu, encoder, &params, &buffers, [heads, m, 1]);
+        let buffers = [q, k, v, d_out, &stats, dk, dv];
+        self.kv_kernel
+            .encode(gpu, encoder, &params, &buffers, [kv_heads, m, 1]);
+    }
+}
+
+/// Panics unless `kv_heads` divides `heads` and `head_dim` fits the kernels.
+fn check_heads(heads: u32, kv_heads: u32, head_dim: u32) {
+    assert!(
+        head_dim <= MAX_HEAD_DIM,
+        "attention: head_dim {head_dim} is above the supported {MAX_HEAD_DIM}"
+    );
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0,
+        "attention: kv_heads {kv_heads} must divide heads {heads}"
+    );
 }
 
 /// Shape of a KV cache and the heads that read it, for the CPU references.
@@ -254,6 +366,67 @@ pub fn attention_reference(
         }
     }
     out
+}
+
+/// Computes [`AttentionBackward`] on the CPU in f64 and returns
+/// `(dq, dk, dv)` for `q`, `d_out` f32 `[B * T, H, D]` and `k`, `v` f32
+/// `[B * T, G, D]`, with `T = shape.max_len`.
+pub fn attention_backward_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d_out: &[f32],
+    shape: CacheShape,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let CacheShape {
+        heads,
+        kv_heads,
+        head_dim,
+        max_len: seq_len,
+    } = shape;
+    let group = heads / kv_heads;
+    let rows = q.len() / (heads * head_dim);
+    let scale = f64::from(scale);
+    let mut dq = vec![0.0f64; q.len()];
+    let mut dk = vec![0.0f64; k.len()];
+    let mut dv = vec![0.0f64; v.len()];
+    let dot = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum()
+    };
+    for row in 0..rows {
+        let first = row - row % seq_len;
+        for h in 0..heads {
+            let q_index = (row * heads + h) * head_dim;
+            let q_row = &q[q_index..q_index + head_dim];
+            let d_out_row = &d_out[q_index..q_index + head_dim];
+            let kv_index = |j: usize| (j * kv_heads + h / group) * head_dim;
+            let scores: Vec<f64> = (first..=row)
+                .map(|j| scale * dot(q_row, &k[kv_index(j)..][..head_dim]))
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = scores.iter().map(|&s| (s - max).exp()).sum();
+            let probs: Vec<f64> = scores.iter().map(|&s| (s - max).exp() / total).collect();
+            let d_probs: Vec<f64> = (first..=row)
+                .map(|j| dot(d_out_row, &v[kv_index(j)..][..head_dim]))
+                .collect();
+            let delta: f64 = probs.iter().zip(&d_probs).map(|(p, dp)| p * dp).sum();
+            for (n, j) in (first..=row).enumerate() {
+                let ds = probs[n] * (d_probs[n] - delta);
+                for d in 0..head_dim {
+                    let kv = kv_index(j) + d;
+                    dq[q_index + d] += scale * ds * f64::from(k[kv]);
+                    dk[kv] += scale * ds * f64::from(q_row[d]);
+                    dv[kv] += probs[n] * f64::from(d_out_row[d]);
+                }
+            }
+        }
+    }
+    let to_f32 = |g: Vec<f64>| g.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    (to_f32(dq), to_f32(dk), to_f32(dv))
 }
 
 #[cfg(test)]
@@ -432,5 +605,155 @@ mod tests {
         let out = read_f32(&out_buf, q.len());
         assert_close("head 0", &out[..head_dim], &v_cache[..head_dim], 1e-6, 0.0);
         assert_close("head 1", &out[head_dim..], &v_cache[..head_dim], 1e-6, 0.0);
+    }
+
+    /// Returns `(b, t)` for every row of `batch` sequences of `seq_len`.
+    fn training_rows(batch: usize, seq_len: usize) -> Vec<[u32; 2]> {
+        (0..batch * seq_len)
+            .map(|row| [(row / seq_len) as u32, (row % seq_len) as u32])
+            .collect()
+    }
+
+    #[test]
+    fn attention_backward_matches_reference() {
+        let gpu = gpu();
+        let forward = Attention::new(gpu).unwrap();
+        let backward = AttentionBackward::new(gpu).unwrap();
+        let cases = [
+            (2, 70, 6, 2, 37),
+            (1, 9, 4, 4, 64),
+            (3, 5, 8, 2, 16),
+            (1, 3, 3, 1, 256),
+        ];
+        for (seed, (batch, seq_len, heads, kv_heads, head_dim)) in cases.into_iter().enumerate() {
+            let mut rng = rng(60 + seed as u64);
+            let shape = CacheShape {
+                heads,
+                kv_heads,
+                head_dim,
+                max_len: seq_len,
+            };
+            let m = batch * seq_len;
+            let q = uniform_vec(&mut rng, m * heads * head_dim, 1.0);
+            let k = uniform_vec(&mut rng, m * kv_heads * head_dim, 1.0);
+            let v = uniform_vec(&mut rng, m * kv_heads * head_dim, 1.0);
+            let d_out = uniform_vec(&mut rng, q.len(), 1.0);
+            let scale = 1.5 / (head_dim as f32).sqrt();
+
+            let q_buf = gpu.buffer_from("q", &q);
+            let k_buf = gpu.buffer_from("k", &k);
+            let v_buf = gpu.buffer_from("v", &v);
+            let rows_buf = gpu.buffer_from("rows", &flatten(&training_rows(batch, seq_len)));
+            let out_buf = gpu.buffer_zeroed("out", (q.len() * 4) as u64);
+            let d_out_buf = gpu.buffer_from("d_out", &d_out);
+            let dq_buf = gpu.buffer_zeroed("dq", (q.len() * 4) as u64);
+            let dk_buf = gpu.buffer_zeroed("dk", (k.len() * 4) as u64);
+            let dv_buf = gpu.buffer_zeroed("dv", (v.len() * 4) as u64);
+            let (h, g, d) = (heads as u32, kv_heads as u32, head_dim as u32);
+            run(|enc| {
+                forward.encode(
+                    gpu,
+                    enc,
+                    &q_buf,
+                    &k_buf,
+                    &v_buf,
+                    &rows_buf,
+                    &out_buf,
+                    m as u32,
+                    h,
+                    g,
+                    d,
+                    seq_len as u32,
+                    scale,
+                );
+                backward.encode(
+                    gpu,
+                    enc,
+                    &q_buf,
+                    &k_buf,
+                    &v_buf,
+                    &out_buf,
+                    &d_out_buf,
+                    &dq_buf,
+                    &dk_buf,
+                    &dv_buf,
+                    batch as u32,
+                    seq_len as u32,
+                    h,
+                    g,
+                    d,
+                    scale,
+                );
+            });
+
+            let (dq, dk, dv) = attention_backward_reference(&q, &k, &v, &d_out, shape, scale);
+            let label = format!("batch {batch} {shape:?}");
+            assert_close(
+                &format!("dq {label}"),
+                &read_f32(&dq_buf, q.len()),
+                &dq,
+                1e-5,
+                1e-4,
+            );
+            assert_close(
+                &format!("dk {label}"),
+                &read_f32(&dk_buf, k.len()),
+                &dk,
+                1e-5,
+                1e-4,
+            );
+            assert_close(
+                &format!("dv {label}"),
+                &read_f32(&dv_buf, v.len()),
+                &dv,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+
+    /// Checks `attention_backward_reference` against central finite
+    /// differences of `loss = sum(attention(q, k, v) * d_out)`.
+    #[test]
+    fn attention_backward_matches_finite_differences() {
+        let mut rng = rng(70);
+        let (batch, seq_len) = (2, 4);
+        let shape = CacheShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 3,
+            max_len: seq_len,
+        };
+        let m = batch * seq_len;
+        let q = uniform_vec(&mut rng, m * 4 * 3, 1.0);
+        let k = uniform_vec(&mut rng, m * 2 * 3, 1.0);
+        let v = uniform_vec(&mut rng, m * 2 * 3, 1.0);
+        let d_out = uniform_vec(&mut rng, q.len(), 1.0);
+        let scale = 0.8;
+        let rows = training_rows(batch, seq_len);
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+            let out = attention_reference(q, k, v, &rows, shape, scale);
+            out.iter()
+                .zip(&d_out)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum()
+        };
+        let (dq, dk, dv) = attention_backward_reference(&q, &k, &v, &d_out, shape, scale);
+        let step = 1e-2;
+        let numeric = |which: usize, i: usize| -> f32 {
+            let mut inputs = [q.clone(), k.clone(), v.clone()];
+            inputs[which][i] += step;
+            let plus = loss(&inputs[0], &inputs[1], &inputs[2]);
+            inputs[which][i] -= 2.0 * step;
+            let minus = loss(&inputs[0], &inputs[1], &inputs[2]);
+            ((plus - minus) / (2.0 * f64::from(step))) as f32
+        };
+        for i in 0..q.len() {
+            assert_close(&format!("dq[{i}]"), &[dq[i]], &[numeric(0, i)], 1e-4, 1e-3);
+        }
+        for i in 0..k.len() {
+            assert_close(&format!("dk[{i}]"), &[dk[i]], &[numeric(1, i)], 1e-4, 1e-3);
+            assert_close(&format!("dv[{i}]"), &[dv[i]], &[numeric(2, i)], 1e-4, 1e-3);
+        }
     }
 }
