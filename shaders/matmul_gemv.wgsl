@@ -8,11 +8,12 @@
 // in workgroup memory.
 // One thread per row suits CPU adapters, where x is then read at the same
 // address by all lanes; several suit GPUs, where neighbouring threads then
-// read neighbouring weight words.
+// read neighbouring weight words. x is read as vec4s, so K must be a
+// multiple of 4; the host uses `matmul_gemm.wgsl` otherwise.
 //
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams
-//   group 0, binding 1: storage read       x: array<f32>        [M, K]
+//   group 0, binding 1: storage read       x: array<vec4<f32>>  [M, K / 4]
 //   group 0, binding 2: storage read       weights: array<u32>  rows
 //                       row_offset .. row_offset + rows of w [N, K], packed
 //   group 0, binding 3: storage read       bias: array<f32>     [N]
@@ -24,7 +25,7 @@
 // MatmulParams is defined in `matmul_params.wgsl`, prepended by the host.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
@@ -32,19 +33,6 @@
 const WORKGROUP_SIZE: u32 = 64u;
 
 var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE>;
-
-// Reads x[m, 4 * group .. 4 * group + 3], zero past K.
-fn load_x4(m: u32, group: u32) -> vec4<f32> {
-    let base = m * params.k;
-    let k0 = 4u * group;
-    let last = params.k - 1u;
-    var v: vec4<f32>;
-    for (var i = 0u; i < 4u; i++) {
-        let k = k0 + i;
-        v[i] = select(0.0, x[base + min(k, last)], k < params.k);
-    }
-    return v;
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn matmul_gemv(
@@ -54,17 +42,32 @@ fn matmul_gemv(
     let m = workgroup.y;
     let row = workgroup.x * (WORKGROUP_SIZE / THREADS_PER_ROW) + thread / THREADS_PER_ROW;
     let lane = thread % THREADS_PER_ROW;
-    let groups = (params.k + 3u) / 4u;
+    // The host dispatches this kernel only when K is a multiple of 4.
+    let groups = params.k / 4u;
     // Rows past the chunk compute row 0 again and discard it, so every
     // thread reaches the barrier.
     let valid = row < params.rows;
     let safe_row = select(0u, row, valid);
 
-    var sum = 0.0;
-    for (var group = lane; group < groups; group += THREADS_PER_ROW) {
-        let w = dequant4(safe_row, group, params.row_words, params.scale_base);
-        sum += dot(w, load_x4(m, group));
+    let x_base = m * groups;
+    // Four groups an iteration, because on CPU adapters (llvmpipe) each loop
+    // iteration carries a fixed cost of execution-mask bookkeeping.
+    let step = THREADS_PER_ROW;
+    var sums = vec2<f32>(0.0);
+    var group = lane;
+    for (; group + 3u * step < groups; group += 4u * step) {
+        let w0 = dequant4(safe_row, group, params.row_words, params.scale_base);
+        let w1 = dequant4(safe_row, group + step, params.row_words, params.scale_base);
+        let w2 = dequant4(safe_row, group + 2u * step, params.row_words, params.scale_base);
+        let w3 = dequant4(safe_row, group + 3u * step, params.row_words, params.scale_base);
+        sums.x += dot(w0, x[x_base + group]) + dot(w2, x[x_base + group + 2u * step]);
+        sums.y += dot(w1, x[x_base + group + step]) + dot(w3, x[x_base + group + 3u * step]);
     }
+    for (; group < groups; group += step) {
+        let w = dequant4(safe_row, group, params.row_words, params.scale_base);
+        sums.x += dot(w, x[x_base + group]);
+    }
+    var sum = sums.x + sums.y;
 
     if THREADS_PER_ROW > 1u {
         partial_sums[thread] = sum;

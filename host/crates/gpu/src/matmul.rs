@@ -25,7 +25,8 @@ const GEMV_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv.wgsl");
 const GEMM_SOURCE: &str = include_str!("../../../../shaders/matmul_gemm.wgsl");
 const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transposed.wgsl");
 
-/// Activation row counts up to this one use the matrix-vector kernel.
+/// Activation row counts up to this one use the matrix-vector kernel when
+/// K is a multiple of 4 (it reads x as vec4s).
 const GEMV_MAX_ROWS: u32 = 4;
 /// Threads in one workgroup of `matmul_gemv.wgsl`.
 const GEMV_WORKGROUP: u32 = 64;
@@ -159,7 +160,8 @@ impl Matmul {
         }
 
         let pipelines = &self.pipelines[dtype_index(w.dtype())];
-        let (pipeline, kind) = if m <= GEMV_MAX_ROWS {
+        let use_gemv = m <= GEMV_MAX_ROWS && k % 4 == 0;
+        let (pipeline, kind) = if use_gemv {
             (&pipelines.gemv, "matmul_gemv")
         } else {
             (&pipelines.gemm, "matmul_gemm")
@@ -175,7 +177,7 @@ impl Matmul {
 
         for chunk in w.chunks() {
             let params = MatmulParams::new(w, chunk, m, flags);
-            let workgroups = if m <= GEMV_MAX_ROWS {
+            let workgroups = if use_gemv {
                 let rows_per_workgroup = GEMV_WORKGROUP / self.gemv_threads_per_row;
                 [groups(chunk.rows, rows_per_workgroup), m, 1]
             } else {
@@ -429,8 +431,9 @@ mod tests {
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(1);
-        // (M, N, blocks of K): M up to GEMV_MAX_ROWS takes the GEMV kernel,
-        // larger M the tiled one; none is a multiple of its tile.
+        // (M, N, blocks of K): M up to GEMV_MAX_ROWS takes the GEMV kernel
+        // where K is a multiple of 4, larger M the tiled one; none is a
+        // multiple of its tile.
         let shapes = [
             (1, 37, 3),
             (3, 70, 2),
@@ -440,16 +443,23 @@ mod tests {
         ];
         for dtype in DTYPES {
             for &(m, n, blocks) in &shapes {
-                let k = cols_for(dtype, blocks);
-                let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
-                let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
-                let x = uniform_vec(&mut rng, m * k, 1.0);
+                // Unquantized types also get a K that is a multiple of 4 but
+                // not of 16.
+                let mut ks = vec![cols_for(dtype, blocks)];
+                if !dtype.is_quantized() {
+                    ks.push(blocks * 16 + 4);
+                }
+                for k in ks {
+                    let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+                    let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+                    let x = uniform_vec(&mut rng, m * k, 1.0);
 
-                let actual = run_matmul(&matmul, &x, &w, None, None, m);
+                    let actual = run_matmul(&matmul, &x, &w, None, None, m);
 
-                let (expected, scale) = reference(&x, &w_values, None, None, m, n, k);
-                let what = format!("{dtype} M={m} N={n} K={k}");
-                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+                    let (expected, scale) = reference(&x, &w_values, None, None, m, n, k);
+                    let what = format!("{dtype} M={m} N={n} K={k}");
+                    assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+                }
             }
         }
     }
@@ -599,6 +609,8 @@ mod throughput {
             (DType::Q4_1, 1, 576, 1536, 100),
             (DType::Q8_0, 1, 49152, 576, 10),
             (DType::F32, 1, 1024, 1024, 50),
+            // Nearly no work: the fixed cost of one dispatch.
+            (DType::Q4_1, 1, 8, 32, 200),
         ];
         for (dtype, m, n, k, iterations) in cases {
             let name = format!("{dtype} {m}x{n}x{k}");
@@ -615,4 +627,3 @@ mod throughput {
         }
     }
 }
-
