@@ -4,9 +4,10 @@
 //!
 //! Each kernel is compiled once per weight type, with that type's
 //! `dequant_*.wgsl` snippet prepended, so the weights are dequantized as they
-//! are read and stay in their stored format in GPU memory. A few activation
-//! rows (decode) go through `matmul_gemv.wgsl`, which is bound by reading the
-//! weights once; more rows (prefill) go through the tiled
+//! are read and stay in their stored format in GPU memory.
+//!
+//! A few activation rows (decode) go through `matmul_gemv.wgsl`, which reads
+//! the weights once. More rows (prefill) go through the tiled
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
 //! rows.
 
@@ -99,6 +100,17 @@ impl Matmul {
             wgpu::DeviceType::Cpu => 1,
             _ => 32,
         };
+        Self::with_gemv_threads_per_row(gpu, gemv_threads_per_row)
+    }
+
+    /// Like [`Matmul::new`], with `gemv_threads_per_row` threads (a power of
+    /// two up to 64) sharing each weight row in the GEMV kernel.
+    fn with_gemv_threads_per_row(gpu: &Gpu, gemv_threads_per_row: u32) -> Result<Matmul> {
+        ensure!(
+            gemv_threads_per_row.is_power_of_two() && gemv_threads_per_row <= GEMV_WORKGROUP,
+            "GEMV threads per row must be a power of two up to {GEMV_WORKGROUP}, \
+             got {gemv_threads_per_row}"
+        );
         let mut pipelines = Vec::with_capacity(DTYPES.len());
         for dtype in DTYPES {
             let snippet = dequant_snippet(dtype);
@@ -254,7 +266,7 @@ fn dispatch_chunk(
     dispatch(encoder, label, pipeline, &bind_group, workgroups);
 }
 
-/// Panics unless `buffer` holds at least `values` f32s.
+/// Panics unless `buffer` has room for at least `values` f32s.
 fn check_size(name: &str, buffer: &wgpu::Buffer, values: u64) {
     let needed = values * 4;
     assert!(
@@ -431,9 +443,9 @@ mod tests {
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(1);
-        // (M, N, blocks of K): M up to GEMV_MAX_ROWS takes the GEMV kernel
-        // where K is a multiple of 4, larger M the tiled one; none is a
-        // multiple of its tile.
+        // (M, N, blocks of K). M up to GEMV_MAX_ROWS takes the GEMV kernel
+        // where K is a multiple of 4, and larger M the tiled one. No size is
+        // a multiple of its tile.
         let shapes = [
             (1, 37, 3),
             (3, 70, 2),
@@ -462,6 +474,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gemv_splits_rows_across_threads() {
+        // GPUs share each row among several threads and reduce their partial
+        // sums; lavapipe runs one thread a row unless told otherwise.
+        let gpu = gpu();
+        let mut rng = rng(6);
+        let (n, k) = (70, 96);
+        for threads_per_row in [2, 32, 64] {
+            let matmul = Matmul::with_gemv_threads_per_row(gpu, threads_per_row).unwrap();
+            for dtype in [DType::F32, DType::Q4_1, DType::Q8_0] {
+                let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+                let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+                let m = 2;
+                let x = uniform_vec(&mut rng, m * k, 1.0);
+                let bias = uniform_vec(&mut rng, n, 1.0);
+
+                let actual = run_matmul(&matmul, &x, &w, Some(&bias), None, m);
+
+                let (expected, scale) = reference(&x, &w_values, Some(&bias), None, m, n, k);
+                let what = format!("{dtype} with {threads_per_row} threads a row");
+                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+            }
+        }
+        assert!(Matmul::with_gemv_threads_per_row(gpu, 3).is_err());
+        assert!(Matmul::with_gemv_threads_per_row(gpu, 128).is_err());
     }
 
     #[test]
@@ -582,7 +621,8 @@ mod tests {
     #[test]
     fn benchmark_reports_throughput() {
         let gflops = benchmark(gpu(), DType::Q4_1, 2, 64, 64, 2).unwrap();
-        assert!(gflops.is_finite() && gflops > 0.0, "{gflops} GFLOP/s");
+        assert!(gflops.is_finite(), "{gflops} GFLOP/s");
+        assert!(gflops > 0.0, "{gflops} GFLOP/s");
     }
 }
 
