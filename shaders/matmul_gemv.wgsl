@@ -20,7 +20,9 @@
 //   group 0, binding 4: storage read_write out: array<f32>      [M, N]
 //
 // Workgroup: 64 threads, 64 / THREADS_PER_ROW rows.
-// Dispatch: (ceil(rows * THREADS_PER_ROW / 64), M, 1) once a chunk.
+// Dispatch: (X, M, Z) once a chunk, with X * Z >= ceil(rows *
+// THREADS_PER_ROW / 64) workgroups of rows split over x and z so that
+// neither exceeds the per-dimension limit.
 
 // MatmulParams is defined in `matmul_params.wgsl`, prepended by the host.
 
@@ -37,10 +39,12 @@ var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE>;
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn matmul_gemv(
     @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(num_workgroups) workgroup_count: vec3<u32>,
     @builtin(local_invocation_index) thread: u32,
 ) {
     let m = workgroup.y;
-    let row = workgroup.x * (WORKGROUP_SIZE / THREADS_PER_ROW) + thread / THREADS_PER_ROW;
+    let row_block = workgroup.z * workgroup_count.x + workgroup.x;
+    let row = row_block * (WORKGROUP_SIZE / THREADS_PER_ROW) + thread / THREADS_PER_ROW;
     let lane = thread % THREADS_PER_ROW;
     // The host dispatches this kernel only when K is a multiple of 4.
     let groups = params.k / 4u;

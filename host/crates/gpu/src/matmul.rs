@@ -18,7 +18,7 @@ use laser_model::DType;
 
 use crate::Gpu;
 use crate::device::groups;
-use crate::pass::{compile, dispatch};
+use crate::pass::{compile, dispatch, split_groups};
 use crate::qmatrix::{Chunk, DTYPES, QMatrix, dequant_snippet, dtype_index};
 
 const PARAMS_SOURCE: &str = include_str!("../../../../shaders/matmul_params.wgsl");
@@ -191,7 +191,8 @@ impl Matmul {
             let params = MatmulParams::new(w, chunk, m, flags);
             let workgroups = if use_gemv {
                 let rows_per_workgroup = GEMV_WORKGROUP / self.gemv_threads_per_row;
-                [groups(chunk.rows, rows_per_workgroup), m, 1]
+                let [x, z, _] = split_groups(groups(chunk.rows, rows_per_workgroup));
+                [x, m, z]
             } else {
                 [groups(chunk.rows, GEMM_TILE), groups(m, GEMM_TILE), 1]
             };
@@ -499,6 +500,17 @@ mod tests {
                 assert_close(&what, &actual, &expected, &scale, TOLERANCE);
             }
         }
+        // One row a workgroup over more rows than one dispatch dimension
+        // allows, so the rows are split over x and z.
+        let matmul = Matmul::with_gemv_threads_per_row(gpu, 64).unwrap();
+        let (n, k, dtype) = (65_600, 32, DType::Q4_1);
+        let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+        let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
+        let x = uniform_vec(&mut rng, k, 1.0);
+        let actual = run_matmul(&matmul, &x, &w, None, None, 1);
+        let (expected, scale) = reference(&x, &w_values, None, None, 1, n, k);
+        assert_close("65600 rows", &actual, &expected, &scale, TOLERANCE);
+
         assert!(Matmul::with_gemv_threads_per_row(gpu, 3).is_err());
         assert!(Matmul::with_gemv_threads_per_row(gpu, 128).is_err());
     }
