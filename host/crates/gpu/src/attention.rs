@@ -432,7 +432,7 @@ pub fn attention_backward_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, gpu, read_f32, rng, run, uniform_vec};
+    use crate::testing::{assert_close, gpu, read_f32, rng, run, time_gpu, uniform_vec};
 
     const SLOTS: usize = 3;
 
@@ -754,6 +754,44 @@ mod tests {
         for i in 0..k.len() {
             assert_close(&format!("dk[{i}]"), &[dk[i]], &[numeric(1, i)], 1e-4, 1e-3);
             assert_close(&format!("dv[{i}]"), &[dv[i]], &[numeric(2, i)], 1e-4, 1e-3);
+        }
+    }
+
+    /// Prints attention timings for the real model's shape (9 query heads,
+    /// 3 kv heads, head size 64): a 512-row prefill and a decode of 8 rows
+    /// at position 1000.
+    #[test]
+    #[ignore = "benchmark: prints timings, takes seconds on lavapipe"]
+    fn attention_throughput() {
+        let gpu = gpu();
+        let op = Attention::new(gpu).unwrap();
+        let shape = CacheShape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+            max_len: 1024,
+        };
+        let mut rng = rng(80);
+        let cache_len = 8 * shape.max_len * shape.kv_heads * shape.head_dim;
+        let k_buf = gpu.buffer_from("k_cache", &uniform_vec(&mut rng, cache_len, 1.0));
+        let v_buf = gpu.buffer_from("v_cache", &uniform_vec(&mut rng, cache_len, 1.0));
+        let prefill: Vec<[u32; 2]> = (0..512).map(|t| [0, t]).collect();
+        let decode: Vec<[u32; 2]> = (0..8).map(|slot| [slot, 1000]).collect();
+        for (name, rows) in [
+            ("prefill 512 rows", prefill),
+            ("decode 8 rows at 1000", decode),
+        ] {
+            let m = rows.len();
+            let q_buf = gpu.buffer_from("q", &uniform_vec(&mut rng, m * 9 * 64, 1.0));
+            let rows_buf = gpu.buffer_from("rows", &flatten(&rows));
+            let out_buf = gpu.buffer_zeroed("out", (m * 9 * 64 * 4) as u64);
+            let elapsed = time_gpu(3, |enc| {
+                op.encode(
+                    gpu, enc, &q_buf, &k_buf, &v_buf, &rows_buf, &out_buf, m as u32, 9, 3, 64,
+                    1024, 0.125,
+                )
+            });
+            println!("attention {name}: {elapsed:?}");
         }
     }
 }

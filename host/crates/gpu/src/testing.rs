@@ -63,3 +63,22 @@ pub(crate) fn assert_close(label: &str, actual: &[f32], expected: &[f32], abs: f
         );
     }
 }
+
+/// Returns the mean wall time of one submission of `record`, after one
+/// warm-up submission, over `iterations` submissions waited on one by one.
+pub(crate) fn time_gpu(
+    iterations: u32,
+    mut record: impl FnMut(&mut wgpu::CommandEncoder),
+) -> std::time::Duration {
+    let gpu = gpu();
+    let mut submit_and_wait = || {
+        run(&mut record);
+        gpu.wait().expect("GPU wait failed");
+    };
+    submit_and_wait();
+    let start = std::time::Instant::now();
+    for _ in 0..iterations {
+        submit_and_wait();
+    }
+    start.elapsed() / iterations
+}

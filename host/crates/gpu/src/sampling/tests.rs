@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use rand::Rng;
 
 use super::*;
-use crate::testing::{assert_close, gpu, read_f32, read_u32, rng, run, uniform_vec};
+use crate::testing::{assert_close, gpu, read_f32, read_u32, rng, run, time_gpu, uniform_vec};
 
 /// The vocabulary size of the real model.
 const REAL_VOCAB: usize = 49_152;
@@ -461,4 +461,59 @@ fn token_logprob_backward_matches_finite_differences() {
             1e-3,
         );
     }
+}
+
+/// Prints sampler and log-probability timings at the real vocabulary size.
+#[test]
+#[ignore = "benchmark: prints timings, takes seconds on lavapipe"]
+fn sampling_throughput() {
+    let gpu = gpu();
+    let sampler = Sampler::new(gpu).unwrap();
+    let logprob = TokenLogprob::new(gpu).unwrap();
+    let mut rng = rng(81);
+    let b = 16;
+    let v = REAL_VOCAB;
+    let logits_buf = gpu.buffer_from("logits", &uniform_vec(&mut rng, b * v, 8.0));
+    let tokens_buf = gpu.buffer_zeroed("tokens", (b * 4) as u64);
+    let logprobs_buf = gpu.buffer_zeroed("logprobs", (b * 4) as u64);
+    let settings = [
+        ("greedy", SampleParams::greedy()),
+        ("temperature 1", SampleParams::new(1.0, 0, 1.0, 1, 0)),
+        ("top-k 50", SampleParams::new(0.8, 50, 1.0, 1, 0)),
+        ("top-k 50 top-p 0.9", SampleParams::new(0.8, 50, 0.9, 1, 0)),
+        ("top-p 0.9", SampleParams::new(0.8, 0, 0.9, 1, 0)),
+    ];
+    for (name, params) in settings {
+        let params_buf = gpu.buffer_from("params", &vec![params; b]);
+        let elapsed = time_gpu(3, |enc| {
+            sampler.encode(
+                gpu,
+                enc,
+                &logits_buf,
+                &params_buf,
+                &tokens_buf,
+                &logprobs_buf,
+                b as u32,
+                v as u32,
+            )
+        });
+        println!("sample {b} rows x {v}, {name}: {elapsed:?}");
+    }
+
+    let m = 256;
+    let logits_buf = gpu.buffer_from("logits", &uniform_vec(&mut rng, m * v, 8.0));
+    let targets_buf = gpu.buffer_from("targets", &vec![5u32; m]);
+    let out_buf = gpu.buffer_zeroed("out", (m * 4) as u64);
+    let elapsed = time_gpu(3, |enc| {
+        logprob.encode(
+            gpu,
+            enc,
+            &logits_buf,
+            &targets_buf,
+            &out_buf,
+            m as u32,
+            v as u32,
+        )
+    });
+    println!("token_logprob {m} rows x {v}: {elapsed:?}");
 }
