@@ -724,12 +724,14 @@ mod tests {
             head_dim: 3,
             max_len: seq_len,
         };
+
         let m = batch * seq_len;
         let q = uniform_vec(&mut rng, m * 4 * 3, 1.0);
         let k = uniform_vec(&mut rng, m * 2 * 3, 1.0);
         let v = uniform_vec(&mut rng, m * 2 * 3, 1.0);
         let d_out = uniform_vec(&mut rng, q.len(), 1.0);
         let scale = 0.8;
+
         let rows = training_rows(batch, seq_len);
         let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
             let out = attention_reference(q, k, v, &rows, shape, scale);
@@ -739,6 +741,7 @@ mod tests {
                 .sum()
         };
         let (dq, dk, dv) = attention_backward_reference(&q, &k, &v, &d_out, shape, scale);
+
         let step = 1e-2;
         let numeric = |which: usize, i: usize| -> f32 {
             let mut inputs = [q.clone(), k.clone(), v.clone()];
@@ -748,6 +751,7 @@ mod tests {
             let minus = loss(&inputs[0], &inputs[1], &inputs[2]);
             ((plus - minus) / (2.0 * f64::from(step))) as f32
         };
+
         for i in 0..q.len() {
             assert_close(&format!("dq[{i}]"), &[dq[i]], &[numeric(0, i)], 1e-4, 1e-3);
         }

@@ -179,7 +179,7 @@ struct TokenLogprobChunkParams {
 const _: () = assert!(size_of::<TokenLogprobChunkParams>() == 16);
 
 /// [`TokenLogprob`] over a vocabulary processed in column chunks, so that
-/// training never holds the full `[M, V]` logits: each call merges one
+/// training never allocates the full `[M, V]` logits. Each call merges one
 /// chunk into a per-row state and rewrites the log-probabilities.
 pub struct TokenLogprobChunk {
     kernel: Kernel,
