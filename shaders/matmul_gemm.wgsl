@@ -13,6 +13,11 @@
 // register spills cost far less. Neighbouring threads share a row block,
 // so they read the same x values.
 //
+// NOTE: llvmpipe 22.3 turns every load inside a loop into a loop over the 8
+// lanes, tens of cycles each, so this kernel reaches about 4 GFLOP/s on 2
+// cores there (see `matmul_throughput` in `matmul.rs`), far below the CPU's
+// peak. The loads, not the multiply-adds, set that limit.
+//
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams
 //   group 0, binding 1: storage read       x: array<f32>        [M, K]

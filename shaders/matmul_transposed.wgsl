@@ -3,9 +3,14 @@
 //   out[m, k] = sum_n dy[m, n] * w[n, k], or out[m, k] += that.
 //
 // Built once per weight type with `matmul_params.wgsl` and a
-// `dequant_*.wgsl` snippet prepended. Each thread owns 4 consecutive k of one activation row and walks the
-// chunk's rows; a matrix split into chunks is dispatched once a chunk, every
-// chunk after the first adding to `out`.
+// `dequant_*.wgsl` snippet prepended. Each thread owns 4 consecutive k of
+// one activation row and walks the chunk's rows. A matrix split into chunks
+// is dispatched once a chunk, every chunk after the first adding to `out`.
+//
+// NOTE: threads of different activation rows read the same weights again,
+// so the weights are read M times a dispatch. That is slow for the hundreds
+// of rows of a training sequence; a tiled kernel like `matmul_gemm.wgsl`
+// would read them once a 64-row tile.
 //
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams
