@@ -16,7 +16,8 @@
 // Workgroup: 64 threads, one workgroup per (row, query head). In each tile
 // thread j scores position t0 + j, then accumulates output elements
 // d = j, j + 64, j + 128, j + 192. D <= 256.
-// Dispatch: (H, M, 1).
+// Dispatch: (H, min(M, 65535), ceil(M / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct AttentionParams {
     m: u32,
@@ -50,10 +51,14 @@ var<workgroup> probs: array<f32, TILE>;
 @compute @workgroup_size(64)
 fn attention(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let head = wid.x;
-    let row = wid.y;
+    let row = wid.y + wid.z * groups.y;
+    if row >= params.m {
+        return;
+    }
     let head_dim = params.head_dim;
     let kv_head = head / (params.heads / params.kv_heads);
     let slot = rows[2u * row];

@@ -18,7 +18,8 @@
 // Workgroup: 64 threads, one workgroup per (key row, kv head); in each tile
 // of 64 query positions thread j handles query j, then output elements
 // d = j, j + 64, j + 128, j + 192. D <= 256.
-// Dispatch: (G, M, 1).
+// Dispatch: (G, min(M, 65535), ceil(M / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct AttentionBackwardParams {
     m: u32,
@@ -53,10 +54,14 @@ var<workgroup> d_scores: array<f32, TILE>;
 @compute @workgroup_size(64)
 fn attention_backward_kv(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let kv_head = wid.x;
-    let row = wid.y;
+    let row = wid.y + wid.z * groups.y;
+    if row >= params.m {
+        return;
+    }
     let head_dim = params.head_dim;
     let heads = params.heads;
     let group_size = heads / params.kv_heads;

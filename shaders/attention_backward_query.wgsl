@@ -19,7 +19,8 @@
 // Workgroup: 64 threads, one workgroup per (row, query head); in each tile
 // of 64 positions thread j handles position j, then output elements
 // d = j, j + 64, j + 128, j + 192. D <= 256.
-// Dispatch: (H, M, 1).
+// Dispatch: (H, min(M, 65535), ceil(M / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct AttentionBackwardParams {
     m: u32,
@@ -56,10 +57,14 @@ var<workgroup> d_scores: array<f32, TILE>;
 @compute @workgroup_size(64)
 fn attention_backward_query(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let head = wid.x;
-    let row = wid.y;
+    let row = wid.y + wid.z * groups.y;
+    if row >= params.m {
+        return;
+    }
     let head_dim = params.head_dim;
     let kv_head = head / (params.heads / params.kv_heads);
     let pos = row % params.seq_len;

@@ -7,7 +7,8 @@
 //   2 read       indices  u32 [R] (R = params.r, each < M)
 //   3 read_write out      f32 [R, C]
 // Workgroup: 256 threads, one element of a row each.
-// Dispatch: (ceil(C / 256), R, 1).
+// Dispatch: (ceil(C / 256), min(R, 65535), ceil(R / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct GatherRowsParams {
     r: u32,
@@ -22,10 +23,13 @@ struct GatherRowsParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn gather_rows(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let col = gid.x;
-    let row = gid.y;
-    if col >= params.c {
+    let row = gid.y + gid.z * groups.y;
+    if col >= params.c || row >= params.r {
         return;
     }
     out[row * params.c + col] = x[indices[row] * params.c + col];

@@ -10,7 +10,8 @@
 //   4 read_write k_cache  f32 [S, T, G, D] (S slots, T = params.max_len)
 //   5 read_write v_cache  f32 [S, T, G, D]
 // Workgroup: 256 threads, one thread per element of a row's G * D values.
-// Dispatch: (ceil(G * D / 256), M, 1).
+// Dispatch: (ceil(G * D / 256), min(M, 65535), ceil(M / 65535)); the row
+// is wid.y + wid.z * num_workgroups.y.
 
 struct KvWriteParams {
     m: u32,
@@ -27,11 +28,14 @@ struct KvWriteParams {
 @group(0) @binding(5) var<storage, read_write> v_cache: array<f32>;
 
 @compute @workgroup_size(256)
-fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn kv_write(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let width = params.kv_heads * params.head_dim;
-    let row = gid.y;
+    let row = gid.y + gid.z * groups.y;
     let i = gid.x;
-    if i >= width {
+    if i >= width || row >= params.m {
         return;
     }
     let slot = rows[2u * row];

@@ -6,7 +6,8 @@
 //   2 read       weight  f32 [C]
 //   3 read_write out     f32 [M, C]
 // Workgroup: 256 threads, one workgroup per row.
-// Dispatch: (M, 1, 1).
+// Dispatch: (1, min(M, 65535), ceil(M / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct RmsNormParams {
     m: u32,
@@ -27,9 +28,13 @@ var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(256)
 fn rms_norm(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x;
+    let row = wid.y + wid.z * groups.y;
+    if row >= params.m {
+        return;
+    }
     let c = params.c;
     let base = row * c;
 

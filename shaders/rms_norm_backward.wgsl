@@ -11,7 +11,8 @@
 //   4 read_write dx       f32 [M, C]
 //   5 read_write inv_rms  f32 [M]
 // Workgroup: 256 threads, one workgroup per row.
-// Dispatch: (M, 1, 1).
+// Dispatch: (1, min(M, 65535), ceil(M / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct RmsNormParams {
     m: u32,
@@ -35,9 +36,13 @@ var<workgroup> partial_dot: array<f32, WG>;
 @compute @workgroup_size(256)
 fn rms_norm_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x;
+    let row = wid.y + wid.z * groups.y;
+    if row >= params.m {
+        return;
+    }
     let c = params.c;
     let base = row * c;
 

@@ -10,7 +10,8 @@
 //   1 read_write x          f32 [M, H, D] (H = params.heads, any head count)
 //   2 read       positions  u32 [M]
 // Workgroup: 256 threads, one thread per (head, pair) of a row.
-// Dispatch: (ceil(H * D/2 / 256), M, 1).
+// Dispatch: (ceil(H * D/2 / 256), min(M, 65535), ceil(M / 65535)); the row
+// is wid.y + wid.z * num_workgroups.y.
 
 struct RopeParams {
     m: u32,
@@ -47,11 +48,14 @@ fn reduce_angle(angle: f32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn rope(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let half_dim = params.head_dim / 2u;
-    let row = gid.y;
+    let row = gid.y + gid.z * groups.y;
     let index = gid.x;
-    if index >= params.heads * half_dim {
+    if index >= params.heads * half_dim || row >= params.m {
         return;
     }
     let head = index / half_dim;

@@ -26,7 +26,8 @@
 //   4 read_write logprobs  f32 [B]
 // Workgroup: 256 threads, one workgroup per row; thread j owns the ids
 // [j * ceil(V / 256), (j + 1) * ceil(V / 256)) clipped to V.
-// Dispatch: (B, 1, 1).
+// Dispatch: (1, min(B, 65535), ceil(B / 65535)); the row is
+// wid.y + wid.z * num_workgroups.y.
 
 struct SampleShape {
     b: u32,
@@ -174,9 +175,13 @@ fn chunk_mass(cut: Cut, threshold: u32) -> f32 {
 @compute @workgroup_size(256)
 fn sample(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x;
+    let row = wid.y + wid.z * groups.y;
+    if row >= shape.b {
+        return;
+    }
     let v = shape.v;
     let base = row * v;
     let chunk = (v + WG - 1u) / WG;

@@ -14,7 +14,8 @@
 //   4 read       d_logprob  f32 [M]
 //   5 read_write d_logits   f32 [M, V_c]
 // Workgroup: 256 threads, one element of a row each.
-// Dispatch: (ceil(V_c / 256), M, 1).
+// Dispatch: (ceil(V_c / 256), min(M, 65535), ceil(M / 65535)); the row
+// is wid.y + wid.z * num_workgroups.y.
 
 struct TokenLogprobBackwardParams {
     m: u32,
@@ -31,10 +32,13 @@ struct TokenLogprobBackwardParams {
 @group(0) @binding(5) var<storage, read_write> d_logits: array<f32>;
 
 @compute @workgroup_size(256)
-fn token_logprob_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn token_logprob_backward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let column = gid.x;
-    let row = gid.y;
-    if column >= params.v_chunk {
+    let row = gid.y + gid.z * groups.y;
+    if column >= params.v_chunk || row >= params.m {
         return;
     }
     let log_sum = state[3u * row] + log(state[3u * row + 1u]);

@@ -11,7 +11,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::Kernel;
+use crate::pass::{Kernel, row_grid};
 
 const KV_WRITE_SHADER: &str = include_str!("../../../../shaders/kv_write.wgsl");
 const ATTENTION_SHADER: &str = include_str!("../../../../shaders/attention.wgsl");
@@ -90,7 +90,7 @@ impl KvWrite {
             head_dim,
             max_len,
         };
-        let groups = [(kv_heads * head_dim).div_ceil(256), m, 1];
+        let groups = row_grid((kv_heads * head_dim).div_ceil(256), m);
         self.kernel.encode(
             gpu,
             encoder,
@@ -161,7 +161,7 @@ impl Attention {
             encoder,
             &params,
             &[q, k_cache, v_cache, rows, out],
-            [heads, m, 1],
+            row_grid(heads, m),
         );
     }
 }
@@ -263,10 +263,10 @@ impl AttentionBackward {
         let stats = gpu.buffer_zeroed("attention_backward stats", stats_bytes);
         let buffers = [q, k, v, out, d_out, dq, &stats];
         self.query_kernel
-            .encode(gpu, encoder, &params, &buffers, [heads, m, 1]);
+            .encode(gpu, encoder, &params, &buffers, row_grid(heads, m));
         let buffers = [q, k, v, d_out, &stats, dk, dv];
         self.kv_kernel
-            .encode(gpu, encoder, &params, &buffers, [kv_heads, m, 1]);
+            .encode(gpu, encoder, &params, &buffers, row_grid(kv_heads, m));
     }
 }
 

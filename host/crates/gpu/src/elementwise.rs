@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{Kernel, split_groups};
+use crate::pass::{Kernel, row_grid, split_groups};
 
 const SWIGLU_SHADER: &str = include_str!("../../../../shaders/swiglu.wgsl");
 const SWIGLU_BACKWARD_SHADER: &str = include_str!("../../../../shaders/swiglu_backward.wgsl");
@@ -181,7 +181,7 @@ impl GatherRows {
         c: u32,
     ) {
         let params = GatherRowsParams { r, c, _pad: [0; 2] };
-        let groups = [c.div_ceil(WORKGROUP_SIZE), r, 1];
+        let groups = row_grid(c.div_ceil(WORKGROUP_SIZE), r);
         self.kernel
             .encode(gpu, encoder, &params, &[x, indices, out], groups);
     }
@@ -386,5 +386,23 @@ mod tests {
         let expected = gather_rows_reference(&x, &indices, c);
         let actual = read_f32(&out_buf, indices.len() * c);
         assert_close("gather_rows", &actual, &expected, 0.0, 0.0);
+    }
+
+    /// More than 65535 rows need the z dimension of the grid.
+    #[test]
+    fn gather_rows_past_dispatch_limit() {
+        let gpu = gpu();
+        let op = GatherRows::new(gpu).unwrap();
+        let (m, r, c) = (10, 70_000, 2);
+        let x: Vec<f32> = (0..m * c).map(|i| i as f32).collect();
+        let indices: Vec<u32> = (0..r as u32).map(|j| (j * 7) % m as u32).collect();
+        let x_buf = gpu.buffer_from("x", &x);
+        let indices_buf = gpu.buffer_from("indices", &indices);
+        let out_buf = gpu.buffer_zeroed("out", (r * c * 4) as u64);
+        run(|enc| op.encode(gpu, enc, &x_buf, &indices_buf, &out_buf, r as u32, c as u32));
+
+        let expected = gather_rows_reference(&x, &indices, c);
+        let actual = read_f32(&out_buf, r * c);
+        assert_close("gather_rows 70000 rows", &actual, &expected, 0.0, 0.0);
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::Kernel;
+use crate::pass::{Kernel, row_grid};
 
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../../../shaders/rms_norm_backward.wgsl");
@@ -60,7 +60,7 @@ impl RmsNorm {
             encoder,
             &RmsNormParams { m, c, eps, _pad: 0 },
             &[x, weight, out],
-            [m, 1, 1],
+            row_grid(1, m),
         );
     }
 }
@@ -119,7 +119,7 @@ impl RmsNormBackward {
         let inv_rms = gpu.buffer_zeroed("rms_norm_backward inv_rms", u64::from(m) * 4);
         let buffers = [x, weight, dy, dx, &inv_rms];
         self.input_kernel
-            .encode(gpu, encoder, &params, &buffers, [m, 1, 1]);
+            .encode(gpu, encoder, &params, &buffers, row_grid(1, m));
         // NOTE: one thread per column loops over all M rows, so only
         // ceil(C / 256) workgroups run; a wide GPU would want the rows split.
         let buffers = [x, dy, &inv_rms, d_weight];
@@ -297,5 +297,29 @@ mod tests {
                 1e-3,
             );
         }
+    }
+
+    /// More than 65535 rows need the z dimension of the grid.
+    #[test]
+    fn rms_norm_rows_past_dispatch_limit() {
+        let gpu = gpu();
+        let op = RmsNorm::new(gpu).unwrap();
+        let mut rng = rng(10);
+        let (m, c) = (65_537, 3);
+        let x = uniform_vec(&mut rng, m * c, 3.0);
+        let weight = uniform_vec(&mut rng, c, 2.0);
+        let x_buf = gpu.buffer_from("x", &x);
+        let w_buf = gpu.buffer_from("weight", &weight);
+        let out_buf = gpu.buffer_zeroed("out", (m * c * 4) as u64);
+        run(|enc| op.encode(gpu, enc, &x_buf, &w_buf, &out_buf, m as u32, c as u32, 1e-5));
+
+        let expected = rms_norm_reference(&x, &weight, m, c, 1e-5);
+        assert_close(
+            "rms_norm 65537 rows",
+            &read_f32(&out_buf, m * c),
+            &expected,
+            1e-6,
+            1e-5,
+        );
     }
 }

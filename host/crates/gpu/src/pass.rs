@@ -102,6 +102,22 @@ pub(crate) fn split_groups(groups: u32) -> [u32; 3] {
     }
 }
 
+/// Returns the grid for `x_groups` workgroups per row times `rows` rows,
+/// spreading the rows over y and z so neither exceeds
+/// [`MAX_GROUPS_PER_DIM`]. Kernels recover the row as
+/// `wid.y + wid.z * num_workgroups.y` and skip rows past the end.
+pub(crate) fn row_grid(x_groups: u32, rows: u32) -> [u32; 3] {
+    if rows <= MAX_GROUPS_PER_DIM {
+        [x_groups, rows, 1]
+    } else {
+        [
+            x_groups,
+            MAX_GROUPS_PER_DIM,
+            rows.div_ceil(MAX_GROUPS_PER_DIM),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

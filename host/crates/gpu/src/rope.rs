@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::Kernel;
+use crate::pass::{Kernel, row_grid};
 
 const SHADER: &str = include_str!("../../../../shaders/rope.wgsl");
 
@@ -190,7 +190,7 @@ fn encode_rotation(
         encoder,
         &params,
         &[x, positions],
-        [pairs.div_ceil(256), m, 1],
+        row_grid(pairs.div_ceil(256), m),
     );
 }
 

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::Gpu;
-use crate::pass::{Kernel, split_groups};
+use crate::pass::{Kernel, row_grid, split_groups};
 
 const SAMPLE_SHADER: &str = include_str!("../../../../shaders/sample.wgsl");
 const TOKEN_LOGPROB_SHADER: &str = include_str!("../../../../shaders/token_logprob.wgsl");
@@ -120,7 +120,7 @@ impl Sampler {
             encoder,
             &SampleShape { b, v, _pad: [0; 2] },
             &[logits, params, tokens, logprobs],
-            [b, 1, 1],
+            row_grid(1, b),
         );
     }
 }
@@ -283,7 +283,7 @@ impl TokenLogprobBackward {
             first: 0,
         };
         let buffers = [logits, targets, state, d_logprob, d_logits];
-        let groups = [v_chunk.div_ceil(256), m, 1];
+        let groups = row_grid(v_chunk.div_ceil(256), m);
         self.kernel.encode(gpu, encoder, &params, &buffers, groups);
     }
 }
