@@ -7,11 +7,13 @@
 //! the engine in `laser-host` strings the kernels into a forward pass.
 
 pub mod attention;
+pub mod dense;
 pub mod device;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod norm;
+pub mod optimizer;
 mod pass;
 pub mod qmatrix;
 pub mod rope;
