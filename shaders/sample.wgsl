@@ -6,9 +6,10 @@
 //   1. One pass merges (max, sum of exp, argmax) per thread, then a tree
 //      reduction gives the row's max, log-sum-exp and argmax (lowest id on
 //      ties). Temperature <= 0 or top_k == 1 returns the argmax.
-//   2. Top-k: the k-th largest key tau_k is found bit by bit (32 rounds,
-//      each counting keys >= candidate). Keys above tau_k are kept, and of
-//      the keys equal to tau_k only the lowest ids, so exactly k survive.
+//   2. Top-k: the k-th largest key tau_k is found by radix select, 8 bits
+//      a round from the top (4 rounds of a 256-bin histogram). Keys above
+//      tau_k are kept, and of the keys equal to tau_k only the lowest ids,
+//      so exactly k survive.
 //   3. Top-p: the largest key tau_p whose kept mass sum_{key >= tau_p}
 //      exp((l - max) / temperature) reaches top_p of the kept total is found
 //      the same way; keys below tau_p are dropped. Ties at tau_p are all
@@ -61,6 +62,9 @@ const NONE: u32 = 0xffffffffu;
 var<workgroup> red_f: array<f32, WG>;
 var<workgroup> red_g: array<f32, WG>;
 var<workgroup> red_u: array<u32, WG>;
+var<workgroup> histogram: array<atomic<u32>, WG>;
+var<workgroup> radix_digit: u32;
+var<workgroup> radix_above: u32;
 var<workgroup> chosen: atomic<u32>;
 var<workgroup> last_kept: atomic<u32>;
 
@@ -127,6 +131,51 @@ fn reduce_sum_f32(value: f32, lid: u32) -> f32 {
     let total = workgroupUniformLoad(&red_f[0]);
     workgroupBarrier();
     return total;
+}
+
+// Returns the key of the k-th largest logit of the row (1 <= k <= V) by
+// radix select: each round histograms the next 8 bits of the keys that
+// match the digits chosen so far, and picks the digit that holds the k-th
+// largest among them. The histogram has one bin per thread (WG = 256).
+fn radix_select(base: u32, start: u32, end: u32, k: u32, lid: u32) -> u32 {
+    var prefix = 0u;
+    var remaining = k;
+    for (var round = 0u; round < 4u; round++) {
+        let shift = 24u - 8u * round;
+        // Bits above this round's digit, which must equal `prefix`.
+        let fixed_mask = select(0xffffffffu << (shift + 8u), 0u, round == 0u);
+        atomicStore(&histogram[lid], 0u);
+        workgroupBarrier();
+        for (var i = start; i < end; i++) {
+            let key = order_key(logits[base + i]);
+            if (key & fixed_mask) == prefix {
+                atomicAdd(&histogram[(key >> shift) & 0xffu], 1u);
+            }
+        }
+        workgroupBarrier();
+        if lid == 0u {
+            // Walk the bins from the largest digit down until the count
+            // reaches `remaining`; such a bin exists because at least
+            // `remaining` keys match the prefix.
+            var above = 0u;
+            var digit = 0u;
+            for (var d = 255i; d >= 0; d--) {
+                let count = atomicLoad(&histogram[u32(d)]);
+                if above + count >= remaining {
+                    digit = u32(d);
+                    break;
+                }
+                above += count;
+            }
+            radix_digit = digit;
+            radix_above = above;
+        }
+        let digit = workgroupUniformLoad(&radix_digit);
+        let above = workgroupUniformLoad(&radix_above);
+        prefix |= digit << shift;
+        remaining -= above;
+    }
+    return prefix;
 }
 
 // Top-k membership of one element, visited in id order: keys above tau are
@@ -240,18 +289,7 @@ fn sample(
     var tie_offset = 0u;
     let k = min(p.top_k, v);
     if p.top_k != 0u && k < v {
-        var found = 0u;
-        for (var bit = 0u; bit < 32u; bit++) {
-            let candidate = found | (0x80000000u >> bit);
-            var count = 0u;
-            for (var i = start; i < end; i++) {
-                count += u32(order_key(logits[base + i]) >= candidate);
-            }
-            if reduce_sum_u32(count, lid) >= k {
-                found = candidate;
-            }
-        }
-        tau_k = found;
+        tau_k = radix_select(base, start, end, k, lid);
 
         var above = 0u;
         var ties = 0u;
