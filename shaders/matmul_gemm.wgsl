@@ -1,8 +1,8 @@
 // Tiled matrix product for many activation rows (prefill):
 //   out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), or out[m, n] += that.
 //
-// Built once per weight type with `matmul_params.wgsl` and a
-// `dequant_*.wgsl` snippet prepended.
+// Built once per weight type with `matmul_params.wgsl`, a `dequant_*.wgsl`
+// snippet and `matmul_tile.wgsl` prepended.
 //
 // Each workgroup computes a 64 x 64 tile of out. It walks K in steps of 16,
 // staging x[64, 16] and the dequantized w[64, 16] in workgroup memory as
@@ -61,15 +61,6 @@ fn load_x4(row: u32, group: u32) -> vec4<f32> {
     return v;
 }
 
-// Reads the dequantized w[row, 4 * group .. 4 * group + 3] of the chunk,
-// zero past its rows or K.
-fn load_w4(row: u32, group: u32, groups: u32) -> vec4<f32> {
-    if row < params.rows && group < groups {
-        return dequant4(row, group, params.row_words, params.scale_base);
-    }
-    return vec4<f32>(0.0);
-}
-
 // Writes out[m, n .. n + 7] of the chunk's local rows n.., adding the bias
 // and the previous value as `params.flags` requests.
 fn store_out(m: u32, n: u32, low: vec4<f32>, high: vec4<f32>) {
@@ -110,8 +101,7 @@ fn matmul_gemm(
     let row_block = thread / 8u;
     let column_block = thread % 8u;
 
-    // Indexed with constants only, so acc stays in registers. acc[2 * i + h]
-    // holds row 8 * row_block + i, columns
+    // acc[2 * i + h] holds row 8 * row_block + i, columns
     // 8 * column_block + 4 * h .. + 3.
     var acc: array<vec4<f32>, 16>;
     for (var group0 = 0u; group0 < groups; group0 += TILE_K / 4u) {
@@ -150,22 +140,7 @@ fn matmul_gemm(
             let x_high = x_tile[base + 2u * row_block + 1u];
             let w_low = w_tile[base + 2u * column_block];
             let w_high = w_tile[base + 2u * column_block + 1u];
-            acc[0] += x_low[0] * w_low;
-            acc[1] += x_low[0] * w_high;
-            acc[2] += x_low[1] * w_low;
-            acc[3] += x_low[1] * w_high;
-            acc[4] += x_low[2] * w_low;
-            acc[5] += x_low[2] * w_high;
-            acc[6] += x_low[3] * w_low;
-            acc[7] += x_low[3] * w_high;
-            acc[8] += x_high[0] * w_low;
-            acc[9] += x_high[0] * w_high;
-            acc[10] += x_high[1] * w_low;
-            acc[11] += x_high[1] * w_high;
-            acc[12] += x_high[2] * w_low;
-            acc[13] += x_high[2] * w_high;
-            acc[14] += x_high[3] * w_low;
-            acc[15] += x_high[3] * w_high;
+            accumulate_8x8(&acc, x_low, x_high, w_low, w_high);
         }
         workgroupBarrier();
     }

@@ -22,9 +22,12 @@ use crate::pass::{compile, dispatch, split_groups};
 use crate::qmatrix::{Chunk, DTYPES, QMatrix, dequant_snippet, dtype_index};
 
 const PARAMS_SOURCE: &str = include_str!("../../../../shaders/matmul_params.wgsl");
+const TILE_SOURCE: &str = include_str!("../../../../shaders/matmul_tile.wgsl");
 const GEMV_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv.wgsl");
 const GEMM_SOURCE: &str = include_str!("../../../../shaders/matmul_gemm.wgsl");
 const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transposed.wgsl");
+const TRANSPOSED_GEMM_SOURCE: &str =
+    include_str!("../../../../shaders/matmul_transposed_gemm.wgsl");
 
 /// Activation row counts up to this one use the matrix-vector kernel when
 /// K is a multiple of 4 (it reads x as vec4s).
@@ -75,6 +78,7 @@ struct Pipelines {
     gemv: wgpu::ComputePipeline,
     gemm: wgpu::ComputePipeline,
     transposed: wgpu::ComputePipeline,
+    transposed_gemm: wgpu::ComputePipeline,
 }
 
 /// Matrix products with quantized weights; pipelines are compiled once.
@@ -122,7 +126,7 @@ impl Matmul {
                 gemm: compile(
                     gpu,
                     &format!("matmul_gemm {dtype}"),
-                    &format!("{PARAMS_SOURCE}\n{snippet}\n{GEMM_SOURCE}"),
+                    &format!("{PARAMS_SOURCE}\n{snippet}\n{TILE_SOURCE}\n{GEMM_SOURCE}"),
                     "matmul_gemm",
                 )?,
                 transposed: compile(
@@ -130,6 +134,12 @@ impl Matmul {
                     &format!("matmul_transposed {dtype}"),
                     &format!("{PARAMS_SOURCE}\n{snippet}\n{TRANSPOSED_SOURCE}"),
                     "matmul_transposed",
+                )?,
+                transposed_gemm: compile(
+                    gpu,
+                    &format!("matmul_transposed_gemm {dtype}"),
+                    &format!("{PARAMS_SOURCE}\n{snippet}\n{TILE_SOURCE}\n{TRANSPOSED_GEMM_SOURCE}"),
+                    "matmul_transposed_gemm",
                 )?,
             });
         }
@@ -230,7 +240,14 @@ impl Matmul {
         check_size("dy", dy, u64::from(m) * n);
         check_size("out", out, u64::from(m) * k);
 
-        let pipeline = &self.pipelines[dtype_index(w.dtype())].transposed;
+        let pipelines = &self.pipelines[dtype_index(w.dtype())];
+        // Few rows read the weights once a row; more share 64-row tiles.
+        let tiled = m > GEMV_MAX_ROWS;
+        let (pipeline, kind) = if tiled {
+            (&pipelines.transposed_gemm, "matmul_transposed_gemm")
+        } else {
+            (&pipelines.transposed, "matmul_transposed")
+        };
         for (i, chunk) in w.chunks().iter().enumerate() {
             // Every chunk after the first adds its rows' share.
             let flags = if accumulate || i > 0 {
@@ -239,8 +256,12 @@ impl Matmul {
                 0
             };
             let params = MatmulParams::new(w, chunk, m, flags);
-            let workgroups = [groups(w.groups(), TRANSPOSED_WORKGROUP), m, 1];
-            let label = format!("matmul_transposed {} rows {}", w.dtype(), chunk.row_offset);
+            let workgroups = if tiled {
+                [groups(w.groups(), GEMM_TILE / 4), groups(m, GEMM_TILE), 1]
+            } else {
+                [groups(w.groups(), TRANSPOSED_WORKGROUP), m, 1]
+            };
+            let label = format!("{kind} {} rows {}", w.dtype(), chunk.row_offset);
             let buffers = [dy, &chunk.buffer, out];
             dispatch_chunk(
                 gpu, encoder, &label, pipeline, &params, &buffers, workgroups,
@@ -577,7 +598,8 @@ mod tests {
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(4);
         for dtype in DTYPES {
-            for &(m, n, blocks) in &[(1, 37, 3), (6, 21, 2)] {
+            // M = 1 takes the per-row kernel, larger M the tiled one.
+            for &(m, n, blocks) in &[(1, 37, 3), (6, 21, 2), (70, 45, 3)] {
                 let k = cols_for(dtype, blocks);
                 let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
                 let w = QMatrix::upload(gpu, "test w", dtype, n, k, &bytes).unwrap();
@@ -599,35 +621,28 @@ mod tests {
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(5);
-        let (m, n, k) = (3, 100, 96);
+        let (n, k) = (100, 96);
         let dtype = DType::Q4_0;
         let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
         let chunk_bytes = (bytes.len() / n * 30) as u64;
         let w = QMatrix::upload_chunked(gpu, "test w", dtype, n, k, &bytes, chunk_bytes).unwrap();
         assert!(w.chunk_count() >= 3, "{} chunks", w.chunk_count());
-        let dy = uniform_vec(&mut rng, m * n, 1.0);
-        let initial = uniform_vec(&mut rng, m * k, 1.0);
         let w_t = transpose(&w_values, n, k);
+        // M = 3 takes the per-row kernel, M = 67 the tiled one.
+        for m in [3, 67] {
+            let dy = uniform_vec(&mut rng, m * n, 1.0);
+            let initial = uniform_vec(&mut rng, m * k, 1.0);
 
-        let overwritten = run_transposed(&matmul, &dy, &w, None, m);
-        let (expected, scale) = reference(&dy, &w_t, None, None, m, k, n);
-        assert_close(
-            "chunked transposed",
-            &overwritten,
-            &expected,
-            &scale,
-            TOLERANCE,
-        );
+            let overwritten = run_transposed(&matmul, &dy, &w, None, m);
+            let (expected, scale) = reference(&dy, &w_t, None, None, m, k, n);
+            let what = format!("chunked transposed M={m}");
+            assert_close(&what, &overwritten, &expected, &scale, TOLERANCE);
 
-        let accumulated = run_transposed(&matmul, &dy, &w, Some(&initial), m);
-        let (expected, scale) = reference(&dy, &w_t, None, Some(&initial), m, k, n);
-        assert_close(
-            "chunked transposed accumulate",
-            &accumulated,
-            &expected,
-            &scale,
-            TOLERANCE,
-        );
+            let accumulated = run_transposed(&matmul, &dy, &w, Some(&initial), m);
+            let (expected, scale) = reference(&dy, &w_t, None, Some(&initial), m, k, n);
+            let what = format!("chunked transposed accumulate M={m}");
+            assert_close(&what, &accumulated, &expected, &scale, TOLERANCE);
+        }
     }
 
     #[test]
