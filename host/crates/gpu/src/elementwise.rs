@@ -65,7 +65,7 @@ impl SwiGlu {
         Ok(Self { kernel })
     }
 
-    /// Records `out[i] = silu(gate[i]) * up[i]` for `i < n`; all three are
+    /// Records `out[i] = silu(gate[i]) * up[i]` for `i < n`. All three are
     /// f32 with at least `n` elements.
     pub fn encode(
         &self,
