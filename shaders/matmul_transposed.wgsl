@@ -1,5 +1,5 @@
-// Product with the transposed weight, for the backward pass through a
-// frozen weight:
+// Product with the transposed weight for few activation rows, for the
+// backward pass through a frozen weight:
 //   out[m, k] = sum_n dy[m, n] * w[n, k], or out[m, k] += that.
 //
 // Built once per weight type with `matmul_params.wgsl` and a
@@ -7,10 +7,9 @@
 // one activation row and walks the chunk's rows. A matrix split into chunks
 // is dispatched once a chunk, every chunk after the first adding to `out`.
 //
-// NOTE: threads of different activation rows read the same weights again,
-// so the weights are read M times a dispatch. That is slow for the hundreds
-// of rows of a training sequence; a tiled kernel like `matmul_gemm.wgsl`
-// would read them once a 64-row tile.
+// Threads of different activation rows read the same weights again, so the
+// weights are read M times a dispatch. The host uses this kernel for a few
+// rows only and `matmul_transposed_gemm.wgsl` for more.
 //
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams
