@@ -237,7 +237,7 @@ impl Packing {
         })
     }
 
-    /// The number of scale words for `rows` rows.
+    /// Returns the number of scale words for `rows` rows.
     fn scale_words(&self, rows: usize) -> usize {
         let blocks = rows * (self.cols / self.dtype.block_size());
         match self.dtype {
@@ -248,12 +248,13 @@ impl Packing {
         }
     }
 
-    /// The number of packed bytes of `rows` rows.
+    /// Returns the number of packed bytes of `rows` rows.
     fn bytes(&self, rows: usize) -> u64 {
         4 * (rows * self.row_words + self.scale_words(rows)) as u64
     }
 
-    /// The most rows whose packed words fit in `max_bytes`.
+    /// Returns the maximum number of rows whose packed words fit in
+    /// `max_bytes`.
     fn max_rows(&self, max_bytes: u64) -> usize {
         // An estimate from the per-row size, corrected down for the rounding
         // of packed f16 scales.
@@ -407,7 +408,7 @@ pub(crate) mod test_support {
 
     use crate::testing::uniform_vec;
 
-    /// A random [rows, cols] weight: its stored bytes and their CPU
+    /// Returns a random [rows, cols] weight: its stored bytes and their CPU
     /// dequantization, the reference every kernel is checked against.
     pub fn random_weight(
         rng: &mut StdRng,
@@ -421,9 +422,9 @@ pub(crate) mod test_support {
         (bytes, dequantized)
     }
 
-    /// A K that is a valid row length for `dtype`: `blocks` blocks, or for
-    /// unquantized types `blocks` plus an odd remainder, so it is not a
-    /// multiple of 4.
+    /// Returns a K that is a valid row length for `dtype`: `blocks` blocks,
+    /// or for unquantized types 16 * `blocks` + 5, which is not a multiple
+    /// of 4.
     pub fn cols_for(dtype: DType, blocks: usize) -> usize {
         if dtype.is_quantized() {
             blocks * dtype.block_size()
