@@ -115,11 +115,20 @@ impl Matmul {
             "GEMV threads per row must be a power of two up to {GEMV_WORKGROUP}, \
              got {gemv_threads_per_row}"
         );
+        // A row's threads fit in one subgroup when there are no more of
+        // them than the smallest subgroup the adapter may run.
+        // NOTE: this assumes subgroups hold consecutive invocation indices
+        // of a 1D workgroup, which Vulkan, Metal and DX12 drivers do in
+        // practice but no specification promises.
+        let subgroup_reduce = gpu.features.contains(wgpu::Features::SUBGROUP)
+            && gemv_threads_per_row <= gpu.info.subgroup_min_size;
         let mut pipelines = Vec::with_capacity(DTYPES.len());
         for dtype in DTYPES {
             let snippet = dequant_snippet(dtype);
             let gemv = format!(
-                "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n{PARAMS_SOURCE}\n{snippet}\n{GEMV_SOURCE}"
+                "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n\
+                 const SUBGROUP_REDUCE: bool = {subgroup_reduce};\n\
+                 {PARAMS_SOURCE}\n{snippet}\n{GEMV_SOURCE}"
             );
             pipelines.push(Pipelines {
                 gemv: compile(gpu, &format!("matmul_gemv {dtype}"), &gemv, "matmul_gemv")?,
@@ -505,7 +514,9 @@ mod tests {
         let gpu = gpu();
         let mut rng = rng(6);
         let (n, k) = (70, 96);
-        for threads_per_row in [2, 32, 64] {
+        // lavapipe's subgroups have 8 lanes, so 2 and 8 threads a row reduce
+        // with subgroup shuffles and 32 and 64 in workgroup memory.
+        for threads_per_row in [2, 8, 32, 64] {
             let matmul = Matmul::with_gemv_threads_per_row(gpu, threads_per_row).unwrap();
             for dtype in [DType::F32, DType::Q4_1, DType::Q8_0] {
                 let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
