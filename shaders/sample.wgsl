@@ -12,11 +12,13 @@
 //      so exactly k survive.
 //   3. Top-p: the largest key tau_p whose kept mass sum_{key >= tau_p}
 //      exp((l - max) / temperature) reaches top_p of the kept total is found
-//      the same way; keys below tau_p are dropped. Ties at tau_p are all
-//      kept, so the set can exceed the smallest one by tied tokens.
+//      bit by bit (32 rounds of a mass reduction); keys below tau_p are
+//      dropped. Ties at tau_p are all kept, so the set can exceed the
+//      smallest one by tied tokens.
 //      NOTE: this reads the row and evaluates exp 33 times, which makes
-//      it the slowest setting: about 13 ms a row of 49152 against about
-//      3 ms for top-k alone (sampling_throughput, lavapipe on 2 busy cores).
+//      it the slowest setting: about 4 to 8 ms a row of 49152 against
+//      about 2.5 ms for top-k alone (sampling_throughput, lavapipe on 2
+//      busy cores).
 //   4. u in [0, 1) comes from Philox4x32-10 keyed by (seed_lo, seed_hi) at
 //      counter (step, row, 0, 0). A scan of per-thread kept mass over
 //      contiguous id chunks finds the chunk holding u * total, and that
@@ -28,8 +30,10 @@
 //   2 read       params    SampleParams [B]
 //   3 read_write tokens    u32 [B]
 //   4 read_write logprobs  f32 [B]
-// Workgroup: 256 threads, one workgroup per row; thread j owns the ids
-// [j * ceil(V / 256), (j + 1) * ceil(V / 256)) clipped to V.
+// Workgroup: 256 threads, one workgroup per row. Order-free passes give
+// thread j the ids j, j + 256, ...; passes that need id order (tie ranks
+// at tau_k and the draw) give it [j * ceil(V / 256), (j + 1) * ceil(V / 256))
+// clipped to V.
 // Dispatch: (1, min(B, 65535), ceil(B / 65535)); the row is
 // wid.y + wid.z * num_workgroups.y.
 
@@ -140,7 +144,7 @@ fn reduce_sum_f32(value: f32, lid: u32) -> f32 {
 // radix select: each round histograms the next 8 bits of the keys that
 // match the digits chosen so far, and picks the digit that holds the k-th
 // largest among them. The histogram has one bin per thread (WG = 256).
-fn radix_select(base: u32, start: u32, end: u32, k: u32, lid: u32) -> u32 {
+fn radix_select(base: u32, v: u32, k: u32, lid: u32) -> u32 {
     var prefix = 0u;
     var remaining = k;
     for (var round = 0u; round < 4u; round++) {
@@ -149,7 +153,7 @@ fn radix_select(base: u32, start: u32, end: u32, k: u32, lid: u32) -> u32 {
         let fixed_mask = select(0xffffffffu << (shift + 8u), 0u, round == 0u);
         atomicStore(&histogram[lid], 0u);
         workgroupBarrier();
-        for (var i = start; i < end; i++) {
+        for (var i = lid; i < v; i += WG) {
             let key = order_key(logits[base + i]);
             if (key & fixed_mask) == prefix {
                 atomicAdd(&histogram[(key >> shift) & 0xffu], 1u);
@@ -200,6 +204,7 @@ fn in_top_k(key: u32, tau: u32, need: u32, tie_rank: ptr<function, u32>) -> bool
 // top-p (tau_p) and the weights exp((l - max) * inv_temperature).
 struct Cut {
     base: u32,
+    v: u32,
     start: u32,
     end: u32,
     tau_k: u32,
@@ -209,15 +214,35 @@ struct Cut {
     inv_temperature: f32,
 }
 
-// Returns the kept mass of this thread's chunk among keys >= threshold.
+// Returns the kept mass of this thread's contiguous chunk among keys >=
+// threshold, walking ids in order to rank ties at tau_k.
 fn chunk_mass(cut: Cut, threshold: u32) -> f32 {
-    var tie_rank = cut.tie_offset;
     var mass = 0.0;
+    var tie_rank = cut.tie_offset;
     for (var i = cut.start; i < cut.end; i++) {
         let l = logits[cut.base + i];
         let key = order_key(l);
         let kept = in_top_k(key, cut.tau_k, cut.need, &tie_rank);
         if kept && key >= threshold {
+            mass += exp((l - cut.row_max) * cut.inv_temperature);
+        }
+    }
+    return mass;
+}
+
+// Returns the kept mass among keys >= threshold of some share of the row;
+// the shares of all threads sum to the row's. Without ties to rank
+// (need == NONE) each thread takes every WG-th element, so SIMD lanes read
+// neighbouring logits; otherwise it walks its contiguous chunk.
+fn thread_mass(cut: Cut, threshold: u32, lid: u32) -> f32 {
+    if cut.need != NONE {
+        return chunk_mass(cut, threshold);
+    }
+    let low = max(threshold, cut.tau_k);
+    var mass = 0.0;
+    for (var i = lid; i < cut.v; i += WG) {
+        let l = logits[cut.base + i];
+        if order_key(l) >= low {
             mass += exp((l - cut.row_max) * cut.inv_temperature);
         }
     }
@@ -245,7 +270,8 @@ fn sample(
     var local_max = NEG_BIG;
     var local_sum = 0.0;
     var local_arg = NONE;
-    for (var i = start; i < end; i++) {
+    // Ids ascend within each thread, so a thread keeps its lowest-id max.
+    for (var i = lid; i < v; i += WG) {
         let l = logits[base + i];
         if l > local_max {
             local_sum = local_sum * exp(local_max - l) + 1.0;
@@ -292,7 +318,7 @@ fn sample(
     var tie_offset = 0u;
     let k = min(p.top_k, v);
     if p.top_k != 0u && k < v {
-        tau_k = radix_select(base, start, end, k, lid);
+        tau_k = radix_select(base, v, k, lid);
 
         var above = 0u;
         var ties = 0u;
@@ -303,33 +329,38 @@ fn sample(
         }
         need = k - reduce_sum_u32(above, lid);
 
-        // Exclusive scan of the tie counts (Hillis-Steele on red_u).
-        red_u[lid] = ties;
-        workgroupBarrier();
-        for (var offset = 1u; offset < WG; offset *= 2u) {
-            var sum = red_u[lid];
-            if lid >= offset {
-                sum += red_u[lid - offset];
-            }
+        if reduce_sum_u32(ties, lid) <= need {
+            // Every tie at tau_k is kept, so no ranks are needed.
+            need = NONE;
+        } else {
+            // Exclusive scan of the tie counts (Hillis-Steele on red_u).
+            red_u[lid] = ties;
             workgroupBarrier();
-            red_u[lid] = sum;
+            for (var offset = 1u; offset < WG; offset *= 2u) {
+                var sum = red_u[lid];
+                if lid >= offset {
+                    sum += red_u[lid - offset];
+                }
+                workgroupBarrier();
+                red_u[lid] = sum;
+                workgroupBarrier();
+            }
+            tie_offset = red_u[lid] - ties;
             workgroupBarrier();
         }
-        tie_offset = red_u[lid] - ties;
-        workgroupBarrier();
     }
 
-    let cut = Cut(base, start, end, tau_k, need, tie_offset, row_max, 1.0 / p.temperature);
+    let cut = Cut(base, v, start, end, tau_k, need, tie_offset, row_max, 1.0 / p.temperature);
 
     // 3. Top-p threshold over the top-k survivors.
     var tau_p = 0u;
     if p.top_p < 1.0 {
-        let kept_total = reduce_sum_f32(chunk_mass(cut, 0u), lid);
+        let kept_total = reduce_sum_f32(thread_mass(cut, 0u, lid), lid);
         let goal = max(p.top_p, 0.0) * kept_total;
         var found = 0u;
         for (var bit = 0u; bit < 32u; bit++) {
             let candidate = found | (0x80000000u >> bit);
-            let mass = reduce_sum_f32(chunk_mass(cut, candidate), lid);
+            let mass = reduce_sum_f32(thread_mass(cut, candidate, lid), lid);
             if mass >= goal && mass > 0.0 {
                 found = candidate;
             }
