@@ -232,6 +232,7 @@ impl Matmul {
     /// # Panics
     ///
     /// Panics when a buffer is smaller than its shape.
+    #[allow(clippy::too_many_arguments)]
     pub fn transposed_encode(
         &self,
         gpu: &Gpu,

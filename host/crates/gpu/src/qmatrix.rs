@@ -217,7 +217,7 @@ impl Packing {
         ensure!(cols > 0, "weight has no columns");
         let block = dtype.block_size();
         ensure!(
-            cols % block == 0,
+            cols.is_multiple_of(block),
             "{cols} columns are not a multiple of the {dtype} block size {block}"
         );
         let padded = cols.next_multiple_of(4);
