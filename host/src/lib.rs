@@ -13,3 +13,4 @@ pub mod commands;
 pub mod engine;
 pub mod fetch;
 pub mod laser;
+pub mod train;

@@ -1,0 +1,108 @@
+//! The resumable training state: adapter parameters, AdamW moments, the
+//! reference adapter, the step and the config, in one safetensors file
+//! written atomically, so a run killed at any moment resumes from its last
+//! complete checkpoint. The pair order and the adapter init are functions
+//! of the seed and the step (see [`super::step_indices`]), so the seed and
+//! the step are the whole random state.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::{TrainConfig, Trainer};
+
+/// The training state file, beside the PEFT adapter files.
+pub const STATE_FILE: &str = "training_state.safetensors";
+
+/// Tensor names of the state, in the order of [`Trainer::read_state`].
+const NAMES: [&str; 4] = ["params", "adam_m", "adam_v", "reference"];
+
+/// The metadata key holding [`StateHeader`] as JSON.
+const HEADER_KEY: &str = "laser_host_training_state";
+
+/// The step and config, stored in the file's metadata.
+#[derive(Serialize, Deserialize)]
+struct StateHeader {
+    step: u32,
+    config: TrainConfig,
+}
+
+/// Writes `trainer`'s state into `dir` atomically.
+///
+/// # Errors
+///
+/// Fails when the GPU fails or the file cannot be written.
+pub fn save(dir: &Path, trainer: &Trainer) -> Result<()> {
+    let state = trainer.read_state()?;
+    let views = NAMES
+        .iter()
+        .zip(&state)
+        .map(|(name, values)| {
+            Ok((
+                *name,
+                TensorView::new(Dtype::F32, vec![values.len()], bytemuck::cast_slice(values))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    // One metadata key: safetensors writes a HashMap's keys in its random
+    // order, and the file must be the same bytes for the same state.
+    let header = StateHeader {
+        step: trainer.step,
+        config: trainer.config.clone(),
+    };
+    let metadata = HashMap::from([(HEADER_KEY.to_string(), serde_json::to_string(&header)?)]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .context("failed to serialize the training state")?;
+    crate::atomic::write(&dir.join(STATE_FILE), &bytes)
+}
+
+/// A training state read from disk.
+pub struct SavedState {
+    pub step: u32,
+    pub config: TrainConfig,
+    /// `(params, m, v, reference)`, each f32 [P].
+    pub tensors: [Vec<f32>; 4],
+}
+
+/// Reads the training state in `dir`, or `None` when there is none.
+///
+/// # Errors
+///
+/// Fails when the file exists but is malformed.
+pub fn load(dir: &Path) -> Result<Option<SavedState>> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("invalid safetensors file {}", path.display()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let text = metadata
+        .get(HEADER_KEY)
+        .with_context(|| format!("{}: missing `{HEADER_KEY}` metadata", path.display()))?;
+    let StateHeader { step, config } = serde_json::from_str(text)
+        .with_context(|| format!("{}: invalid `{HEADER_KEY}` metadata", path.display()))?;
+    let file = SafeTensors::deserialize(&bytes)?;
+    let mut tensors: [Vec<f32>; 4] = Default::default();
+    for (slot, name) in tensors.iter_mut().zip(NAMES) {
+        let view = file
+            .tensor(name)
+            .with_context(|| format!("{}: missing tensor `{name}`", path.display()))?;
+        ensure!(
+            view.dtype() == Dtype::F32,
+            "{}: tensor `{name}` is not F32",
+            path.display()
+        );
+        *slot = bytemuck::pod_collect_to_vec(view.data());
+    }
+    Ok(Some(SavedState {
+        step,
+        config,
+        tensors,
+    }))
+}

@@ -1,0 +1,198 @@
+//! The preference-training loop over a fixed set of pairs, as the `dpo`
+//! command runs it: reference log-probabilities once per pair, then
+//! optimizer steps with metrics, checkpoints and resumption.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use laser_model::chat::{ChatMessage, ChatTemplate};
+use laser_model::tokenizer::Tokenizer;
+use serde::Deserialize;
+
+use super::batch::TokenizedPair;
+use super::model::TrainModel;
+use super::{StepMetrics, TrainConfig, Trainer, checkpoint, peft, step_indices};
+
+/// Per-step metrics, one JSON object a line.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// One line of a pair file.
+#[derive(Debug, Deserialize)]
+struct PairRecord {
+    prompt: String,
+    chosen: String,
+    rejected: String,
+}
+
+/// Reads a JSONL file of `{"prompt", "chosen", "rejected"}` objects and
+/// tokenizes each: the prompt as a user turn with the chat template and
+/// the assistant prefix, each response followed by the first
+/// end-of-sequence token.
+///
+/// # Errors
+///
+/// Fails when the file cannot be read, a line is not such an object, or a
+/// text does not tokenize.
+pub fn load_pairs(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+) -> Result<Vec<TokenizedPair>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let eos = tokenizer.eos_ids().first().copied();
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: PairRecord = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: expected an object with `prompt`, `chosen` and `rejected`",
+                path.display(),
+                number + 1
+            )
+        })?;
+        let prompt_text = template.render(&[ChatMessage::new("user", record.prompt)], true)?;
+        let response = |text: &str| -> Result<Vec<u32>> {
+            let mut tokens = tokenizer.encode(text, false)?;
+            tokens.extend(eos);
+            Ok(tokens)
+        };
+        pairs.push(TokenizedPair {
+            prompt: tokenizer.encode(&prompt_text, true)?,
+            chosen: response(&record.chosen)?,
+            rejected: response(&record.rejected)?,
+        });
+    }
+    ensure!(
+        !pairs.is_empty(),
+        "{} holds no preference pairs",
+        path.display()
+    );
+    Ok(pairs)
+}
+
+/// Where and how a run writes its output.
+pub struct RunOptions {
+    /// The folder for the adapter, the training state and the metrics.
+    pub out: PathBuf,
+    /// Written into `adapter_config.json` as `base_model_name_or_path`.
+    pub base_model: String,
+    /// Checkpoint every this many steps (and after the last one).
+    pub save_every: u32,
+    /// Continue from the training state in `out`.
+    pub resume: bool,
+    /// Return after this many steps are done, as if the process were
+    /// killed there (for tests of resumption).
+    pub stop_after: Option<u32>,
+}
+
+/// Trains on `pairs` for `config.steps` steps, calling `on_step` after
+/// each; returns the trainer at the end.
+///
+/// # Errors
+///
+/// Fails when a saved state does not match `config`, or on a GPU or file
+/// failure.
+pub fn run(
+    model: TrainModel,
+    config: TrainConfig,
+    pairs: &[TokenizedPair],
+    options: &RunOptions,
+    mut on_step: impl FnMut(&StepMetrics),
+) -> Result<Trainer> {
+    let saved = if options.resume {
+        checkpoint::load(&options.out)?
+    } else {
+        None
+    };
+    let mut trainer = Trainer::new(model, config.clone(), None)?;
+    let metrics_path = options.out.join(METRICS_FILE);
+    if let Some(saved) = saved {
+        if saved.config != config {
+            bail!(
+                "the training state in {} was made with other settings; resume with the same options or use a new folder",
+                options.out.display()
+            );
+        }
+        trainer.write_state(&saved.tensors, saved.step)?;
+        keep_metrics_up_to(&metrics_path, saved.step)?;
+        tracing::debug!(step = saved.step, "resumed training state");
+    } else {
+        std::fs::create_dir_all(&options.out)
+            .with_context(|| format!("failed to create {}", options.out.display()))?;
+        crate::atomic::write(&metrics_path, b"")?;
+    }
+
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let references = trainer.reference_logprobs(pairs, &all)?;
+    let save_every = options.save_every.max(1);
+    while trainer.step < config.steps {
+        let indices = step_indices(
+            config.seed,
+            trainer.step,
+            pairs.len(),
+            config.pairs_per_step,
+        );
+        let step_references: Vec<_> = indices.iter().map(|&i| references[i]).collect();
+        let metrics = trainer.train_step(pairs, &indices, &step_references)?;
+        append_metrics(&metrics_path, &metrics)?;
+        on_step(&metrics);
+        if trainer.step % save_every == 0 || trainer.step == config.steps {
+            save(&options.out, &trainer, &options.base_model)?;
+        }
+        if options.stop_after.is_some_and(|stop| trainer.step >= stop) {
+            break;
+        }
+    }
+    Ok(trainer)
+}
+
+/// Writes the PEFT adapter and the training state into `dir`.
+///
+/// # Errors
+///
+/// Fails on a GPU or file failure.
+pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
+    let [params, ..] = trainer.read_state()?;
+    peft::save(
+        dir,
+        &trainer.model.layout,
+        &trainer.model.config,
+        &params,
+        base_model,
+    )?;
+    checkpoint::save(dir, trainer)
+}
+
+fn append_metrics(path: &Path, metrics: &StepMetrics) -> Result<()> {
+    let mut line = serde_json::to_string(metrics)?;
+    line.push('\n');
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    file.write_all(line.as_bytes())
+        .with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// Drops metrics lines past step `step` (and any torn last line) from a
+/// run being resumed.
+fn keep_metrics_up_to(path: &Path, step: u32) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut kept = String::new();
+    for line in text.lines() {
+        let Ok(metrics) = serde_json::from_str::<StepMetrics>(line) else {
+            continue;
+        };
+        if metrics.step <= step {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    crate::atomic::write(path, kept.as_bytes())
+}

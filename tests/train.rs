@@ -1,0 +1,326 @@
+//! Preference training on tiny random models: GPU LoRA gradients against
+//! finite differences of the CPU reference, PEFT adapter files, a DPO run
+//! whose loss falls, and bit-identical resumption.
+
+#[path = "support/tiny_model.rs"]
+mod tiny_model;
+
+use laser_gpu::Gpu;
+use laser_host::train::batch::TokenizedPair;
+use laser_host::train::dpo::{self, RunOptions};
+use laser_host::train::lora::{LoraConfig, LoraLayout, Target};
+use laser_host::train::model::{SequenceBatch, TrainModel};
+use laser_host::train::reference::ReferenceTrainModel;
+use laser_host::train::{TrainConfig, peft};
+use laser_model::DType;
+use laser_model::checkpoint::Checkpoint;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tiny_model::{TinySpec, VOCAB, write_tiny_model};
+
+/// Writes `spec` and opens it.
+fn open(spec: &TinySpec) -> (Checkpoint, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, spec);
+    (Checkpoint::open(&path).unwrap(), dir)
+}
+
+fn all_targets(rank: u32) -> LoraConfig {
+    LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f32,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+    }
+}
+
+/// Random adapters with nonzero B, so every A gets a gradient.
+fn random_params(layout: &LoraLayout, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..layout.len)
+        .map(|_| rng.random_range(-0.2..0.2))
+        .collect()
+}
+
+/// The GPU gradient of `L = sum_r w_r * logprob_r` over a padded batch of
+/// two sequences, at every adapter tensor of both blocks, against central
+/// differences (step 1e-3) of the f64 CPU reference. The GPU runs in f32,
+/// so the bound is 2e-3 + 2% of the gradient's size.
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let spec = TinySpec::default();
+    let (checkpoint, _dir) = open(&spec);
+    let layout = LoraLayout::new(all_targets(4), checkpoint.config()).unwrap();
+    let params = random_params(&layout, 1);
+    let gpu = Gpu::new().unwrap();
+    let mut model = TrainModel::new(gpu.clone(), &checkpoint, layout.clone()).unwrap();
+    let reference = ReferenceTrainModel::new(&checkpoint, layout.clone()).unwrap();
+
+    let mut rng = StdRng::seed_from_u64(2);
+    let long: Vec<u32> = (0..11).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let short: Vec<u32> = (0..6).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let batch = SequenceBatch::new(&[(&long, 3), (&short, 2)]).unwrap();
+    let weights: Vec<f32> = (0..batch.rows())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+
+    let params_buf = gpu.buffer_from("params", &params);
+    let grads_buf = gpu.buffer_zeroed("grads", layout.len as u64 * 4);
+    let logprobs = model.forward(&params_buf, &batch).unwrap();
+    model
+        .backward(&params_buf, &grads_buf, &batch, &weights)
+        .unwrap();
+    let grads: Vec<f32> = gpu.read(&grads_buf, layout.len as u64 * 4).unwrap();
+
+    let t = batch.seq_len as usize;
+    let sequences = [(&long, 3usize, 0usize), (&short, 2, 1)];
+    let loss = |p: &[f64]| -> f64 {
+        let mut total = 0.0;
+        for &(tokens, first, b) in &sequences {
+            let lp = reference.token_logprobs(p, tokens);
+            for pos in first - 1..tokens.len() - 1 {
+                total += f64::from(weights[b * t + pos]) * lp[pos];
+            }
+        }
+        total
+    };
+
+    // The forward pass itself matches the reference.
+    let base: Vec<f64> = params.iter().map(|&p| f64::from(p)).collect();
+    for &(tokens, first, b) in &sequences {
+        let expected = reference.token_logprobs(&base, tokens);
+        for pos in first - 1..tokens.len() - 1 {
+            let got = f64::from(logprobs[b * t + pos]);
+            assert!(
+                (got - expected[pos]).abs() < 1e-3,
+                "logprob of sequence {b} at {pos}: GPU {got}, CPU {}",
+                expected[pos]
+            );
+        }
+    }
+
+    let r = layout.config.rank as usize;
+    let step = 1e-3;
+    let mut checked = 0;
+    for tensor in &layout.tensors {
+        for (offset, count) in [
+            (tensor.a_offset, r * tensor.in_features),
+            (tensor.b_offset, tensor.out_features * r),
+        ] {
+            for index in [offset, offset + count / 2 + 1, offset + count - 1] {
+                let mut plus = base.clone();
+                plus[index] += step;
+                let mut minus = base.clone();
+                minus[index] -= step;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * step);
+                let analytic = f64::from(grads[index]);
+                let bound = 2e-3 + 0.02 * numeric.abs();
+                assert!(
+                    (analytic - numeric).abs() <= bound,
+                    "block {} {:?} parameter {index}: GPU gradient {analytic}, finite difference {numeric}",
+                    tensor.layer,
+                    tensor.target
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, layout.tensors.len() * 6);
+}
+
+/// PEFT files read back to the same parameters, and q_proj's B is stored
+/// in Hugging Face row order.
+#[test]
+fn adapter_round_trips_through_peft_files() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let config = checkpoint.config();
+    let layout = LoraLayout::new(all_targets(3), config).unwrap();
+    let params = random_params(&layout, 5);
+    let out = dir.path().join("adapter");
+    peft::save(&out, &layout, config, &params, "tiny").unwrap();
+    let (loaded_layout, loaded) = peft::load(&out, config).unwrap();
+    assert_eq!(loaded_layout, layout);
+    assert_eq!(loaded, params);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(peft::CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(json["peft_type"], "LORA");
+    assert_eq!(json["task_type"], "CAUSAL_LM");
+    assert_eq!(json["r"], 3);
+    assert_eq!(json["lora_alpha"], 6.0);
+    assert_eq!(json["bias"], "none");
+    assert_eq!(json["target_modules"][0], "q_proj");
+
+    // GGUF row 2i + half of a head is Hugging Face row half * D/2 + i.
+    let bytes = std::fs::read(out.join(peft::WEIGHTS_FILE)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let q = layout.find(0, Target::Q).unwrap();
+    let stored: Vec<f32> = bytemuck::pod_collect_to_vec(
+        file.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
+            .unwrap()
+            .data(),
+    );
+    let d = config.head_dim;
+    let (gguf_row, hf_row) = (2 * 1 + 1, d / 2 + 1);
+    assert_eq!(
+        &stored[hf_row * 3..hf_row * 3 + 3],
+        &params[q.b_offset + gguf_row * 3..q.b_offset + gguf_row * 3 + 3]
+    );
+    let v = layout.find(0, Target::V).unwrap();
+    let stored_v: Vec<f32> = bytemuck::pod_collect_to_vec(
+        file.tensor("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")
+            .unwrap()
+            .data(),
+    );
+    assert_eq!(
+        &stored_v[..],
+        &params[v.b_offset..v.b_offset + v.out_features * 3]
+    );
+}
+
+/// Pairs of random prompts whose chosen response repeats one byte pattern
+/// and whose rejected response repeats another.
+fn toy_pairs(count: usize) -> Vec<TokenizedPair> {
+    let mut rng = StdRng::seed_from_u64(9);
+    (0..count)
+        .map(|_| TokenizedPair {
+            prompt: (0..rng.random_range(3..7))
+                .map(|_| rng.random_range(0..256))
+                .collect(),
+            chosen: b"abcabcab"[..rng.random_range(4..8)]
+                .iter()
+                .map(|&b| u32::from(b))
+                .collect(),
+            rejected: b"zyxzyxzy"[..rng.random_range(4..8)]
+                .iter()
+                .map(|&b| u32::from(b))
+                .collect(),
+        })
+        .collect()
+}
+
+fn toy_config(steps: u32) -> TrainConfig {
+    TrainConfig {
+        lora: LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec![Target::Q, Target::V, Target::Down],
+        },
+        lr: 1e-2,
+        steps,
+        pairs_per_step: 4,
+        micro_batch: 2,
+        max_len: 32,
+        seed: 3,
+        ..TrainConfig::default()
+    }
+}
+
+fn run_options(out: &std::path::Path, resume: bool, stop_after: Option<u32>) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        base_model: "tiny".into(),
+        save_every: 1,
+        resume,
+        stop_after,
+    }
+}
+
+#[test]
+fn dpo_loss_falls_on_tiny_model() {
+    let spec = TinySpec {
+        dtype: DType::Q8_0,
+        ..TinySpec::default()
+    };
+    let (checkpoint, dir) = open(&spec);
+    let config = toy_config(25);
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
+    let model = TrainModel::new(Gpu::new().unwrap(), &checkpoint, layout).unwrap();
+    let pairs = toy_pairs(6);
+    let mut history = Vec::new();
+    let out = dir.path().join("run");
+    dpo::run(
+        model,
+        config,
+        &pairs,
+        &run_options(&out, false, None),
+        |m| history.push(m.clone()),
+    )
+    .unwrap();
+
+    let first = &history[0];
+    let last = history.last().unwrap();
+    assert_eq!(history.len(), 25);
+    assert!(
+        (first.margin).abs() < 1e-4,
+        "first margin {} is not 0 (policy = reference)",
+        first.margin
+    );
+    assert!(
+        last.loss < 0.5 * first.loss,
+        "loss went from {} to {}",
+        first.loss,
+        last.loss
+    );
+    assert!(last.margin > 0.5, "final reward margin {}", last.margin);
+    assert_eq!(last.accuracy, 1.0);
+    assert!(
+        last.chosen_nll < first.chosen_nll,
+        "chosen NLL went from {} to {}",
+        first.chosen_nll,
+        last.chosen_nll
+    );
+    assert!(out.join(peft::WEIGHTS_FILE).exists());
+    let lines = std::fs::read_to_string(out.join(dpo::METRICS_FILE))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 25);
+}
+
+/// A run stopped after 3 of 6 steps and resumed ends with the same
+/// adapter bytes as an uninterrupted run.
+#[test]
+fn resume_matches_uninterrupted_run() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let config = toy_config(6);
+    let pairs = toy_pairs(5);
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
+    let gpu = Gpu::new().unwrap();
+    let train = |out: &std::path::Path, resume: bool, stop_after: Option<u32>| {
+        let model = TrainModel::new(gpu.clone(), &checkpoint, layout.clone()).unwrap();
+        dpo::run(
+            model,
+            config.clone(),
+            &pairs,
+            &run_options(out, resume, stop_after),
+            |_| {},
+        )
+        .unwrap()
+        .step
+    };
+
+    let whole = dir.path().join("whole");
+    assert_eq!(train(&whole, false, None), 6);
+    let split = dir.path().join("split");
+    assert_eq!(train(&split, false, Some(3)), 3);
+    assert_eq!(train(&split, true, None), 6);
+
+    for file in [
+        peft::WEIGHTS_FILE,
+        laser_host::train::checkpoint::STATE_FILE,
+    ] {
+        let a = std::fs::read(whole.join(file)).unwrap();
+        let b = std::fs::read(split.join(file)).unwrap();
+        assert!(
+            a == b,
+            "{file} differs between the whole and the resumed run"
+        );
+    }
+    let metrics = std::fs::read_to_string(split.join(dpo::METRICS_FILE)).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+}
