@@ -161,7 +161,7 @@ impl Attention {
             encoder,
             &params,
             &[q, k_cache, v_cache, rows, out],
-            row_grid(heads, m),
+            row_grid(kv_heads, m),
         );
     }
 }
@@ -554,10 +554,17 @@ mod tests {
 
     #[test]
     fn attention_matches_reference_gqa_ratios() {
-        for (seed, (heads, kv_heads, head_dim)) in
-            [(4, 4, 64), (9, 3, 64), (8, 2, 37), (3, 1, 256), (2, 2, 1)]
-                .into_iter()
-                .enumerate()
+        for (seed, (heads, kv_heads, head_dim)) in [
+            (4, 4, 64),
+            (9, 3, 64),
+            (8, 2, 37),
+            (3, 1, 256),
+            (2, 2, 1),
+            (10, 1, 24),
+            (18, 2, 8),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let shape = CacheShape {
                 heads,
