@@ -1,5 +1,6 @@
 // token_logprob_chunk: log_softmax(logits[m])[targets[m]] over a vocabulary
-// processed in chunks, so the full [M, V] logits never exist at once. Each
+// processed in chunks, so the full [M, V] logits never exist at once (one
+// chunk of the whole vocabulary serves the unchunked TokenLogprob). Each
 // call merges columns [v_offset, v_offset + V_c) into the running
 // per-row state and rewrites out[m] from it; out is final after the last
 // chunk. The state is (max, sum of exp(l - max), target logit); `first`

@@ -7,7 +7,6 @@ use crate::Gpu;
 use crate::pass::{Kernel, row_grid, split_groups};
 
 const SAMPLE_SHADER: &str = include_str!("../../../../shaders/sample.wgsl");
-const TOKEN_LOGPROB_SHADER: &str = include_str!("../../../../shaders/token_logprob.wgsl");
 const TOKEN_LOGPROB_CHUNK_SHADER: &str =
     include_str!("../../../../shaders/token_logprob_chunk.wgsl");
 const TOKEN_LOGPROB_BACKWARD_SHADER: &str =
@@ -70,17 +69,6 @@ struct SampleShape {
 
 const _: () = assert!(size_of::<SampleShape>() == 16);
 
-/// Uniform block of `token_logprob.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct TokenLogprobParams {
-    m: u32,
-    v: u32,
-    _pad: [u32; 2],
-}
-
-const _: () = assert!(size_of::<TokenLogprobParams>() == 16);
-
 /// Draws one token per row and reports its log-probability.
 pub struct Sampler {
     kernel: Kernel,
@@ -125,9 +113,10 @@ impl Sampler {
     }
 }
 
-/// Log-probability of given target tokens under each row's logits.
+/// Log-probability of given target tokens under each row's logits: one
+/// [`TokenLogprobChunk`] pass over the whole vocabulary.
 pub struct TokenLogprob {
-    kernel: Kernel,
+    chunk: TokenLogprobChunk,
 }
 
 impl TokenLogprob {
@@ -137,8 +126,8 @@ impl TokenLogprob {
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let kernel = Kernel::new(gpu, "token_logprob", TOKEN_LOGPROB_SHADER, "token_logprob")?;
-        Ok(Self { kernel })
+        let chunk = TokenLogprobChunk::new(gpu)?;
+        Ok(Self { chunk })
     }
 
     /// Records `out[r] = log_softmax(logits[r])[targets[r]]` for rows
@@ -155,13 +144,9 @@ impl TokenLogprob {
         m: u32,
         v: u32,
     ) {
-        self.kernel.encode(
-            gpu,
-            encoder,
-            &TokenLogprobParams { m, v, _pad: [0; 2] },
-            &[logits, targets, out],
-            split_groups(m),
-        );
+        let state = gpu.buffer_zeroed("token_logprob state", u64::from(m) * 3 * 4);
+        let chunk = &self.chunk;
+        chunk.encode(gpu, encoder, logits, targets, &state, out, m, v, 0, true);
     }
 }
 
