@@ -15,7 +15,10 @@ use anyhow::{Context, Result};
 /// Fails when the folder is not writable or the disk is full; the previous
 /// content of `path`, if any, is then left as it was.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent)
         .with_context(|| format!("failed to create folder {}", parent.display()))?;
     let file_name = path
@@ -72,7 +75,10 @@ mod tests {
     fn write_leaves_no_temporary_files() {
         let dir = tempfile::tempdir().unwrap();
         write(&dir.path().join("a"), b"x").unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a")]);
     }
 }

@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::Pooling;
 use crate::laser::{EnsembleMode, PairMode};
 
+mod train;
+
+pub use train::{BenchTrainArgs, DpoArgs, MergeArgs, TrainOptions};
+
 /// Train a language model against several reward models at once and learn,
 /// per prompt, which reward model to trust (LASeR).
 #[derive(Debug, Parser)]
@@ -36,6 +40,12 @@ pub enum Command {
     BestOfN(RunArgs),
     /// Generate text from a prompt with the policy model.
     Generate(GenerateArgs),
+    /// Train a LoRA adapter on a file of preference pairs (DPO or IPO,
+    /// plus NLL on the chosen response).
+    Dpo(DpoArgs),
+    /// Merge a LoRA adapter into the base model and save the result as
+    /// safetensors.
+    Merge(MergeArgs),
     /// Greedy accuracy of the policy on the held-out split of a data set.
     Eval(EvalArgs),
     /// Run several selectors on the same data, seed and budget, and
@@ -68,6 +78,10 @@ pub struct ModelArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+
+    /// A PEFT LoRA adapter folder to apply to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 
     /// The prompt text.
     #[arg(long)]
@@ -151,6 +165,19 @@ pub enum PluginsCommand {
 pub enum BenchCommand {
     /// Matmul GFLOP/s, prefill and decode tokens/s, and GPU memory.
     Engine(BenchEngineArgs),
+    /// Training tokens/s (forward + backward) and GPU memory of LoRA
+    /// preference training.
+    Train(BenchTrainArgs),
+    /// Plugin load time (cold and cached) and host-to-plugin call overhead.
+    Plugins {
+        /// A selector component to measure, e.g. `plugins/dist/linucb.wasm`
+        /// (its manifest beside it).
+        selector: PathBuf,
+
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -276,7 +303,12 @@ pub struct RunArgs {
 
     /// The run folder: config, plugin digests, metrics, selections,
     /// checkpoints and the report.
-    #[arg(long, value_name = "RUN_DIR", default_value = "laser-run", conflicts_with = "resume")]
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        default_value = "laser-run",
+        conflicts_with = "resume"
+    )]
     pub out: PathBuf,
 
     /// Continue the run in RUN_DIR with its saved configuration.
@@ -322,7 +354,11 @@ pub struct CompareArgs {
 
     /// Selectors to compare, comma-separated. `fixed` runs once per reward
     /// model.
-    #[arg(long, value_delimiter = ',', default_value = "linucb,random,round-robin,fixed,ensemble")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "linucb,random,round-robin,fixed,ensemble"
+    )]
     pub selectors: Vec<String>,
 
     /// Train, or pick the best of n.

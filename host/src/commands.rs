@@ -2,9 +2,11 @@
 
 mod bench;
 mod compare;
+mod dpo;
 mod eval;
 mod generate;
 mod logits;
+mod merge;
 mod run;
 
 use std::path::PathBuf;
@@ -23,11 +25,17 @@ use crate::fetch;
 /// Returns the command's error, with context for each layer.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => run::run(&args, crate::laser::Mode::Train, cli.plugins, cli.verbose),
-        Command::BestOfN(args) => run::run(&args, crate::laser::Mode::BestOfN, cli.plugins, cli.verbose),
+        Command::Train(args) => {
+            run::run(&args, crate::laser::Mode::Train, cli.plugins, cli.verbose)
+        }
+        Command::BestOfN(args) => {
+            run::run(&args, crate::laser::Mode::BestOfN, cli.plugins, cli.verbose)
+        }
         Command::Eval(args) => eval::run(&args, cli.verbose),
         Command::Compare(args) => compare::run(&args, cli.plugins, cli.verbose),
         Command::Generate(args) => generate::run(&args, cli.verbose),
+        Command::Dpo(args) => dpo::run(&args, cli.verbose),
+        Command::Merge(args) => merge::run(&args, cli.verbose),
         Command::Logits(args) => logits::run(&args, cli.verbose),
         Command::Models(ModelsCommand::Fetch) => {
             let path = fetch::default_model_path();
@@ -52,6 +60,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(crate::cli::BenchCommand::Engine(args)) => bench::engine(&args, cli.verbose),
+        Command::Bench(crate::cli::BenchCommand::Train(args)) => bench::train(&args, cli.verbose),
+        Command::Bench(crate::cli::BenchCommand::Plugins { selector, iterations }) => {
+            print!("{}", laser_plugins::bench_plugins(&selector, iterations)?);
+            Ok(())
+        }
     }
 }
 

@@ -90,7 +90,17 @@ pub struct Generation {
 }
 
 /// How a prompt's final hidden states are pooled into one vector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
     /// The mean over the prompt's tokens.
@@ -194,9 +204,25 @@ impl Engine {
         let act = &self.act;
         let head = &self.head;
         let buffers = [
-            &act.tokens, &act.positions, &act.rows, &act.x, &act.xn, &act.q, &act.k, &act.v,
-            &act.attn, &act.gate, &act.up, &act.hidden, &head.indices, &head.gathered,
-            &head.normed, &head.logits, &head.targets, &head.logprobs, &head.params,
+            &act.tokens,
+            &act.positions,
+            &act.rows,
+            &act.x,
+            &act.xn,
+            &act.q,
+            &act.k,
+            &act.v,
+            &act.attn,
+            &act.gate,
+            &act.up,
+            &act.hidden,
+            &head.indices,
+            &head.gathered,
+            &head.normed,
+            &head.logits,
+            &head.targets,
+            &head.logprobs,
+            &head.params,
             &head.sampled,
         ];
         self.weights.gpu_bytes() + cache + buffers.iter().map(|b| b.size()).sum::<u64>()
@@ -245,11 +271,38 @@ impl Engine {
         let c = self.config.n_embd as u32;
         let gpu = &self.gpu;
         let head = &self.head;
-        gpu.queue.write_buffer(&head.indices, 0, bytemuck::cast_slice(indices));
-        self.kernels.gather_rows.encode(gpu, encoder, &self.act.x, &head.indices, &head.gathered, r, c);
-        let eps = self.config.rms_eps as f32;
-        self.kernels.rms_norm.encode(gpu, encoder, &head.gathered, &self.weights.output_norm, &head.normed, r, c, eps);
-        self.kernels.matmul.encode(gpu, encoder, &head.normed, self.weights.lm_head(), None, &head.logits, r, false);
+        gpu.queue
+            .write_buffer(&head.indices, 0, bytemuck::cast_slice(indices));
+        self.kernels.gather_rows.encode(
+            gpu,
+            encoder,
+            &self.act.x,
+            &head.indices,
+            &head.gathered,
+            r,
+            c,
+        );
+        let eps = self.config.rms_eps;
+        self.kernels.rms_norm.encode(
+            gpu,
+            encoder,
+            &head.gathered,
+            &self.weights.output_norm,
+            &head.normed,
+            r,
+            c,
+            eps,
+        );
+        self.kernels.matmul.encode(
+            gpu,
+            encoder,
+            &head.normed,
+            self.weights.lm_head(),
+            None,
+            &head.logits,
+            r,
+            false,
+        );
     }
 
     fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -266,7 +319,11 @@ impl Engine {
     ///
     /// Fails on an empty prompt, a sequence longer than the context, or a GPU
     /// failure.
-    pub fn generate(&mut self, prompts: &[Vec<u32>], sampling: &SamplingConfig) -> Result<Vec<Generation>> {
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+    ) -> Result<Vec<Generation>> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
@@ -335,11 +392,18 @@ impl Engine {
             let mut encoder = self.encoder("decode");
             self.run_blocks(&mut encoder, &rows)?;
             self.gpu.submit(encoder);
-            let picks: Vec<(u32, u32)> = rows.iter().enumerate().map(|(i, r)| (i as u32, r.slot)).collect();
+            let picks: Vec<(u32, u32)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, r.slot))
+                .collect();
             self.sample_rows(&picks, &mut state, sampling)?;
         }
 
-        state.into_iter().map(|s| s.into_generation(&self.tokenizer)).collect()
+        state
+            .into_iter()
+            .map(|s| s.into_generation(&self.tokenizer))
+            .collect()
     }
 
     /// Samples one token for each (row of the residual stream, slot) pair and
@@ -370,7 +434,9 @@ impl Engine {
             let v = self.config.vocab_size as u32;
             let mut encoder = self.encoder("sample");
             self.encode_head(&mut encoder, &indices);
-            self.gpu.queue.write_buffer(&self.head.params, 0, bytemuck::cast_slice(&params));
+            self.gpu
+                .queue
+                .write_buffer(&self.head.params, 0, bytemuck::cast_slice(&params));
             self.kernels.sampler.encode(
                 &self.gpu,
                 &mut encoder,
@@ -399,9 +465,18 @@ impl Engine {
     ///
     /// Fails on an empty prompt, a sequence longer than the context, or a GPU
     /// failure.
-    pub fn continuation_logprobs(&mut self, requests: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>> {
-        let mut out: Vec<Vec<f32>> = requests.iter().map(|(_, c)| Vec::with_capacity(c.len())).collect();
-        let sequences: Vec<Vec<u32>> = requests.iter().map(|(p, c)| [p.as_slice(), c].concat()).collect();
+    pub fn continuation_logprobs(
+        &mut self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Vec<f32>> = requests
+            .iter()
+            .map(|(_, c)| Vec::with_capacity(c.len()))
+            .collect();
+        let sequences: Vec<Vec<u32>> = requests
+            .iter()
+            .map(|(p, c)| [p.as_slice(), c].concat())
+            .collect();
         for (i, (prompt, _)) in requests.iter().enumerate() {
             ensure!(!prompt.is_empty(), "request {i} has an empty prompt");
         }
@@ -423,7 +498,11 @@ impl Engine {
                 let r = group.len() as u32;
                 let mut encoder = engine.encoder("score");
                 engine.encode_head(&mut encoder, &indices);
-                engine.gpu.queue.write_buffer(&engine.head.targets, 0, bytemuck::cast_slice(&targets));
+                engine.gpu.queue.write_buffer(
+                    &engine.head.targets,
+                    0,
+                    bytemuck::cast_slice(&targets),
+                );
                 engine.kernels.token_logprob.encode(
                     &engine.gpu,
                     &mut encoder,
@@ -434,7 +513,8 @@ impl Engine {
                     v,
                 );
                 engine.gpu.submit(encoder);
-                let logprobs: Vec<f32> = engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
+                let logprobs: Vec<f32> =
+                    engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
                 for (w, logprob) in group.iter().zip(logprobs) {
                     out[w.1].push(logprob);
                 }
@@ -450,13 +530,17 @@ impl Engine {
     /// # Errors
     ///
     /// Fails on an empty sequence or a GPU failure.
-    pub fn hidden_states(&mut self, sequences: &[Vec<u32>], pooling: Pooling) -> Result<Vec<Vec<f32>>> {
+    pub fn hidden_states(
+        &mut self,
+        sequences: &[Vec<u32>],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>> {
         let c = self.config.n_embd;
         let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
         for (i, seq) in sequences.iter().enumerate() {
             ensure!(!seq.is_empty(), "sequence {i} is empty");
         }
-        let eps = self.config.rms_eps as f32;
+        let eps = self.config.rms_eps;
         self.for_each_chunk(sequences, |engine, seq_index, _, rows| {
             let m = rows.len() as u32;
             let mut encoder = engine.encoder("hidden");
@@ -471,7 +555,9 @@ impl Engine {
                 eps,
             );
             engine.gpu.submit(encoder);
-            let states: Vec<f32> = engine.gpu.read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
+            let states: Vec<f32> = engine
+                .gpu
+                .read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
             for (i, row) in rows.iter().enumerate() {
                 let seq = seq_index[i];
                 let state = &states[i * c..(i + 1) * c];
@@ -511,7 +597,9 @@ impl Engine {
                 let mut encoder = engine.encoder("logits");
                 engine.encode_head(&mut encoder, group);
                 engine.gpu.submit(encoder);
-                let logits: Vec<f32> = engine.gpu.read(&engine.head.logits, (group.len() * v * 4) as u64)?;
+                let logits: Vec<f32> = engine
+                    .gpu
+                    .read(&engine.head.logits, (group.len() * v * 4) as u64)?;
                 out.extend(logits.chunks(v).map(<[f32]>::to_vec));
             }
             Ok(())
@@ -550,7 +638,10 @@ impl Engine {
                     seq_index.push(base + slot);
                 }
             }
-            for (chunk, seqs) in rows.chunks(MAX_ROWS as usize).zip(seq_index.chunks(MAX_ROWS as usize)) {
+            for (chunk, seqs) in rows
+                .chunks(MAX_ROWS as usize)
+                .zip(seq_index.chunks(MAX_ROWS as usize))
+            {
                 let mut encoder = self.encoder("prefill");
                 self.run_blocks(&mut encoder, chunk)?;
                 self.gpu.submit(encoder);
@@ -559,6 +650,31 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Times one decode step of `batch` rows after a short prefill: seconds
+    /// spent recording commands on the CPU, and seconds until the GPU has
+    /// executed them. For profiling only.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a GPU failure.
+    pub fn profile_decode_step(&mut self, batch: u32) -> Result<(f64, f64)> {
+        self.reserve(batch, 64)?;
+        let rows: Vec<Row> = (0..batch)
+            .map(|slot| Row {
+                token: 100,
+                slot,
+                position: 0,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mut encoder = self.encoder("profile");
+        self.run_blocks(&mut encoder, &rows)?;
+        let recorded = started.elapsed().as_secs_f64();
+        self.gpu.submit(encoder);
+        self.gpu.wait()?;
+        Ok((recorded, started.elapsed().as_secs_f64() - recorded))
     }
 
     /// Tokenizes a user message with the model's chat template, ready for
@@ -619,7 +735,10 @@ impl SequenceState {
         sampling: &SamplingConfig,
     ) -> Result<()> {
         if self.finish.is_some() {
-            bail!("sampled a token for finished sequence in slot {}", self.slot);
+            bail!(
+                "sampled a token for finished sequence in slot {}",
+                self.slot
+            );
         }
         let eos = config.eos_token_ids.contains(&token) || tokenizer.eos_ids().contains(&token);
         if eos && !sampling.ignore_eos {
@@ -630,7 +749,12 @@ impl SequenceState {
         self.logprobs.push(logprob);
         if !sampling.stop.is_empty() {
             let text = tokenizer.decode(&self.tokens, true)?;
-            if let Some(cut) = sampling.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(cut) = sampling
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 self.text = Some(text[..cut].to_string());
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());

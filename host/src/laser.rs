@@ -28,8 +28,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use laser_data::Instance;
 use laser_plugins::{
-    ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin,
-    ScoreNormalizer, ScoredInstance, SelectorPlugin,
+    ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin, ScoreNormalizer,
+    ScoredInstance, SelectorPlugin,
 };
 use serde::{Deserialize, Serialize};
 
@@ -202,9 +202,9 @@ impl Run {
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
         let mut plugin_dir = PluginDir::new(&config.plugins);
-        let report = plugin_dir
-            .scan(&host)
-            .with_context(|| format!("failed to read plugin folder {}", config.plugins.display()))?;
+        let report = plugin_dir.scan(&host).with_context(|| {
+            format!("failed to read plugin folder {}", config.plugins.display())
+        })?;
         for error in &report.errors {
             eprintln!("warning: skipped plugin: {error}");
         }
@@ -280,7 +280,10 @@ impl Run {
             self.state.eval_before = Some(accuracy);
             self.save()?;
         }
-        let batches_per_iteration = self.iteration_instances(0).len().div_ceil(config.batch_size);
+        let batches_per_iteration = self
+            .iteration_instances(0)
+            .len()
+            .div_ceil(config.batch_size);
         let total = u64::from(config.iterations) * batches_per_iteration as u64;
         let bar = self.progress.add(indicatif::ProgressBar::new(total));
         bar.set_style(
@@ -289,7 +292,10 @@ impl Run {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_position(u64::from(self.state.iteration) * batches_per_iteration as u64 + self.state.next_batch as u64);
+        bar.set_position(
+            u64::from(self.state.iteration) * batches_per_iteration as u64
+                + self.state.next_batch as u64,
+        );
         while self.state.iteration < config.iterations {
             let iteration = self.state.iteration;
             bar.set_prefix(format!("{}/{}", iteration + 1, config.iterations));
@@ -301,7 +307,9 @@ impl Run {
                 let metrics = self.run_batch(iteration, index, batches[index], &bar)?;
                 bar.set_message(format!(
                     "reward {} picks {:?}",
-                    metrics.bandit_reward.map_or("-".into(), |r| format!("{r:.3}")),
+                    metrics
+                        .bandit_reward
+                        .map_or("-".into(), |r| format!("{r:.3}")),
                     metrics.arm_counts
                 ));
                 self.state.next_batch += 1;
@@ -331,7 +339,10 @@ impl Run {
         let report = match self.plugin_dir.rescan(&self.host) {
             Ok(report) => report,
             Err(err) => {
-                eprintln!("warning: failed to rescan {}: {err}", self.config.plugins.display());
+                eprintln!(
+                    "warning: failed to rescan {}: {err}",
+                    self.config.plugins.display()
+                );
                 return;
             }
         };
@@ -343,7 +354,11 @@ impl Run {
                 let name = rm.meta().manifest.name.clone();
                 let wanted = self.config.rms.is_empty() || self.config.rms.contains(&name);
                 if wanted && !self.arms.iter().any(|a| a.name == name) {
-                    eprintln!("reward model {} joined as arm {}", rm.meta().label(), self.arms.len());
+                    eprintln!(
+                        "reward model {} joined as arm {}",
+                        rm.meta().label(),
+                        self.arms.len()
+                    );
                     self.arms.push(Arm { plugin: rm, name });
                     let _ = self.write_plugins();
                 }
@@ -356,7 +371,8 @@ impl Run {
         use rand::SeedableRng;
         use rand::seq::SliceRandom;
         let mut instances = self.train.clone();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (u64::from(iteration) << 32));
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (u64::from(iteration) << 32));
         instances.shuffle(&mut rng);
         if self.config.train_size > 0 {
             instances.truncate(self.config.train_size);
@@ -408,7 +424,9 @@ impl Run {
                 .map(|i| engine.chat_prompt(&laser_data::prompt::render(i)))
                 .collect::<Result<_>>()?
         };
-        let contexts = self.lock_engine()?.hidden_states(&prompts, config.pooling)?;
+        let contexts = self
+            .lock_engine()?
+            .hidden_states(&prompts, config.pooling)?;
         lap("context", &mut seconds);
 
         // Choose: a weight per arm per prompt.
@@ -433,7 +451,10 @@ impl Run {
             max_new_tokens: config.max_new_tokens,
             ..SamplingConfig::default()
         };
-        let repeated: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
+        let repeated: Vec<Vec<u32>> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), n))
+            .collect();
         let generations = self.lock_engine()?.generate(&repeated, &sampling)?;
         let generated_tokens = generations.iter().map(|g| g.tokens.len()).sum();
         lap("generate", &mut seconds);
@@ -458,7 +479,10 @@ impl Run {
                 .iter()
                 .map(|&i| ScoredInstance {
                     instance: to_wit_instance(&batch[i]),
-                    candidates: generations[i * n..(i + 1) * n].iter().map(|g| g.text.clone()).collect(),
+                    candidates: generations[i * n..(i + 1) * n]
+                        .iter()
+                        .map(|g| g.text.clone())
+                        .collect(),
                 })
                 .collect();
             rm_calls += 1;
@@ -501,7 +525,8 @@ impl Run {
                 Pick::Single(k) => arm_scores[*k].as_ref().map(|s| s[i].clone()),
                 Pick::Ensemble(ks) => ensemble_scores(
                     &weights[i],
-                    ks.iter().filter_map(|&k| normalized[k].as_ref().map(|s| (k, &s[i]))),
+                    ks.iter()
+                        .filter_map(|&k| normalized[k].as_ref().map(|s| (k, &s[i]))),
                     config.ensemble,
                     config.ensemble_lambda,
                 ),
@@ -526,12 +551,23 @@ impl Run {
             if config.mode == Mode::BestOfN {
                 let generation = &generations[i * n + best];
                 let count = generation.logprobs.len().max(1) as f64;
-                let mean_logprob = generation.logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / count;
+                let mean_logprob = generation
+                    .logprobs
+                    .iter()
+                    .map(|&l| f64::from(l))
+                    .sum::<f64>()
+                    / count;
                 rewards[i] = Some(mean_logprob);
             }
         }
         if config.mode == Mode::Train {
-            let pairs = preference_pairs(&final_scores, n, config.pairs, config.pair_mode, config.seed);
+            let pairs = preference_pairs(
+                &final_scores,
+                n,
+                config.pairs,
+                config.pair_mode,
+                config.seed,
+            );
             let outcome = self.train_step(&prompts, &generations, &pairs)?;
             for (i, instance_loss) in outcome.losses {
                 rewards[i] = Some(-instance_loss);
@@ -574,7 +610,10 @@ impl Run {
             };
             *arm_counts.entry(arm.clone()).or_insert(0) += 1;
             let response = generations[i * n + picked[i]].text.clone();
-            let is_correct = instance.reference.as_ref().map(|_| laser_data::is_correct(instance, &response));
+            let is_correct = instance
+                .reference
+                .as_ref()
+                .map(|_| laser_data::is_correct(instance, &response));
             if let Some(ok) = is_correct {
                 checked += 1;
                 correct += usize::from(ok);
@@ -599,7 +638,8 @@ impl Run {
             batch: batch_index,
             instances: batch.len(),
             arm_counts,
-            bandit_reward: (!rewarded.is_empty()).then(|| rewarded.iter().sum::<f64>() / rewarded.len() as f64),
+            bandit_reward: (!rewarded.is_empty())
+                .then(|| rewarded.iter().sum::<f64>() / rewarded.len() as f64),
             loss,
             margin,
             pick_accuracy: (checked > 0).then(|| correct as f64 / checked as f64),
@@ -609,9 +649,17 @@ impl Run {
             generated_tokens,
             seconds,
         };
-        checkpoint::append_jsonl(&self.out.join(checkpoint::METRICS_FILE), &[&metrics], &mut self.state.metrics_lines)?;
+        checkpoint::append_jsonl(
+            &self.out.join(checkpoint::METRICS_FILE),
+            &[&metrics],
+            &mut self.state.metrics_lines,
+        )?;
         let refs: Vec<&Selection> = selections.iter().collect();
-        checkpoint::append_jsonl(&self.out.join(checkpoint::SELECTIONS_FILE), &refs, &mut self.state.selection_lines)?;
+        checkpoint::append_jsonl(
+            &self.out.join(checkpoint::SELECTIONS_FILE),
+            &refs,
+            &mut self.state.selection_lines,
+        )?;
         Ok(metrics)
     }
 
@@ -624,15 +672,21 @@ impl Run {
     ) -> Result<TrainOutcome> {
         // TODO: wire the DPO + NLL trainer here once preference training
         // runs on the GPU; until then `train` mode stops with this error.
-        bail!("`train` mode needs preference training, which this build does not have yet; use --mode best-of-n")
+        bail!(
+            "`train` mode needs preference training, which this build does not have yet; use --mode best-of-n"
+        )
     }
 
     /// Returns the greedy accuracy on the held-out split.
     fn evaluate(&self, label: &str) -> Result<f64> {
-        let bar = self.progress.add(indicatif::ProgressBar::new(self.eval.len() as u64));
+        let bar = self
+            .progress
+            .add(indicatif::ProgressBar::new(self.eval.len() as u64));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_prefix(label.to_string());
         let mut engine = self.lock_engine()?;
@@ -662,7 +716,14 @@ impl Run {
     ///
     /// Fails when a plugin still holds the engine.
     pub fn into_engine(self) -> Result<Engine> {
-        let Self { engine, host, selector, arms, plugin_dir, .. } = self;
+        let Self {
+            engine,
+            host,
+            selector,
+            arms,
+            plugin_dir,
+            ..
+        } = self;
         drop((host, selector, arms, plugin_dir));
         let engine = Arc::try_unwrap(engine)
             .map_err(|_| anyhow::anyhow!("the engine is still shared after the run ended"))?;
@@ -753,22 +814,40 @@ pub fn preference_pairs(
         let Some(scores) = scores else { continue };
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        let (Some(&best), Some(&worst)) = (order.first(), order.last()) else { continue };
+        let (Some(&best), Some(&worst)) = (order.first(), order.last()) else {
+            continue;
+        };
         if scores[best] <= scores[worst] {
             continue;
         }
         match mode {
-            PairMode::BestWorst => pairs.push(PreferencePair { instance: i, chosen: i * n + best, rejected: i * n + worst }),
+            PairMode::BestWorst => pairs.push(PreferencePair {
+                instance: i,
+                chosen: i * n + best,
+                rejected: i * n + worst,
+            }),
             PairMode::BestRandom => {
-                let others: Vec<usize> = order.iter().copied().filter(|&j| scores[j] < scores[best]).collect();
+                let others: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&j| scores[j] < scores[best])
+                    .collect();
                 let pick = (seed as usize).wrapping_add(i * 31) % others.len();
-                pairs.push(PreferencePair { instance: i, chosen: i * n + best, rejected: i * n + others[pick] });
+                pairs.push(PreferencePair {
+                    instance: i,
+                    chosen: i * n + best,
+                    rejected: i * n + others[pick],
+                });
             }
             PairMode::TopP => {
                 for p in 0..(max_pairs as usize).min(order.len() / 2) {
                     let (chosen, rejected) = (order[p], order[order.len() - 1 - p]);
                     if scores[chosen] > scores[rejected] {
-                        pairs.push(PreferencePair { instance: i, chosen: i * n + chosen, rejected: i * n + rejected });
+                        pairs.push(PreferencePair {
+                            instance: i,
+                            chosen: i * n + chosen,
+                            rejected: i * n + rejected,
+                        });
                     }
                 }
             }
@@ -822,7 +901,11 @@ fn ensemble_scores<'a>(
                 EnsembleMode::Mean => mean,
                 EnsembleMode::Min => arms.iter().map(|(_, s)| s[c]).fold(f64::INFINITY, f64::min),
                 EnsembleMode::MeanMinusStd => {
-                    let variance = arms.iter().map(|(w, s)| w * (s[c] - mean).powi(2)).sum::<f64>() / total;
+                    let variance = arms
+                        .iter()
+                        .map(|(w, s)| w * (s[c] - mean).powi(2))
+                        .sum::<f64>()
+                        / total;
                     mean - lambda * variance.sqrt()
                 }
             }
@@ -832,7 +915,9 @@ fn ensemble_scores<'a>(
 }
 
 fn argmax(scores: &[f64]) -> usize {
-    (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a))).unwrap_or(0)
+    (0..scores.len())
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
 }
 
 fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
@@ -847,8 +932,10 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 /// Orders the loaded reward models as arms: the `--rms` order when given,
 /// else load order.
 fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>> {
-    let mut by_name: BTreeMap<String, RewardModelPlugin> =
-        rms.into_iter().map(|rm| (rm.meta().manifest.name.clone(), rm)).collect();
+    let mut by_name: BTreeMap<String, RewardModelPlugin> = rms
+        .into_iter()
+        .map(|rm| (rm.meta().manifest.name.clone(), rm))
+        .collect();
     let names: Vec<String> = if config.rms.is_empty() {
         by_name.keys().cloned().collect()
     } else {
@@ -865,7 +952,11 @@ fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>
         })?;
         arms.push(Arm { plugin, name });
     }
-    ensure!(!arms.is_empty(), "no reward model found in {}", config.plugins.display());
+    ensure!(
+        !arms.is_empty(),
+        "no reward model found in {}",
+        config.plugins.display()
+    );
     Ok(arms)
 }
 
@@ -877,7 +968,10 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
     };
     let eval = laser_data::EvalSize::Count(config.eval_size.min(instances.len().saturating_sub(1)));
     let split = laser_data::split_instances(instances, eval, config.seed)?;
-    ensure!(!split.train.is_empty(), "no training instances left after the eval split");
+    ensure!(
+        !split.train.is_empty(),
+        "no training instances left after the eval split"
+    );
     Ok((split.train, split.eval))
 }
 
@@ -888,14 +982,24 @@ mod tests {
     #[test]
     fn pick_one_hot_is_single() {
         assert_eq!(Pick::from_weights(&[0.0, 1.0, 0.0]), Pick::Single(1));
-        assert_eq!(Pick::from_weights(&[0.5, 0.5, 0.0]), Pick::Ensemble(vec![0, 1]));
+        assert_eq!(
+            Pick::from_weights(&[0.5, 0.5, 0.0]),
+            Pick::Ensemble(vec![0, 1])
+        );
     }
 
     #[test]
     fn best_worst_pairs_skip_ties() {
         let scores = vec![Some(vec![0.1, 0.9, 0.5]), Some(vec![1.0, 1.0, 1.0]), None];
         let pairs = preference_pairs(&scores, 3, 1, PairMode::BestWorst, 0);
-        assert_eq!(pairs, vec![PreferencePair { instance: 0, chosen: 1, rejected: 0 }]);
+        assert_eq!(
+            pairs,
+            vec![PreferencePair {
+                instance: 0,
+                chosen: 1,
+                rejected: 0
+            }]
+        );
     }
 
     #[test]
@@ -912,9 +1016,11 @@ mod tests {
         let a = vec![1.0, -1.0];
         let b = vec![0.0, 2.0];
         let arms = [(0usize, &a), (1usize, &b)];
-        let min = ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Min, 1.0).unwrap();
+        let min =
+            ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Min, 1.0).unwrap();
         assert_eq!(min, vec![0.0, -1.0]);
-        let mean = ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Mean, 1.0).unwrap();
+        let mean =
+            ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Mean, 1.0).unwrap();
         assert_eq!(mean, vec![0.5, 0.5]);
     }
 }

@@ -9,7 +9,11 @@ use laser_host::cli::Cli;
 fn main() -> ExitCode {
     quiet_wayland_probe();
     let cli = Cli::parse();
-    let filter = if cli.verbose { "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug" } else { "warn" };
+    let filter = if cli.verbose {
+        "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LASER_HOST_LOG")

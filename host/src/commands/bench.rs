@@ -1,6 +1,8 @@
 //! `laser-host bench engine`: matmul GFLOP/s, prefill and decode tokens/s,
 //! and GPU memory, on whatever adapter is selected.
 
+mod train;
+
 use std::time::Instant;
 
 use anyhow::Result;
@@ -8,6 +10,8 @@ use laser_model::DType;
 
 use crate::cli::BenchEngineArgs;
 use crate::engine::SamplingConfig;
+
+pub(crate) use train::train;
 
 pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     let mut engine = super::load_engine(&args.model, verbose)?;
@@ -44,7 +48,7 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     };
     engine.generate(&[prompt[..8].to_vec()], &once)?;
     let started = Instant::now();
-    engine.generate(&[prompt.clone()], &once)?;
+    engine.generate(std::slice::from_ref(&prompt), &once)?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "prefill {} tokens: {:.1} tokens/s",
@@ -70,8 +74,14 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         let base = time(&mut engine, 1)?;
         let full = time(&mut engine, args.decode_tokens + 1)?;
         let rate = f64::from(batch * args.decode_tokens) / (full - base).max(1e-9);
-        println!("decode batch {batch}: {rate:.1} tokens/s ({:.1} per sequence)", rate / f64::from(batch));
+        println!(
+            "decode batch {batch}: {rate:.1} tokens/s ({:.1} per sequence)",
+            rate / f64::from(batch)
+        );
     }
-    println!("GPU memory held by the engine: {} MiB", engine.gpu_bytes() >> 20);
+    println!(
+        "GPU memory held by the engine: {} MiB",
+        engine.gpu_bytes() >> 20
+    );
     Ok(())
 }

@@ -24,7 +24,11 @@ pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -
 
     // Expand `fixed` into one variant per reward model, each with a plugin
     // folder whose `fixed` manifest names that reward model.
-    let rms = if base.rms.is_empty() { reward_model_names(&base.plugins)? } else { base.rms.clone() };
+    let rms = if base.rms.is_empty() {
+        reward_model_names(&base.plugins)?
+    } else {
+        base.rms.clone()
+    };
     let mut variants: Vec<(String, String, PathBuf)> = Vec::new();
     for selector in &args.selectors {
         if selector == "fixed" {
@@ -70,10 +74,16 @@ fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {
         "| selector | eval before | eval after | picked correct | RM calls | RM candidates | RM tokens | {} |",
         PHASES.map(|p| format!("{p} s")).join(" | ")
     )?;
-    writeln!(table, "|---|---|---|---|---|---|---|{}", "---|".repeat(PHASES.len()))?;
+    writeln!(
+        table,
+        "|---|---|---|---|---|---|---|{}",
+        "---|".repeat(PHASES.len())
+    )?;
     for (label, s) in rows {
-        let seconds: Vec<String> =
-            PHASES.iter().map(|p| format!("{:.1}", s.seconds.get(*p).copied().unwrap_or(0.0))).collect();
+        let seconds: Vec<String> = PHASES
+            .iter()
+            .map(|p| format!("{:.1}", s.seconds.get(*p).copied().unwrap_or(0.0)))
+            .collect();
         writeln!(
             table,
             "| {label} | {} | {} | {} | {} | {} | {} | {} |",
@@ -114,13 +124,16 @@ fn fixed_plugin_folder(from: &Path, to: &Path, rm: &str) -> Result<()> {
         let path = entry?.path();
         if path.is_file() {
             let name = path.file_name().context("plugin file without a name")?;
-            fs::copy(&path, to.join(name)).with_context(|| format!("failed to copy {}", path.display()))?;
+            fs::copy(&path, to.join(name))
+                .with_context(|| format!("failed to copy {}", path.display()))?;
         }
     }
     let manifest_path = to.join("fixed.toml");
     let text = fs::read_to_string(&manifest_path)
         .with_context(|| format!("the `fixed` selector is missing from {}", from.display()))?;
-    let mut manifest: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
+    let mut manifest: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
     let config = manifest
         .entry("config")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));

@@ -6,7 +6,11 @@ use crate::cli::GenerateArgs;
 use crate::engine::SamplingConfig;
 
 pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
-    ensure!(args.num_samples >= 1, "-n must be at least 1, got {}", args.num_samples);
+    ensure!(
+        args.num_samples >= 1,
+        "-n must be at least 1, got {}",
+        args.num_samples
+    );
     ensure!(
         args.temperature.is_finite() && args.temperature >= 0.0,
         "--temperature must be a finite number >= 0, got {}",

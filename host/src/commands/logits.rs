@@ -25,7 +25,11 @@ pub(crate) fn run(args: &LogitsArgs, verbose: bool) -> Result<()> {
             )
         })?;
         if ids.is_empty() {
-            bail!("{}:{}: empty token array", args.tokens_file.display(), i + 1);
+            bail!(
+                "{}:{}: empty token array",
+                args.tokens_file.display(),
+                i + 1
+            );
         }
         sequences.push((i + 1, ids));
     }
@@ -58,9 +62,15 @@ pub(crate) fn run(args: &LogitsArgs, verbose: bool) -> Result<()> {
 
 /// The `k` highest (id, logit) pairs, highest first; ties keep the lower id.
 pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut indexed: Vec<(u32, f32)> = row.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+    let mut indexed: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (i as u32, x))
+        .collect();
     let k = k.min(indexed.len());
-    indexed.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    indexed.select_nth_unstable_by(k.saturating_sub(1), |a, b| {
+        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+    });
     indexed.truncate(k);
     indexed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     indexed

@@ -8,14 +8,24 @@ use crate::cli::RunArgs;
 use crate::engine::Engine;
 use crate::laser::{Mode, Run, RunConfig};
 
-pub(crate) fn run(args: &RunArgs, mode: Mode, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
+pub(crate) fn run(
+    args: &RunArgs,
+    mode: Mode,
+    plugins: Option<PathBuf>,
+    verbose: bool,
+) -> Result<()> {
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
             let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("no run to resume in {}: {} is missing", dir.display(), path.display()))?;
-            let config: RunConfig =
-                serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no run to resume in {}: {} is missing",
+                    dir.display(),
+                    path.display()
+                )
+            })?;
+            let config: RunConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged", path.display()))?;
             ensure!(
                 config.mode == mode,
                 "the run in {} is a {:?} run; resume it with the matching command",
@@ -24,29 +34,50 @@ pub(crate) fn run(args: &RunArgs, mode: Mode, plugins: Option<PathBuf>, verbose:
             );
             (config, dir.clone(), true)
         }
-        None => (config_from_args(args, mode, plugins)?, args.out.clone(), false),
+        None => (
+            config_from_args(args, mode, plugins)?,
+            args.out.clone(),
+            false,
+        ),
     };
     let gpu = super::open_gpu(verbose)?;
     let engine = Engine::load(gpu, &config.model)?;
     let mut run = Run::open(config, engine, &out, resume)?;
     run.run()?;
-    println!("run finished: report at {}", out.join("report.md").display());
+    println!(
+        "run finished: report at {}",
+        out.join("report.md").display()
+    );
     Ok(())
 }
 
-pub(crate) fn config_from_args(args: &RunArgs, mode: Mode, plugins: Option<PathBuf>) -> Result<RunConfig> {
+pub(crate) fn config_from_args(
+    args: &RunArgs,
+    mode: Mode,
+    plugins: Option<PathBuf>,
+) -> Result<RunConfig> {
     let plugins = plugins.context(
         "missing --plugins DIR: a folder of reward-model and selector plugins \
          (build the bundled ones with `plugins/build.sh DIR`)",
     )?;
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
-    ensure!(args.n >= 2, "--n must be at least 2 to compare samples, got {}", args.n);
+    ensure!(
+        args.n >= 2,
+        "--n must be at least 2 to compare samples, got {}",
+        args.n
+    );
     ensure!(args.iterations >= 1, "--iterations must be at least 1");
     ensure!(
         args.temperature.is_finite() && args.temperature >= 0.0,
         "--temperature must be a finite number >= 0, got {}",
         args.temperature
     );
+    for (i, name) in args.rms.iter().enumerate() {
+        ensure!(
+            !args.rms[..i].contains(name),
+            "--rms names reward model {name:?} twice"
+        );
+    }
     if let Some(data) = &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
     }

@@ -75,10 +75,8 @@ impl KvCache {
     ///
     /// Fails when one block's cache exceeds the device's largest binding.
     pub fn new(gpu: &Gpu, config: &ModelConfig, slots: u32, max_len: u32) -> Result<Self> {
-        let per_block = u64::from(slots)
-            * u64::from(max_len)
-            * (config.n_head_kv * config.head_dim) as u64
-            * 4;
+        let per_block =
+            u64::from(slots) * u64::from(max_len) * (config.n_head_kv * config.head_dim) as u64 * 4;
         ensure!(
             per_block <= gpu.max_binding_bytes(),
             "KV cache for {slots} sequences of {max_len} tokens needs {} MiB per block, \
@@ -103,7 +101,11 @@ impl KvCache {
 
     /// The GPU bytes taken by the cache.
     pub fn gpu_bytes(&self) -> u64 {
-        self.keys.iter().chain(&self.values).map(wgpu::Buffer::size).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(wgpu::Buffer::size)
+            .sum()
     }
 }
 
@@ -175,6 +177,7 @@ pub struct Row {
 ///
 /// Fails when there are more rows than buffers for them, or a row lies
 /// outside the cache.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_blocks(
     gpu: &Gpu,
     kernels: &Kernels,
@@ -211,13 +214,16 @@ pub fn encode_blocks(
     let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
     let positions: Vec<u32> = rows.iter().map(|r| r.position).collect();
     let slot_positions: Vec<u32> = rows.iter().flat_map(|r| [r.slot, r.position]).collect();
-    gpu.queue.write_buffer(&act.tokens, 0, bytemuck::cast_slice(&tokens));
-    gpu.queue.write_buffer(&act.positions, 0, bytemuck::cast_slice(&positions));
-    gpu.queue.write_buffer(&act.rows, 0, bytemuck::cast_slice(&slot_positions));
+    gpu.queue
+        .write_buffer(&act.tokens, 0, bytemuck::cast_slice(&tokens));
+    gpu.queue
+        .write_buffer(&act.positions, 0, bytemuck::cast_slice(&positions));
+    gpu.queue
+        .write_buffer(&act.rows, 0, bytemuck::cast_slice(&slot_positions));
 
     let (c, h, g, d, f) = dims(config);
-    let eps = config.rms_eps as f32;
-    let theta = config.rope_theta as f32;
+    let eps = config.rms_eps;
+    let theta = config.rope_theta;
     let layout = match config.rope_layout {
         config::RopeLayout::Adjacent => RopeLayout::Adjacent,
         config::RopeLayout::Halves => RopeLayout::Halves,
@@ -225,42 +231,141 @@ pub fn encode_blocks(
     let scale = 1.0 / (d as f32).sqrt();
 
     // x = token_embd[tokens]: [M, C]
-    kernels.embedding.encode(gpu, encoder, &weights.token_embd, &act.tokens, &act.x, m);
+    kernels
+        .embedding
+        .encode(gpu, encoder, &weights.token_embd, &act.tokens, &act.x, m);
 
     for (i, block) in weights.blocks.iter().enumerate() {
         // xn = rms_norm(x) * attn_norm
-        kernels.rms_norm.encode(gpu, encoder, &act.x, &block.attn_norm, &act.xn, m, c, eps);
+        kernels
+            .rms_norm
+            .encode(gpu, encoder, &act.x, &block.attn_norm, &act.xn, m, c, eps);
 
         // q, k, v = xn Wq^T (+ bq), xn Wk^T (+ bk), xn Wv^T (+ bv)
         let mm = &kernels.matmul;
-        mm.encode(gpu, encoder, &act.xn, &block.attn_q, block.attn_q_bias.as_ref(), &act.q, m, false);
-        mm.encode(gpu, encoder, &act.xn, &block.attn_k, block.attn_k_bias.as_ref(), &act.k, m, false);
-        mm.encode(gpu, encoder, &act.xn, &block.attn_v, block.attn_v_bias.as_ref(), &act.v, m, false);
+        mm.encode(
+            gpu,
+            encoder,
+            &act.xn,
+            &block.attn_q,
+            block.attn_q_bias.as_ref(),
+            &act.q,
+            m,
+            false,
+        );
+        mm.encode(
+            gpu,
+            encoder,
+            &act.xn,
+            &block.attn_k,
+            block.attn_k_bias.as_ref(),
+            &act.k,
+            m,
+            false,
+        );
+        mm.encode(
+            gpu,
+            encoder,
+            &act.xn,
+            &block.attn_v,
+            block.attn_v_bias.as_ref(),
+            &act.v,
+            m,
+            false,
+        );
 
         // Rotate q and k by each row's position.
-        kernels.rope.encode(gpu, encoder, &act.q, &act.positions, m, h, d, theta, layout);
-        kernels.rope.encode(gpu, encoder, &act.k, &act.positions, m, g, d, theta, layout);
+        kernels
+            .rope
+            .encode(gpu, encoder, &act.q, &act.positions, m, h, d, theta, layout);
+        kernels
+            .rope
+            .encode(gpu, encoder, &act.k, &act.positions, m, g, d, theta, layout);
 
         // Append k and v to the cache, then attend over it.
         let (k_cache, v_cache) = (&cache.keys[i], &cache.values[i]);
-        kernels.kv_write.encode(gpu, encoder, &act.k, &act.v, &act.rows, k_cache, v_cache, m, g, d, cache.max_len);
+        kernels.kv_write.encode(
+            gpu,
+            encoder,
+            &act.k,
+            &act.v,
+            &act.rows,
+            k_cache,
+            v_cache,
+            m,
+            g,
+            d,
+            cache.max_len,
+        );
         kernels.attention.encode(
-            gpu, encoder, &act.q, k_cache, v_cache, &act.rows, &act.attn, m, h, g, d, cache.max_len, scale,
+            gpu,
+            encoder,
+            &act.q,
+            k_cache,
+            v_cache,
+            &act.rows,
+            &act.attn,
+            m,
+            h,
+            g,
+            d,
+            cache.max_len,
+            scale,
         );
 
         // x += attn Wo^T
-        mm.encode(gpu, encoder, &act.attn, &block.attn_output, None, &act.x, m, true);
+        mm.encode(
+            gpu,
+            encoder,
+            &act.attn,
+            &block.attn_output,
+            None,
+            &act.x,
+            m,
+            true,
+        );
 
         // xn = rms_norm(x) * ffn_norm
-        kernels.rms_norm.encode(gpu, encoder, &act.x, &block.ffn_norm, &act.xn, m, c, eps);
+        kernels
+            .rms_norm
+            .encode(gpu, encoder, &act.x, &block.ffn_norm, &act.xn, m, c, eps);
 
         // hidden = silu(xn Wgate^T) * (xn Wup^T): [M, F]
-        mm.encode(gpu, encoder, &act.xn, &block.ffn_gate, None, &act.gate, m, false);
-        mm.encode(gpu, encoder, &act.xn, &block.ffn_up, None, &act.up, m, false);
-        kernels.swiglu.encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
+        mm.encode(
+            gpu,
+            encoder,
+            &act.xn,
+            &block.ffn_gate,
+            None,
+            &act.gate,
+            m,
+            false,
+        );
+        mm.encode(
+            gpu,
+            encoder,
+            &act.xn,
+            &block.ffn_up,
+            None,
+            &act.up,
+            m,
+            false,
+        );
+        kernels
+            .swiglu
+            .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
 
         // x += hidden Wdown^T
-        mm.encode(gpu, encoder, &act.hidden, &block.ffn_down, None, &act.x, m, true);
+        mm.encode(
+            gpu,
+            encoder,
+            &act.hidden,
+            &block.ffn_down,
+            None,
+            &act.x,
+            m,
+            true,
+        );
     }
     Ok(())
 }

@@ -105,23 +105,54 @@ impl ReferenceModel {
     pub fn final_hidden(&self, tokens: &[u32]) -> Vec<f32> {
         let cfg = &self.config;
         let t = tokens.len();
-        let (c, h, g, d, f) = (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff);
-        let eps = cfg.rms_eps as f32;
+        let (c, h, g, d, f) = (
+            cfg.n_embd,
+            cfg.n_head,
+            cfg.n_head_kv,
+            cfg.head_dim,
+            cfg.n_ff,
+        );
+        let eps = cfg.rms_eps;
 
         // x = token_embd[tokens]: [T, C]
         let mut x: Vec<f32> = tokens
             .iter()
-            .flat_map(|&id| self.token_embd[id as usize * c..(id as usize + 1) * c].iter().copied())
+            .flat_map(|&id| {
+                self.token_embd[id as usize * c..(id as usize + 1) * c]
+                    .iter()
+                    .copied()
+            })
             .collect();
 
         for block in &self.blocks {
             // Attention sublayer.
             let xn = rms_norm(&x, &block.attn_norm, c, eps);
-            let mut q = matmul(&xn, &block.attn_q, block.attn_q_bias.as_deref(), t, h * d, c);
-            let mut k = matmul(&xn, &block.attn_k, block.attn_k_bias.as_deref(), t, g * d, c);
-            let v = matmul(&xn, &block.attn_v, block.attn_v_bias.as_deref(), t, g * d, c);
-            rope(&mut q, t, h, d, cfg.rope_theta as f32, cfg.rope_layout);
-            rope(&mut k, t, g, d, cfg.rope_theta as f32, cfg.rope_layout);
+            let mut q = matmul(
+                &xn,
+                &block.attn_q,
+                block.attn_q_bias.as_deref(),
+                t,
+                h * d,
+                c,
+            );
+            let mut k = matmul(
+                &xn,
+                &block.attn_k,
+                block.attn_k_bias.as_deref(),
+                t,
+                g * d,
+                c,
+            );
+            let v = matmul(
+                &xn,
+                &block.attn_v,
+                block.attn_v_bias.as_deref(),
+                t,
+                g * d,
+                c,
+            );
+            rope(&mut q, t, h, d, cfg.rope_theta, cfg.rope_layout);
+            rope(&mut k, t, g, d, cfg.rope_theta, cfg.rope_layout);
             let attn = attention(&q, &k, &v, t, h, g, d);
             let out = matmul(&attn, &block.attn_output, None, t, c, h * d);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
@@ -160,7 +191,11 @@ fn matmul(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usi
         let row = &x[i * k..(i + 1) * k];
         for j in 0..n {
             let col = &w[j * k..(j + 1) * k];
-            let dot: f64 = row.iter().zip(col).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            let dot: f64 = row
+                .iter()
+                .zip(col)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
             out[i * n + j] = dot as f32 + bias.map_or(0.0, |b| b[j]);
         }
     }

@@ -87,7 +87,13 @@ impl Weights {
         let output = if config.tied_embeddings {
             None
         } else {
-            Some(matrix(gpu, checkpoint, "output.weight", config.vocab_size, c)?)
+            Some(matrix(
+                gpu,
+                checkpoint,
+                "output.weight",
+                config.vocab_size,
+                c,
+            )?)
         };
         Ok(Self {
             token_embd,

@@ -50,7 +50,11 @@ impl RunState {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {
-            format!("no run to resume in {}: {} is missing", dir.display(), path.display())
+            format!(
+                "no run to resume in {}: {} is missing",
+                dir.display(),
+                path.display()
+            )
         })?;
         let state: Self = serde_json::from_str(&text)
             .with_context(|| format!("{} is damaged", path.display()))?;
@@ -96,7 +100,11 @@ pub fn append_jsonl<T: Serialize>(path: &Path, records: &[&T], lines: &mut usize
 /// Keeps the first `keep` lines of `path`.
 fn truncate_lines(path: &Path, keep: usize) -> Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
-        ensure!(keep == 0, "{} is missing but the checkpoint expects {keep} lines", path.display());
+        ensure!(
+            keep == 0,
+            "{} is missing but the checkpoint expects {keep} lines",
+            path.display()
+        );
         return Ok(());
     };
     let count = text.lines().count();

@@ -45,7 +45,12 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         })
         .filter(|(_, points): &Series| points.iter().any(|&(_, y)| y > 0.0))
         .collect();
-    line_chart(&dir.join("arm_share.svg"), "share of choices per batch", "batch", &share)?;
+    line_chart(
+        &dir.join("arm_share.svg"),
+        "share of choices per batch",
+        "batch",
+        &share,
+    )?;
 
     let reward: Vec<Series> = vec![(
         "bandit reward".into(),
@@ -55,7 +60,12 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
             .filter_map(|(x, m)| m.bandit_reward.map(|r| (x as f64, r)))
             .collect(),
     )];
-    line_chart(&dir.join("bandit_reward.svg"), "mean raw bandit reward per batch", "batch", &reward)?;
+    line_chart(
+        &dir.join("bandit_reward.svg"),
+        "mean raw bandit reward per batch",
+        "batch",
+        &reward,
+    )?;
 
     let loss: Vec<Series> = vec![(
         "loss".into(),
@@ -67,7 +77,12 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
     )];
     let has_loss = !loss[0].1.is_empty();
     if has_loss {
-        line_chart(&dir.join("loss.svg"), "DPO + NLL loss per batch", "batch", &loss)?;
+        line_chart(
+            &dir.join("loss.svg"),
+            "DPO + NLL loss per batch",
+            "batch",
+            &loss,
+        )?;
     }
 
     let mut accuracy_points = Vec::new();
@@ -93,15 +108,28 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         ("held-out greedy".to_string(), accuracy_points),
         ("picked responses".to_string(), pick_points),
     ];
-    line_chart(&dir.join("accuracy.svg"), "accuracy per iteration", "iteration", &accuracy)?;
+    line_chart(
+        &dir.join("accuracy.svg"),
+        "accuracy per iteration",
+        "iteration",
+        &accuracy,
+    )?;
 
     // Share of each arm per category.
     let mut by_category: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for s in &selections {
         let category = s.category.clone().unwrap_or_else(|| "none".into());
-        *by_category.entry(category).or_default().entry(s.arm.clone()).or_default() += 1;
+        *by_category
+            .entry(category)
+            .or_default()
+            .entry(s.arm.clone())
+            .or_default() += 1;
     }
-    category_chart(&dir.join("arm_share_by_category.svg"), &by_category, &labels)?;
+    category_chart(
+        &dir.join("arm_share_by_category.svg"),
+        &by_category,
+        &labels,
+    )?;
 
     let mut md = String::new();
     writeln!(md, "# LASeR run report\n")?;
@@ -110,7 +138,10 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         "Mode `{:?}`, selector `{}`, reward models {}, {} iterations, batch {}, n {}, seed {}.\n",
         config.mode,
         config.selector,
-        arms.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "),
+        arms.iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
         config.iterations,
         config.batch_size,
         config.n,
@@ -127,7 +158,11 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
     let picks: Vec<bool> = selections.iter().filter_map(|s| s.correct).collect();
     if !picks.is_empty() {
         let rate = picks.iter().filter(|&&c| c).count() as f64 / picks.len() as f64;
-        writeln!(md, "- accuracy of the picked responses: {rate:.3} over {}", picks.len())?;
+        writeln!(
+            md,
+            "- accuracy of the picked responses: {rate:.3} over {}",
+            picks.len()
+        )?;
     }
     writeln!(md, "\n![accuracy](accuracy.svg)\n")?;
     writeln!(md, "## Which reward model was picked\n")?;
@@ -138,12 +173,20 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         let total: usize = counts.values().sum();
         let cells: Vec<String> = labels
             .iter()
-            .map(|l| format!("{:.2}", counts.get(l).copied().unwrap_or(0) as f64 / total.max(1) as f64))
+            .map(|l| {
+                format!(
+                    "{:.2}",
+                    counts.get(l).copied().unwrap_or(0) as f64 / total.max(1) as f64
+                )
+            })
             .collect();
         writeln!(md, "| {category} | {} |", cells.join(" | "))?;
     }
     writeln!(md, "\n![share per category](arm_share_by_category.svg)\n")?;
-    writeln!(md, "## Bandit reward\n\n![bandit reward](bandit_reward.svg)\n")?;
+    writeln!(
+        md,
+        "## Bandit reward\n\n![bandit reward](bandit_reward.svg)\n"
+    )?;
     if has_loss {
         writeln!(md, "## Training loss\n\n![loss](loss.svg)\n")?;
     }
@@ -151,7 +194,10 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
     let calls: usize = metrics.iter().map(|m| m.rm_calls).sum();
     let candidates: usize = metrics.iter().map(|m| m.rm_candidates).sum();
     let tokens: usize = metrics.iter().map(|m| m.rm_tokens).sum();
-    writeln!(md, "- reward-model calls: {calls}, candidates scored: {candidates}, tokens scored: {tokens}")?;
+    writeln!(
+        md,
+        "- reward-model calls: {calls}, candidates scored: {candidates}, tokens scored: {tokens}"
+    )?;
     let mut phases: BTreeMap<&str, f64> = BTreeMap::new();
     for m in &metrics {
         for (phase, s) in &m.seconds {
@@ -171,7 +217,8 @@ fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<Vec<T>
     text.lines()
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line).with_context(|| format!("{}:{}: invalid record", path.display(), i + 1))
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: invalid record", path.display(), i + 1))
         })
         .collect()
 }
@@ -216,7 +263,9 @@ fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Res
             .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
             .map_err(plot_error(path))?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -229,7 +278,11 @@ fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Res
 }
 
 /// Draws, per category, one bar per arm with its share of choices.
-fn category_chart(path: &Path, counts: &BTreeMap<String, BTreeMap<String, usize>>, arms: &[String]) -> Result<()> {
+fn category_chart(
+    path: &Path,
+    counts: &BTreeMap<String, BTreeMap<String, usize>>,
+    arms: &[String],
+) -> Result<()> {
     let categories: Vec<&String> = counts.keys().collect();
     let groups = categories.len().max(1);
     let width = arms.len() as f64 + 1.0;
@@ -248,7 +301,9 @@ fn category_chart(path: &Path, counts: &BTreeMap<String, BTreeMap<String, usize>
         .x_labels(groups)
         .x_label_formatter(&|x| {
             let index = (x / width).floor() as usize;
-            categories.get(index).map_or(String::new(), |c| (*c).clone())
+            categories
+                .get(index)
+                .map_or(String::new(), |c| (*c).clone())
         })
         .draw()
         .map_err(plot_error(path))?;

@@ -51,7 +51,9 @@ impl ModelService for EngineService {
                 prompt.clone_from(&newline);
             }
         }
-        engine.continuation_logprobs(&pairs).context("failed to score continuations")
+        engine
+            .continuation_logprobs(&pairs)
+            .context("failed to score continuations")
     }
 
     fn generate(

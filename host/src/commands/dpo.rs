@@ -1,0 +1,95 @@
+//! `laser-host dpo`: trains a LoRA adapter on a file of preference pairs,
+//! with a progress bar and per-step metrics.
+
+use anyhow::{Result, ensure};
+use laser_model::checkpoint::Checkpoint;
+
+use crate::cli::{DpoArgs, TrainOptions};
+use crate::train::dpo::{self, RunOptions};
+use crate::train::lora::{LoraConfig, LoraLayout};
+use crate::train::loss::LossConfig;
+use crate::train::model::TrainModel;
+use crate::train::TrainConfig;
+
+/// Returns the training config of `options` with everything else at its
+/// default.
+pub(crate) fn train_config(options: &TrainOptions) -> Result<TrainConfig> {
+    ensure!(options.micro_batch >= 1, "--micro-batch must be at least 1");
+    ensure!(options.pairs_per_step >= 1, "--pairs-per-step must be at least 1");
+    ensure!(options.max_len >= 2, "--max-len must be at least 2, got {}", options.max_len);
+    let lora = LoraConfig {
+        rank: options.rank,
+        alpha: options.alpha,
+        dropout: options.dropout,
+        targets: options.targets.clone(),
+    }
+    .validated()?;
+    Ok(TrainConfig {
+        lora,
+        pairs_per_step: options.pairs_per_step,
+        micro_batch: options.micro_batch,
+        max_len: options.max_len,
+        seed: options.seed,
+        ..TrainConfig::default()
+    })
+}
+
+pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
+    ensure!(args.steps >= 1, "--steps must be at least 1");
+    ensure!(args.lr > 0.0 && args.lr.is_finite(), "--lr must be a positive number, got {}", args.lr);
+    ensure!(args.beta > 0.0, "--beta must be positive, got {}", args.beta);
+    let config = TrainConfig {
+        loss: LossConfig { kind: args.loss, beta: args.beta, nll_weight: args.nll_weight },
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        schedule: args.schedule,
+        warmup_steps: args.warmup_steps,
+        steps: args.steps,
+        ..train_config(&args.train)?
+    };
+
+    let path = super::model_path(&args.model)?;
+    let gpu = super::open_gpu(verbose)?;
+    let checkpoint = Checkpoint::open(&path)?;
+    let tokenizer = checkpoint.tokenizer()?;
+    let template = checkpoint.chat_template()?;
+    let pairs = dpo::load_pairs(&args.pairs, &tokenizer, &template)?;
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
+    let model = TrainModel::new(gpu, &checkpoint, layout)?;
+    eprintln!(
+        "{} preference pairs, {} adapter parameters, {} steps of {} pairs",
+        pairs.len(),
+        model.layout.len,
+        config.steps,
+        config.pairs_per_step
+    );
+
+    let options = RunOptions {
+        out: args.out.clone(),
+        base_model: path.display().to_string(),
+        save_every: args.save_every,
+        resume: args.resume,
+        stop_after: None,
+    };
+    let bar = indicatif::ProgressBar::new(u64::from(config.steps));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps ({elapsed}, eta {eta}) {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let trainer = dpo::run(model, config, &pairs, &options, |m| {
+        bar.set_position(u64::from(m.step));
+        bar.set_message(format!(
+            "loss {:.4} margin {:.3} acc {:.2} nll {:.3}",
+            m.loss, m.margin, m.accuracy, m.chosen_nll
+        ));
+    })?;
+    bar.finish();
+    eprintln!(
+        "adapter written to {} after {} steps; metrics in {}",
+        args.out.display(),
+        trainer.step,
+        args.out.join(dpo::METRICS_FILE).display()
+    );
+    Ok(())
+}

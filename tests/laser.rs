@@ -1,0 +1,185 @@
+//! LASeR runs of the `laser-host` binary on a tiny random model with the
+//! bundled plugins: the run folder, resume after `kill -9`, and errors for
+//! bad arguments.
+
+#[path = "support/tiny_model.rs"]
+mod tiny_model;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tiny_model::{TinySpec, write_tiny_model};
+
+/// Builds the bundled plugins once per test binary.
+fn plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundled-plugins");
+        let status = Command::new("bash")
+            .arg(root.join("plugins/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "plugins/build.sh failed");
+        out
+    })
+}
+
+fn model() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("laser-tiny.gguf");
+        write_tiny_model(&path, &TinySpec::default());
+        path
+    })
+}
+
+fn command(out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_laser-host"));
+    command.arg("--plugins").arg(plugins()).arg("best-of-n");
+    if !extra.contains(&"--rms") {
+        command.args(["--rms", "verifier,format,length"]);
+    }
+    command
+        .arg("--model")
+        .arg(model())
+        .args([
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--n",
+            "3",
+            "--builtin-count",
+            "9",
+        ])
+        .args(["--eval-size", "2", "--max-new-tokens", "6", "--seed", "5"])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run(out: &Path, extra: &[&str]) -> Output {
+    command(out, extra).output().unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn best_of_n_writes_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = run(&out, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "config.json",
+        "plugins.json",
+        "metrics.jsonl",
+        "selections.jsonl",
+        "state.json",
+        "report.md",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    // 9 instances, 2 held out: 7 a pass in 4 batches of at most 2.
+    assert_eq!(read(&out.join("metrics.jsonl")).lines().count(), 8);
+    assert_eq!(read(&out.join("selections.jsonl")).lines().count(), 14);
+    let plugins: serde_json::Value =
+        serde_json::from_str(&read(&out.join("plugins.json"))).unwrap();
+    assert_eq!(plugins.as_array().unwrap().len(), 4);
+    assert_eq!(plugins[0]["digest"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn killed_run_resumes_to_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let output = run(&whole, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Kill a second run once it has finished some batches, then resume it.
+    let killed = dir.path().join("killed");
+    let mut child = command(&killed, &[]).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(killed.join("state.json")).unwrap_or_default();
+        if state.contains("\"next_batch\": 2") || started.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["best-of-n", "--resume"])
+        .arg(&killed)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        read(&killed.join("selections.jsonl")),
+        read(&whole.join("selections.jsonl"))
+    );
+    let state = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&read(&dir.join("state.json"))).unwrap()
+    };
+    assert_eq!(
+        state(&killed)["selector_state"],
+        state(&whole)["selector_state"]
+    );
+}
+
+#[test]
+fn unknown_reward_model_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&dir.path().join("run"), &["--rms", "verifier,oracle"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("\"oracle\" not found"), "{stderr}");
+}
+
+#[test]
+fn missing_data_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        &dir.path().join("run"),
+        &["--data", "/nonexistent/gsm8k.jsonl"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/nonexistent/gsm8k.jsonl"), "{stderr}");
+}
+
+#[test]
+fn existing_run_folder_needs_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert!(run(&out, &[]).status.success());
+    let output = run(&out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--resume"), "{stderr}");
+}
