@@ -291,7 +291,8 @@ fn sample(
             let max_b = red_f[lid + stride];
             let arg_b = red_u[lid + stride];
             let merged = max(max_a, max_b);
-            red_g[lid] = red_g[lid] * exp(max_a - merged) + red_g[lid + stride] * exp(max_b - merged);
+            red_g[lid] = red_g[lid] * exp(max_a - merged)
+                + red_g[lid + stride] * exp(max_b - merged);
             if max_b > max_a || (max_b == max_a && arg_b < red_u[lid]) {
                 red_u[lid] = arg_b;
             }
