@@ -68,7 +68,8 @@ impl KvWrite {
     /// Records `k_cache[slot, pos] = k[r]` and `v_cache[slot, pos] = v[r]`
     /// for rows `r < m`, where `(slot, pos) = rows[r]`. `k` and `v` are f32
     /// `[M, G, D]`, `rows` is u32 `[M, 2]` and the caches are f32
-    /// `[S, max_len, G, D]`. Two rows must not name the same cache entry.
+    /// `[S, max_len, G, D]`. Every `slot < S` and `pos < max_len`, and no
+    /// two rows name the same cache entry; the kernel does not check.
     #[allow(clippy::too_many_arguments)]
     pub fn encode(
         &self,
@@ -122,8 +123,8 @@ impl Attention {
     /// over cache positions `t` in `0..=pos` of `slot` and kv head
     /// `h / (heads / kv_heads)`. `q` and `out` are f32 `[M, heads, D]`,
     /// `rows` is u32 `[M, 2]` and the caches are f32 `[S, max_len, G, D]`.
-    /// Each row's own key and value must already be in the cache
-    /// ([`KvWrite`]).
+    /// Every `slot < S` and `pos < max_len` (unchecked), and each row's own
+    /// key and value must already be in the cache ([`KvWrite`]).
     ///
     /// # Panics
     ///
