@@ -118,7 +118,7 @@ impl Gpu {
 
     /// The largest byte size one storage binding may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Compiles `source` (with the shared prelude prepended) into a compute
