@@ -83,7 +83,7 @@ impl Selector for CountingSelector {
     }
 
     fn load_state(&mut self, state: Vec<u8>) -> Result<(), String> {
-        if state.len() % 16 != 0 {
+        if !state.len().is_multiple_of(16) {
             return Err(format!(
                 "state of {} bytes is not a whole number of 16-byte arms",
                 state.len()
