@@ -278,7 +278,7 @@ fn check_heads(heads: u32, kv_heads: u32, head_dim: u32) {
         "attention: head_dim {head_dim} is above the supported {MAX_HEAD_DIM}"
     );
     assert!(
-        kv_heads > 0 && heads % kv_heads == 0,
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
         "attention: kv_heads {kv_heads} must divide heads {heads}"
     );
 }
@@ -760,8 +760,8 @@ mod tests {
             ((plus - minus) / (2.0 * f64::from(step))) as f32
         };
 
-        for i in 0..q.len() {
-            assert_close(&format!("dq[{i}]"), &[dq[i]], &[numeric(0, i)], 1e-4, 1e-3);
+        for (i, &dq_i) in dq.iter().enumerate() {
+            assert_close(&format!("dq[{i}]"), &[dq_i], &[numeric(0, i)], 1e-4, 1e-3);
         }
         for i in 0..k.len() {
             assert_close(&format!("dk[{i}]"), &[dk[i]], &[numeric(1, i)], 1e-4, 1e-3);
