@@ -12,7 +12,10 @@ use tiny_model::{TinySpec, write_tiny_model};
 fn laser_host(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .args(args)
-        .env("LASER_HOST_CACHE", std::env::temp_dir().join("laser-host-cli-test-cache"))
+        .env(
+            "LASER_HOST_CACHE",
+            std::env::temp_dir().join("laser-host-cli-test-cache"),
+        )
         .output()
         .unwrap()
 }
@@ -21,11 +24,18 @@ fn laser_host(args: &[&str]) -> Output {
 /// `needle`, and no panic.
 fn assert_clean_failure(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert!(errors[0].contains(needle), "expected {needle:?} in {:?}", errors[0]);
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in {:?}",
+        errors[0]
+    );
 }
 
 fn tiny_model(dir: &Path) -> std::path::PathBuf {
@@ -37,7 +47,13 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
 fn logits_with_model(model: &Path, dir: &Path) -> Output {
     let tokens = dir.join("tokens.jsonl");
     std::fs::write(&tokens, "[72, 101, 108]\n").unwrap();
-    laser_host(&["logits", "--model", model.to_str().unwrap(), "--tokens-file", tokens.to_str().unwrap()])
+    laser_host(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+    ])
 }
 
 #[test]
@@ -98,9 +114,16 @@ fn logits_prints_one_line_per_position() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let output = logits_with_model(&model, dir.path());
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["position"], 2);
     assert_eq!(lines[0]["ids"].as_array().unwrap().len(), 5);
@@ -124,7 +147,11 @@ fn generate_with_tiny_model_is_reproducible() {
     ];
     let first = laser_host(&args);
     let second = laser_host(&args);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(first.stdout, second.stdout);
 }
 
@@ -132,6 +159,14 @@ fn generate_with_tiny_model_is_reproducible() {
 fn invalid_top_p_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let output = laser_host(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--top-p", "1.5"]);
+    let output = laser_host(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--top-p",
+        "1.5",
+    ]);
     assert_clean_failure(&output, "--top-p");
 }

@@ -97,7 +97,9 @@ fn greedy_generation_follows_reference_argmax() {
     for &token in &generated[0].tokens {
         let logits = reference.logits(&sequence);
         let last = logits.last().unwrap();
-        let argmax = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+        let argmax = (0..last.len())
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .unwrap();
         assert_eq!(token as usize, argmax);
         sequence.push(token);
     }
@@ -116,10 +118,14 @@ fn batched_generation_equals_single() {
     };
     let short = TOKENS[..4].to_vec();
     let long = TOKENS.to_vec();
-    let batch = engine.generate(&[short.clone(), long.clone()], &sampling).unwrap();
+    let batch = engine
+        .generate(&[short.clone(), long.clone()], &sampling)
+        .unwrap();
     let alone = engine.generate(&[short], &sampling).unwrap();
     assert_eq!(batch[0].tokens, alone[0].tokens);
-    let again = engine.generate(&[TOKENS[..4].to_vec(), long], &sampling).unwrap();
+    let again = engine
+        .generate(&[TOKENS[..4].to_vec(), long], &sampling)
+        .unwrap();
     assert_eq!(batch[1].tokens, again[1].tokens);
 }
 
@@ -137,7 +143,11 @@ fn continuation_logprobs_match_log_softmax() {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
         let expected = row[token as usize] - log_sum;
-        assert!((scored[0][j] - expected).abs() < 1e-3, "position {j}: {} vs {expected}", scored[0][j]);
+        assert!(
+            (scored[0][j] - expected).abs() < 1e-3,
+            "position {j}: {} vs {expected}",
+            scored[0][j]
+        );
     }
 }
 
@@ -149,12 +159,39 @@ fn hidden_states_pool_reference_states() {
     let mean: Vec<f32> = (0..c)
         .map(|i| states.chunks(c).map(|row| row[i]).sum::<f32>() / TOKENS.len() as f32)
         .collect();
-    let pooled = engine.hidden_states(&[TOKENS.to_vec()], Pooling::Mean).unwrap();
+    let pooled = engine
+        .hidden_states(&[TOKENS.to_vec()], Pooling::Mean)
+        .unwrap();
     for (a, b) in pooled[0].iter().zip(&mean) {
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
-    let last = engine.hidden_states(&[TOKENS.to_vec()], Pooling::Last).unwrap();
+    let last = engine
+        .hidden_states(&[TOKENS.to_vec()], Pooling::Last)
+        .unwrap();
     for (a, b) in last[0].iter().zip(&states[states.len() - c..]) {
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
+}
+
+#[test]
+fn stop_string_cuts_generation() {
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let free = SamplingConfig {
+        max_new_tokens: 12,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let full = engine.generate(&[TOKENS.to_vec()], &free).unwrap();
+    let text = &full[0].text;
+    // Stop at a piece of the greedy text that starts after its first char.
+    let start = text.char_indices().nth(3).map_or(0, |(i, _)| i);
+    let stop: String = text[start..].chars().take(2).collect();
+    let cut = text.find(&stop).unwrap();
+    let stopped = SamplingConfig {
+        stop: vec![stop.clone()],
+        ..free
+    };
+    let generation = engine.generate(&[TOKENS.to_vec()], &stopped).unwrap();
+    assert_eq!(generation[0].text, text[..cut]);
+    assert_eq!(generation[0].finish, laser_host::engine::FinishReason::Stop);
 }

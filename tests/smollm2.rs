@@ -14,8 +14,8 @@ use laser_model::checkpoint::Checkpoint;
 use serde::Deserialize;
 
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("LASER_HOST_MODEL")
-        .map_or_else(fetch::default_model_path, PathBuf::from);
+    let path =
+        std::env::var_os("LASER_HOST_MODEL").map_or_else(fetch::default_model_path, PathBuf::from);
     assert!(
         path.exists(),
         "model {} not found: run `laser-host models fetch` first",
@@ -41,7 +41,9 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(name: &str) -> Vec<T> {
     let path = reference_dir().join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()));
-    text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -64,7 +66,9 @@ struct Greedy {
 }
 
 fn argmax(row: &[f32]) -> u32 {
-    (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap() as u32
+    (0..row.len())
+        .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+        .unwrap() as u32
 }
 
 #[test]
@@ -84,7 +88,9 @@ fn teacher_forced_logits_match_f32_reference() {
         }
     }
     let agreement = agree as f64 / total as f64;
-    println!("top-5 logits max error {worst}, top-1 agreement {agreement:.4} over {total} positions");
+    println!(
+        "top-5 logits max error {worst}, top-1 agreement {agreement:.4} over {total} positions"
+    );
     assert!(worst <= 2e-2, "max logit error {worst} exceeds 2e-2");
     assert!(agreement >= 0.99, "top-1 agreement {agreement} below 0.99");
 }
@@ -116,7 +122,10 @@ fn new_prompts_match_cpu_reference() {
         engine.chat_prompt("Name three primary colors.").unwrap(),
         engine
             .tokenizer
-            .encode("Natalia sold 48 clips in April and half as many in May.", false)
+            .encode(
+                "Natalia sold 48 clips in April and half as many in May.",
+                false,
+            )
             .unwrap(),
     ];
     for tokens in &prompts {
