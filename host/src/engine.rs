@@ -7,6 +7,7 @@
 //! Logits are only ever computed for up to [`HEAD_ROWS`] rows at a time, so
 //! no [tokens x vocabulary] tensor has to fit in one binding.
 
+pub mod adapter;
 pub mod forward;
 pub mod reference;
 pub mod weights;
@@ -21,6 +22,7 @@ use laser_model::checkpoint::Checkpoint;
 use laser_model::config::ModelConfig;
 use laser_model::tokenizer::Tokenizer;
 
+use adapter::Adapter;
 use forward::{Activations, Kernels, KvCache, Row};
 use weights::Weights;
 
@@ -121,6 +123,8 @@ pub struct Engine {
     act: Activations,
     head: HeadBuffers,
     cache: Option<KvCache>,
+    /// LoRA adapter added to every forward pass, if any.
+    adapter: Option<Adapter>,
 }
 
 /// Buffers for the final norm, the LM head and what follows it.
@@ -195,6 +199,7 @@ impl Engine {
             act,
             head,
             cache: None,
+            adapter: None,
         })
     }
 
@@ -260,7 +265,33 @@ impl Engine {
             &self.act,
             encoder,
             rows,
+            self.adapter.as_ref(),
         )
+    }
+
+    /// Applies `adapter` to every later forward pass; `None` goes back to
+    /// the base model.
+    pub fn set_adapter(&mut self, adapter: Option<Adapter>) {
+        self.adapter = adapter;
+    }
+
+    /// The adapter applied to forward passes, if any.
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Loads the PEFT LoRA adapter folder `dir` and applies it to every
+    /// later forward pass.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the adapter is missing, malformed or made for another
+    /// model shape.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let adapter = Adapter::load(&self.gpu, dir, &self.config, MAX_ROWS)
+            .with_context(|| format!("failed to load LoRA adapter {}", dir.display()))?;
+        self.adapter = Some(adapter);
+        Ok(())
     }
 
     /// Records gather, final norm and LM head for up to [`HEAD_ROWS`] rows of

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod dpo;
 pub mod lora;
 pub mod loss;
+pub mod merge;
 pub mod model;
 pub mod peft;
 pub mod reference;

@@ -22,6 +22,9 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         args.top_p
     );
     let mut engine = super::load_engine(&args.model, verbose)?;
+    if let Some(dir) = &args.adapter {
+        engine.load_adapter(dir)?;
+    }
     let prompt = if args.chat {
         engine.chat_prompt(&args.prompt)?
     } else {

@@ -20,7 +20,9 @@ use laser_gpu::rope::{Rope, RopeLayout};
 use laser_gpu::sampling::{Sampler, TokenLogprob};
 use laser_model::config::{self, ModelConfig};
 
+use super::adapter::Adapter;
 use super::weights::{Weights, dims};
+use crate::train::lora::Target;
 
 /// Every compiled kernel the forward pass and sampling use.
 pub struct Kernels {
@@ -170,7 +172,8 @@ pub struct Row {
     pub position: u32,
 }
 
-/// Uploads `rows` and records the forward pass through every block. Leaves
+/// Uploads `rows` and records the forward pass through every block, with
+/// `adapter`'s LoRA updates added after the projections it adapts. Leaves
 /// the final residual stream in `act.x` ([M, C], before the final norm).
 ///
 /// # Errors
@@ -187,6 +190,7 @@ pub fn encode_blocks(
     act: &Activations,
     encoder: &mut wgpu::CommandEncoder,
     rows: &[Row],
+    adapter: Option<&Adapter>,
 ) -> Result<()> {
     let m = rows.len() as u32;
     ensure!(m > 0, "forward pass needs at least one row");
@@ -243,6 +247,11 @@ pub fn encode_blocks(
 
         // q, k, v = xn Wq^T (+ bq), xn Wk^T (+ bk), xn Wv^T (+ bv)
         let mm = &kernels.matmul;
+        let lora = |encoder: &mut wgpu::CommandEncoder, target, x: &wgpu::Buffer, out: &wgpu::Buffer| {
+            if let Some(adapter) = adapter {
+                adapter.encode(gpu, encoder, i, target, x, out, m);
+            }
+        };
         mm.encode(
             gpu,
             encoder,
@@ -253,6 +262,7 @@ pub fn encode_blocks(
             m,
             false,
         );
+        lora(encoder, Target::Q, &act.xn, &act.q);
         mm.encode(
             gpu,
             encoder,
@@ -263,6 +273,7 @@ pub fn encode_blocks(
             m,
             false,
         );
+        lora(encoder, Target::K, &act.xn, &act.k);
         mm.encode(
             gpu,
             encoder,
@@ -273,6 +284,7 @@ pub fn encode_blocks(
             m,
             false,
         );
+        lora(encoder, Target::V, &act.xn, &act.v);
 
         // Rotate q and k by each row's position.
         kernels
@@ -324,6 +336,7 @@ pub fn encode_blocks(
             m,
             true,
         );
+        lora(encoder, Target::O, &act.attn, &act.x);
 
         // xn = rms_norm(x) * ffn_norm
         kernels
@@ -341,6 +354,7 @@ pub fn encode_blocks(
             m,
             false,
         );
+        lora(encoder, Target::Gate, &act.xn, &act.gate);
         mm.encode(
             gpu,
             encoder,
@@ -351,6 +365,7 @@ pub fn encode_blocks(
             m,
             false,
         );
+        lora(encoder, Target::Up, &act.xn, &act.up);
         kernels
             .swiglu
             .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
@@ -366,6 +381,7 @@ pub fn encode_blocks(
             m,
             true,
         );
+        lora(encoder, Target::Down, &act.hidden, &act.x);
     }
     Ok(())
 }

@@ -17,14 +17,22 @@ pub struct TokenizedPair {
 
 impl TokenizedPair {
     /// Returns `prompt + response` cut to `max_len` tokens, and the index of
-    /// the first response token. The prompt keeps at least one token and
-    /// the response at least one.
+    /// the first response token. Responses are kept whole where they fit:
+    /// the prompt keeps its last tokens, as many as the longer response
+    /// leaves but at least a quarter of `max_len`, and the response is cut
+    /// at its end. Both responses of a pair see the same prompt tokens, and
+    /// each part keeps at least one token.
     pub fn sequence(&self, response: &[u32], max_len: usize) -> (Vec<u32>, usize) {
-        let keep_prompt = self.prompt.len().min(max_len.saturating_sub(1)).max(1);
-        let prompt = &self.prompt[self.prompt.len() - keep_prompt..];
-        let keep_response = response
+        let longer = self.chosen.len().max(self.rejected.len());
+        let budget = max_len.saturating_sub(longer).max(max_len / 4);
+        let keep_prompt = self
+            .prompt
             .len()
-            .min(max_len.saturating_sub(keep_prompt).max(1));
+            .min(budget)
+            .min(max_len.saturating_sub(1))
+            .max(1);
+        let prompt = &self.prompt[self.prompt.len() - keep_prompt..];
+        let keep_response = response.len().min(max_len.saturating_sub(keep_prompt).max(1));
         let mut tokens = prompt.to_vec();
         tokens.extend_from_slice(&response[..keep_response]);
         (tokens, keep_prompt)
@@ -93,9 +101,13 @@ mod tests {
             chosen: vec![4, 5, 6, 7],
             rejected: vec![8],
         };
-        assert_eq!(pair.sequence(&pair.chosen, 5), (vec![1, 2, 3, 4, 5], 3));
-        assert_eq!(pair.sequence(&pair.rejected, 5), (vec![1, 2, 3, 8], 3));
-        // A prompt longer than the limit keeps its last tokens.
+        // Room for everything: nothing is cut.
+        assert_eq!(pair.sequence(&pair.chosen, 16), (vec![1, 2, 3, 4, 5, 6, 7], 3));
+        // The prompt gives way to the longer response, for both responses.
+        assert_eq!(pair.sequence(&pair.chosen, 6), (vec![2, 3, 4, 5, 6, 7], 2));
+        assert_eq!(pair.sequence(&pair.rejected, 6), (vec![2, 3, 8], 2));
+        // The prompt keeps a quarter of the limit; the response is cut.
+        assert_eq!(pair.sequence(&pair.chosen, 4), (vec![3, 4, 5, 6], 1));
         assert_eq!(pair.sequence(&pair.chosen, 2), (vec![3, 4], 1));
     }
 
