@@ -324,3 +324,67 @@ fn resume_matches_uninterrupted_run() {
     let metrics = std::fs::read_to_string(split.join(dpo::METRICS_FILE)).unwrap();
     assert_eq!(metrics.lines().count(), 6);
 }
+
+/// A merged Hugging Face folder gives the same log-probabilities as the
+/// GGUF base with the adapter, which also checks that Q and K rows are put
+/// back in Hugging Face order.
+#[test]
+fn merged_model_matches_adapter() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let layout = LoraLayout::new(all_targets(2), checkpoint.config()).unwrap();
+    let params = random_params(&layout, 11);
+    let out = dir.path().join("merged");
+    laser_host::train::merge::merge(&checkpoint, &layout, &params, &out).unwrap();
+
+    let merged = Checkpoint::open(&out).unwrap();
+    assert_eq!(
+        merged.config().rope_layout,
+        laser_model::config::RopeLayout::Halves
+    );
+    let merged_layout = LoraLayout::new(all_targets(1), merged.config()).unwrap();
+    let merged_reference = ReferenceTrainModel::new(&merged, merged_layout.clone()).unwrap();
+    let adapted_reference = ReferenceTrainModel::new(&checkpoint, layout).unwrap();
+
+    let tokens: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % VOCAB as u32).collect();
+    let adapted_params: Vec<f64> = params.iter().map(|&p| f64::from(p)).collect();
+    let expected = adapted_reference.token_logprobs(&adapted_params, &tokens);
+    let actual = merged_reference.token_logprobs(&vec![0.0; merged_layout.len], &tokens);
+    for (pos, (a, e)) in actual.iter().zip(&expected).enumerate() {
+        assert!(
+            (a - e).abs() < 1e-4,
+            "position {pos}: merged {a}, base with adapter {e}"
+        );
+    }
+}
+
+/// The engine's forward pass with an adapter agrees with the training
+/// forward pass.
+#[test]
+fn engine_adapter_matches_training_forward() {
+    let spec = TinySpec::default();
+    let (checkpoint, _dir) = open(&spec);
+    let layout = LoraLayout::new(all_targets(4), checkpoint.config()).unwrap();
+    let params = random_params(&layout, 12);
+    let gpu = Gpu::new().unwrap();
+    let mut model = TrainModel::new(gpu.clone(), &checkpoint, layout.clone()).unwrap();
+    let params_buf = gpu.buffer_from("params", &params);
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 53 + 1) % VOCAB as u32).collect();
+    let batch = SequenceBatch::new(&[(&tokens, 4)]).unwrap();
+    let train_logprobs = model.forward(&params_buf, &batch).unwrap();
+
+    let mut engine = laser_host::engine::Engine::from_checkpoint(gpu.clone(), &checkpoint).unwrap();
+    let adapter =
+        laser_host::engine::adapter::Adapter::new(&gpu, layout, params_buf.clone(), 512).unwrap();
+    engine.set_adapter(Some(adapter));
+    let engine_logprobs = engine
+        .continuation_logprobs(&[(tokens[..4].to_vec(), tokens[4..].to_vec())])
+        .unwrap();
+    for (j, &lp) in engine_logprobs[0].iter().enumerate() {
+        let expected = train_logprobs[3 + j];
+        assert!(
+            (lp - expected).abs() < 1e-3,
+            "token {j}: engine {lp}, training forward {expected}"
+        );
+    }
+}
