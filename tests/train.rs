@@ -388,3 +388,56 @@ fn engine_adapter_matches_training_forward() {
         );
     }
 }
+
+/// A LASeR training step through the policy trainer updates the adapter
+/// the engine applies, so the engine's log-probabilities move.
+#[test]
+fn policy_step_changes_engine_outputs() {
+    use laser_host::engine::{Engine, FinishReason, Generation};
+    use laser_host::laser::PreferencePair;
+    use laser_host::train::policy::PolicyTrainer;
+
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let mut engine = Engine::from_checkpoint(Gpu::new().unwrap(), &checkpoint).unwrap();
+    let config = TrainConfig {
+        lr: 1e-2,
+        seed: 4,
+        ..TrainConfig::default()
+    };
+    let model_path = dir.path().join("tiny.gguf");
+    let mut policy =
+        PolicyTrainer::open(&mut engine, &model_path, config, &dir.path().join("policy")).unwrap();
+
+    let prompt: Vec<u32> = vec![256, 72, 105];
+    let generation = |text: &[u8], finish| Generation {
+        tokens: text.iter().map(|&b| u32::from(b)).collect(),
+        text: String::new(),
+        logprobs: vec![0.0; text.len()],
+        finish,
+    };
+    let generations = vec![
+        generation(b"yes", FinishReason::Eos),
+        generation(b"no!", FinishReason::Length),
+        generation(b"", FinishReason::Eos),
+    ];
+    let request = [(prompt.clone(), b"yes".iter().map(|&b| u32::from(b)).collect::<Vec<_>>())];
+    let before = engine.continuation_logprobs(&request).unwrap();
+
+    let pairs = [
+        PreferencePair { instance: 0, chosen: 0, rejected: 1 },
+        // An empty response cannot be trained on and is skipped.
+        PreferencePair { instance: 0, chosen: 0, rejected: 2 },
+    ];
+    let prompts = vec![prompt.clone()];
+    let outcome = policy.train(&prompts, &generations, &pairs).unwrap();
+    assert_eq!(outcome.losses.len(), 1);
+    assert_eq!(outcome.losses[0].0, 0);
+    assert!(outcome.loss.unwrap().is_finite());
+    assert!(outcome.margin.unwrap().abs() < 1e-4, "the first step starts at the reference");
+
+    let after = engine.continuation_logprobs(&request).unwrap();
+    assert_ne!(before, after, "the engine did not see the updated adapter");
+    policy.save(&dir.path().join("policy"), "tiny").unwrap();
+    assert!(dir.path().join("policy").join(peft::WEIGHTS_FILE).exists());
+}

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use laser_data::Instance;
 use laser_plugins::{
     ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin, ScoreNormalizer,
@@ -35,6 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::engine::{Engine, Pooling, SamplingConfig};
+use crate::train::TrainConfig;
+use crate::train::loss::{LossConfig, LossKind};
+use crate::train::policy::{POLICY_DIR, PolicyTrainer};
 use checkpoint::RunState;
 use service::EngineService;
 
@@ -173,6 +176,8 @@ pub struct Run {
     eval: Vec<Instance>,
     state: RunState,
     progress: indicatif::MultiProgress,
+    /// The policy's LoRA trainer, in `train` mode.
+    policy: Option<PolicyTrainer>,
 }
 
 impl Run {
@@ -199,6 +204,16 @@ impl Run {
         };
 
         let (train, eval) = load_data(&config)?;
+        let mut engine = engine;
+        let policy = match config.mode {
+            Mode::Train => Some(PolicyTrainer::open(
+                &mut engine,
+                &config.model,
+                policy_config(&config),
+                &out.join(POLICY_DIR),
+            )?),
+            Mode::BestOfN => None,
+        };
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
         let mut plugin_dir = PluginDir::new(&config.plugins);
@@ -245,6 +260,7 @@ impl Run {
             eval,
             state,
             progress: indicatif::MultiProgress::new(),
+            policy,
         };
         run.write_plugins()?;
         Ok(run)
@@ -300,6 +316,13 @@ impl Run {
             let iteration = self.state.iteration;
             bar.set_prefix(format!("{}/{}", iteration + 1, config.iterations));
             self.add_new_arms();
+            // The reference policy of an iteration is the policy at its
+            // start.
+            if self.state.next_batch == 0
+                && let Some(policy) = &self.policy
+            {
+                policy.refresh_reference()?;
+            }
             let instances = self.iteration_instances(iteration);
             let batches: Vec<&[Instance]> = instances.chunks(config.batch_size).collect();
             while self.state.next_batch < batches.len() {
@@ -666,15 +689,20 @@ impl Run {
     /// Trains on `pairs`; returns the loss per instance.
     fn train_step(
         &mut self,
-        _prompts: &[Vec<u32>],
-        _generations: &[crate::engine::Generation],
-        _pairs: &[PreferencePair],
+        prompts: &[Vec<u32>],
+        generations: &[crate::engine::Generation],
+        pairs: &[PreferencePair],
     ) -> Result<TrainOutcome> {
-        // TODO: wire the DPO + NLL trainer here once preference training
-        // runs on the GPU; until then `train` mode stops with this error.
-        bail!(
-            "`train` mode needs preference training, which this build does not have yet; use --mode best-of-n"
-        )
+        let policy = self
+            .policy
+            .as_mut()
+            .context("`train` mode needs the policy trainer, which this run did not open")?;
+        let outcome = policy.train(prompts, generations, pairs)?;
+        Ok(TrainOutcome {
+            losses: outcome.losses,
+            loss: outcome.loss,
+            margin: outcome.margin,
+        })
     }
 
     /// Returns the greedy accuracy on the held-out split.
@@ -707,6 +735,12 @@ impl Run {
     }
 
     fn save(&self) -> Result<()> {
+        // NOTE: the policy and the run state are two atomic writes; a kill
+        // between them resumes with the policy one batch ahead.
+        if let Some(policy) = &self.policy {
+            let base_model = self.config.model.display().to_string();
+            policy.save(&self.out.join(POLICY_DIR), &base_model)?;
+        }
         self.state.save(&self.out)
     }
 
@@ -780,6 +814,22 @@ impl RunSummary {
         }
         summary.pick_accuracy = (checked > 0).then(|| correct / checked as f64);
         Ok(summary)
+    }
+}
+
+/// The preference-training settings of a run: the default LoRA adapter and
+/// AdamW settings with the run's beta, NLL weight, learning rate and seed.
+fn policy_config(config: &RunConfig) -> TrainConfig {
+    TrainConfig {
+        loss: LossConfig {
+            kind: LossKind::Dpo,
+            beta: f64::from(config.beta),
+            nll_weight: f64::from(config.nll_weight),
+        },
+        lr: config.learning_rate,
+        max_len: 512 + config.max_new_tokens as usize,
+        seed: config.seed,
+        ..TrainConfig::default()
     }
 }
 

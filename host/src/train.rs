@@ -23,6 +23,7 @@ pub mod loss;
 pub mod merge;
 pub mod model;
 pub mod peft;
+pub mod policy;
 pub mod reference;
 pub mod schedule;
 
