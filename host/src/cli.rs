@@ -107,7 +107,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub top_k: u32,
 
-    /// The most new tokens per sample.
+    /// The maximum number of new tokens per sample.
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: u32,
 
@@ -247,11 +247,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4)]
     pub n: u32,
 
-    /// The most preference pairs per prompt (with --pair-mode top-p).
+    /// The maximum number of preference pairs per prompt (with --pair-mode
+    /// top-p).
     #[arg(long, default_value_t = 1)]
     pub pairs: u32,
 
-    /// How samples are paired.
+    /// The pairing of each prompt's samples into preference pairs.
     #[arg(long, value_enum, default_value_t = PairMode::BestWorst)]
     pub pair_mode: PairMode,
 
@@ -263,16 +264,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
 
-    /// The most new tokens per sample.
+    /// The maximum number of new tokens per sample.
     #[arg(long, default_value_t = 96)]
     pub max_new_tokens: u32,
 
-    /// How prompts are embedded into the bandit context.
+    /// The pooling of the prompt's hidden states into the bandit context.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
 
-    /// How reward models' normalised scores combine when the selector
-    /// spreads its weight.
+    /// The combination of reward models' normalised scores when the
+    /// selector spreads its weight.
     #[arg(long, value_enum, default_value_t = EnsembleMode::Mean)]
     pub ensemble: EnsembleMode,
 
@@ -329,8 +330,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 96)]
     pub builtin_count: usize,
 
-    /// Held-out instances to answer (the same split a run with this seed
-    /// holds out).
+    /// Held-out instances to evaluate (the same split that a run with this
+    /// seed holds out).
     #[arg(long, default_value_t = 32)]
     pub eval_size: usize,
 
@@ -338,11 +339,11 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Prompts answered at once.
+    /// Prompts generated at once.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
 
-    /// The most new tokens per answer.
+    /// The maximum number of new tokens per response.
     #[arg(long, default_value_t = 96)]
     pub max_new_tokens: u32,
 }

@@ -26,11 +26,11 @@ use adapter::Adapter;
 use forward::{Activations, Kernels, KvCache, Row};
 use weights::Weights;
 
-/// The most rows one forward call runs: one prefill chunk.
+/// The maximum number of rows in one forward call: one prefill chunk.
 pub const MAX_ROWS: u32 = 512;
 
-/// The most rows whose logits are computed at once: [HEAD_ROWS, V] f32 is
-/// 12 MiB for a 49,152-token vocabulary.
+/// The maximum number of rows whose logits are computed at once:
+/// [HEAD_ROWS, V] f32 is 12 MiB for a 49,152-token vocabulary.
 pub const HEAD_ROWS: u32 = 64;
 
 /// How to sample new tokens. The defaults are greedy decoding of up to 256
@@ -66,7 +66,7 @@ impl Default for SamplingConfig {
     }
 }
 
-/// Why a sequence stopped.
+/// The reason a sequence stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
@@ -91,7 +91,7 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// How a prompt's final hidden states are pooled into one vector.
+/// The pooling of a prompt's final hidden states into one vector.
 #[derive(
     Clone,
     Copy,
@@ -233,7 +233,8 @@ impl Engine {
         self.weights.gpu_bytes() + cache + buffers.iter().map(|b| b.size()).sum::<u64>()
     }
 
-    /// Makes sure the KV cache holds `slots` sequences of `max_len` tokens.
+    /// Makes sure the KV cache has room for `slots` sequences of `max_len`
+    /// tokens.
     fn reserve(&mut self, slots: u32, max_len: u32) -> Result<()> {
         ensure!(
             max_len as usize <= self.config.context_length.max(1),
