@@ -19,12 +19,12 @@ import sys
 
 
 def corrupt(solution: str, rng: random.Random) -> str:
-    """Returns `solution` with its final answer replaced by a wrong one."""
+    """Returns `solution` with its final number replaced by a wrong one."""
     answer = solution.rsplit("####", 1)[1].strip()
     value = float(answer.replace(",", ""))
     wrong = value + rng.choice([-3, -2, -1, 1, 2, 3, 10])
     wrong_text = str(int(wrong)) if wrong == int(wrong) else str(wrong)
-    # Replace the answer only where it stands as a whole number.
+    # Replace the number only where it is not part of a longer number.
     pattern = r"(?<!\d)(?<!\d\.)" + re.escape(answer) + r"(?!\.?\d)"
     return re.sub(pattern, wrong_text, solution)
 

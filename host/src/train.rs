@@ -14,6 +14,9 @@
 //! - `checkpoint`: the resumable training state.
 //! - `dpo`: the training loop over a pair file.
 //! - `reference`: a CPU reference of the training forward pass in f64.
+//! - `merge`: the base model with an adapter merged in, as a Hugging Face
+//!   folder.
+//! - `policy`: the trainer inside the LASeR loop.
 
 pub mod batch;
 pub mod checkpoint;
@@ -73,10 +76,11 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// LoRA rank 16, alpha 32 on q and v; DPO beta 0.1 plus NLL weight 1;
-    /// AdamW lr 2e-4, betas (0.9, 0.999), eps 1e-8, no weight decay,
-    /// clipping at norm 1; constant schedule without warm-up; 100 steps of
-    /// 8 pairs in micro-batches of 2; sequences up to 512 tokens; seed 0.
+    /// LoRA rank 16 and alpha 32 on q and v. DPO with beta 0.1 plus the NLL
+    /// at weight 1. AdamW with lr 2e-4, betas (0.9, 0.999), eps 1e-8, no
+    /// weight decay and clipping at norm 1. A constant schedule without
+    /// warm-up. 100 steps of 8 pairs in micro-batches of 2, sequences up to
+    /// 512 tokens, seed 0.
     fn default() -> Self {
         Self {
             lora: LoraConfig::default(),
@@ -99,8 +103,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The AdamW settings at step `step` (counted from 0), with the
-    /// scheduled learning rate.
+    /// Returns the AdamW settings of step `step` (counted from 0), with
+    /// the scheduled learning rate.
     pub fn adamw(&self, step: u32) -> AdamWConfig {
         let schedule = Schedule {
             kind: self.schedule,
@@ -125,7 +129,7 @@ pub struct ReferenceLogprobs {
     pub rejected: f64,
 }
 
-/// What one optimizer step measured, before its update.
+/// Measurements of one optimizer step, taken before its update.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     /// Steps done after this one.
@@ -206,8 +210,8 @@ impl Trainer {
         })
     }
 
-    /// The adapter parameters buffer, f32 [P], shared with an engine that
-    /// generates with the adapter.
+    /// Returns the adapter parameter buffer, f32 [P], which an engine can
+    /// share to generate with the adapter.
     pub fn params_buffer(&self) -> &wgpu::Buffer {
         &self.params
     }
@@ -424,7 +428,7 @@ impl Trainer {
 /// Returns the pair indices of step `step`: epochs of `pair_count` pairs
 /// each in an order shuffled by `seed` and the epoch, read
 /// `pairs_per_step` at a time. The order depends only on the arguments,
-/// so a resumed run sees the same pairs.
+/// so a resumed run trains on the same pairs.
 pub fn step_indices(seed: u64, step: u32, pair_count: usize, pairs_per_step: usize) -> Vec<usize> {
     let start = step as usize * pairs_per_step;
     (start..start + pairs_per_step.min(pair_count))

@@ -1,7 +1,7 @@
 //! A LoRA adapter applied during inference: after each adapted projection
 //! the engine adds `(alpha / r) (x Aᵀ) Bᵀ`, reading A and B from one flat
 //! f32 buffer in the layout of [`LoraLayout`]. The trainer can share its
-//! parameter buffer, so generation sees every update without a copy.
+//! parameter buffer, so generation uses every update without a copy.
 
 use std::path::Path;
 

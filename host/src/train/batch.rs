@@ -38,12 +38,12 @@ impl TokenizedPair {
         (tokens, keep_prompt)
     }
 
-    /// The longer of the two sequences, in tokens, before cutting.
+    /// Returns the length of the longer sequence, in tokens, before cutting.
     pub fn len(&self) -> usize {
         self.prompt.len() + self.chosen.len().max(self.rejected.len())
     }
 
-    /// Whether both responses are empty.
+    /// Returns whether both responses are empty.
     pub fn is_empty(&self) -> bool {
         self.chosen.is_empty() && self.rejected.is_empty()
     }

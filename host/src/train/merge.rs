@@ -3,8 +3,8 @@
 //! (`model.safetensors` in f32 with Hugging Face tensor names,
 //! `config.json`, `tokenizer.json`, `tokenizer_config.json`).
 //!
-//! GGUF llama files hold the rows of the Q and K weights permuted for the
-//! adjacent-pair RoPE; the merged Q and K are put back in Hugging Face
+//! GGUF llama files store the rows of the Q and K weights permuted for the
+//! adjacent-pair RoPE. The merged Q and K are put back in Hugging Face
 //! order, so the folder runs with the half-split RoPE like any Hugging Face
 //! llama.
 
@@ -46,7 +46,7 @@ fn hf_name(gguf: &str) -> String {
     format!("model.layers.{layer}.{hf_module}.{kind}")
 }
 
-/// The adapter target of a block matrix's GGUF module name.
+/// Returns the adapter target of a block matrix's GGUF module name.
 fn target_of(module: &str) -> Option<Target> {
     Some(match module {
         "attn_q" => Target::Q,

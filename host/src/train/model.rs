@@ -1,6 +1,6 @@
-//! The training pass of a llama-family policy on the GPU: a forward pass
-//! over whole padded sequences that keeps every activation the backward
-//! pass needs, and the backward pass from per-token log-probability
+//! The training pass of a llama-family policy on the GPU. The forward pass
+//! runs whole padded sequences and keeps every activation the backward
+//! pass needs. The backward pass goes from per-token log-probability
 //! gradients down to the LoRA parameters of every block. The base weights
 //! are frozen and stay in their stored format; only the adapters get
 //! gradients.

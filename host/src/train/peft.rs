@@ -5,10 +5,10 @@
 //! `adapter_config.json`, as `peft.PeftModel.from_pretrained` reads them.
 //!
 //! GGUF llama files store the Q and K weights with the rows of each head
-//! permuted (llama.cpp's `convert_hf_to_gguf.py` reorders them for the
-//! adjacent-pair RoPE), so the adapters of a model with
-//! [`RopeLayout::Adjacent`] have B's rows for `q_proj` and `k_proj` in that
-//! order too. They are put back in Hugging Face order on save and permuted
+//! permuted, because llama.cpp's `convert_hf_to_gguf.py` reorders them for
+//! the adjacent-pair RoPE. The adapters of a model with
+//! [`RopeLayout::Adjacent`] therefore have B's rows for `q_proj` and
+//! `k_proj` in that order too. They are put back in Hugging Face order on save and permuted
 //! again on load.
 
 use std::collections::HashMap;
@@ -76,7 +76,7 @@ pub fn gguf_rows_to_hf(matrix: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     permute_rows(matrix, heads, cols, true)
 }
 
-/// The inverse of [`gguf_rows_to_hf`].
+/// Puts rows back in GGUF order: the inverse of [`gguf_rows_to_hf`].
 pub fn hf_rows_to_gguf(matrix: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     permute_rows(matrix, heads, cols, false)
 }

@@ -1,7 +1,7 @@
-//! Preference training of the engine's own policy inside the LASeR loop:
-//! the trainer's adapter parameters are shared with the engine, so every
-//! update shows in the next generation, and the reference policy is
-//! refreshed from the policy at the start of each iteration.
+//! Preference training of the engine's own policy inside the LASeR loop.
+//! The trainer's adapter parameters are shared with the engine, so every
+//! update shows in the next generation. The reference policy is refreshed
+//! from the policy at the start of each iteration.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,8 +17,8 @@ use crate::engine::adapter::Adapter;
 use crate::engine::{Engine, FinishReason, Generation, MAX_ROWS};
 use crate::laser::PreferencePair;
 
-/// The folder inside a run folder that holds the policy's adapter and
-/// training state.
+/// The folder inside a run folder with the policy's adapter and training
+/// state.
 pub const POLICY_DIR: &str = "policy";
 
 /// One training step's outcome.
@@ -50,7 +50,7 @@ impl PolicyTrainer {
     pub fn open(engine: &mut Engine, model_path: &Path, config: TrainConfig, state_dir: &Path) -> Result<Self> {
         let checkpoint = Checkpoint::open(model_path)?;
         let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
-        // NOTE: the training pass holds its own copy of the base weights
+        // NOTE: the training pass keeps its own copy of the base weights
         // beside the engine's (about 100 MiB for SmolLM2-135M Q4_1).
         let model = TrainModel::new(engine.gpu.clone(), &checkpoint, layout.clone())?;
         let mut trainer = Trainer::new(model, config.clone(), None)?;
