@@ -183,3 +183,47 @@ fn existing_run_folder_needs_resume() {
     assert!(!output.status.success());
     assert!(stderr.contains("--resume"), "{stderr}");
 }
+
+#[test]
+fn compare_counts_one_rm_per_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("compare");
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("--plugins")
+        .arg(plugins())
+        .arg("compare")
+        .arg("--model")
+        .arg(model())
+        .args([
+            "--rms",
+            "verifier,format,length",
+            "--selectors",
+            "linucb,ensemble",
+        ])
+        .args(["--iterations", "1", "--batch-size", "2", "--n", "2"])
+        .args([
+            "--builtin-count",
+            "6",
+            "--eval-size",
+            "0",
+            "--max-new-tokens",
+            "4",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("compare.md").exists());
+    let rows: serde_json::Value = serde_json::from_str(&read(&out.join("compare.json"))).unwrap();
+    let candidates = |i: usize| rows[i][1]["rm_candidates"].as_u64().unwrap();
+    assert_eq!(rows[0][0], "linucb");
+    assert_eq!(rows[1][0], "ensemble");
+    // Three reward models: the ensemble scores every candidate three times.
+    assert_eq!(candidates(1), 3 * candidates(0));
+}
