@@ -159,6 +159,21 @@ impl ReferenceTrainModel {
             .collect()
     }
 
+    /// Returns block `layer`'s base weight of `target`, [out, in], so tests
+    /// can take finite differences in the full weight.
+    pub fn weight_mut(&mut self, layer: usize, target: Target) -> &mut [f64] {
+        let block = &mut self.blocks[layer];
+        match target {
+            Target::Q => &mut block.attn_q,
+            Target::K => &mut block.attn_k,
+            Target::V => &mut block.attn_v,
+            Target::O => &mut block.attn_output,
+            Target::Gate => &mut block.ffn_gate,
+            Target::Up => &mut block.ffn_up,
+            Target::Down => &mut block.ffn_down,
+        }
+    }
+
     /// Adds `scale * (x Aᵀ) Bᵀ` of block `layer`'s adapter on `target`, if
     /// any, to `out` [T, out].
     fn add_lora(
