@@ -427,11 +427,13 @@ impl Trainer {
 
 /// Returns the pair indices of step `step`: epochs of `pair_count` pairs
 /// each in an order shuffled by `seed` and the epoch, read
-/// `pairs_per_step` at a time. The order depends only on the arguments,
-/// so a resumed run trains on the same pairs.
+/// `pairs_per_step` (at most `pair_count`) at a time. The order depends
+/// only on the arguments, so a resumed run trains on the same pairs.
 pub fn step_indices(seed: u64, step: u32, pair_count: usize, pairs_per_step: usize) -> Vec<usize> {
-    let start = step as usize * pairs_per_step;
-    (start..start + pairs_per_step.min(pair_count))
+    // A step never contains one pair twice, so it takes at most every pair.
+    let per_step = pairs_per_step.min(pair_count);
+    let start = step as usize * per_step;
+    (start..start + per_step)
         .map(|position| {
             let epoch = position / pair_count;
             let mut order: Vec<usize> = (0..pair_count).collect();
@@ -441,4 +443,24 @@ pub fn step_indices(seed: u64, step: u32, pair_count: usize, pairs_per_step: usi
             order[position % pair_count]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_indices_cover_each_epoch() {
+        let mut first_epoch: Vec<usize> = (0..3).flat_map(|step| step_indices(7, step, 6, 2)).collect();
+        first_epoch.sort_unstable();
+        assert_eq!(first_epoch, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(step_indices(7, 4, 6, 2), step_indices(7, 4, 6, 2));
+    }
+
+    #[test]
+    fn step_indices_cap_at_pair_count() {
+        let mut indices = step_indices(1, 0, 3, 10);
+        indices.sort_unstable();
+        assert_eq!(indices, vec![0, 1, 2]);
+    }
 }
