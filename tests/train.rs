@@ -509,3 +509,59 @@ fn lora_gradients_match_projected_full_gradient() {
         }
     }
 }
+
+/// `dpo`, `generate --adapter` and `merge` as a user runs them on a tiny
+/// model: the adapter files appear, generation with the adapter runs, and
+/// the merged folder loads as a model.
+#[test]
+fn dpo_generate_and_merge_commands_run() {
+    use std::process::Command;
+
+    let spec = TinySpec::default();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &spec);
+    let pairs = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"2+2?\", \"chosen\": \"4\", \"rejected\": \"5\"}\n\
+         {\"prompt\": \"3+3?\", \"chosen\": \"6\", \"rejected\": \"7\"}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{args:?} failed: {stderr}");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("adapter");
+    let out = out.to_str().unwrap();
+    run(&[
+        "dpo", "--model", model, "--pairs", pairs.to_str().unwrap(), "--out", out, "--steps", "3",
+        "--pairs-per-step", "2", "--rank", "2", "--alpha", "4", "--targets", "q_proj,v_proj,down_proj",
+    ]);
+    let metrics = std::fs::read_to_string(dir.path().join("adapter").join(dpo::METRICS_FILE)).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("adapter").join(peft::CONFIG_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj", "down_proj"]));
+
+    let text = run(&[
+        "generate", "--model", model, "--adapter", out, "--prompt", "ab", "--temperature", "0",
+        "--max-new-tokens", "4",
+    ]);
+    assert!(!text.is_empty());
+
+    let merged = dir.path().join("merged");
+    run(&["merge", "--model", model, "--adapter", out, "--out", merged.to_str().unwrap()]);
+    for file in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(merged.join(file).exists(), "merge wrote no {file}");
+    }
+    Checkpoint::open(&merged).unwrap();
+}
