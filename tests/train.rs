@@ -421,20 +421,34 @@ fn policy_step_changes_engine_outputs() {
         generation(b"no!", FinishReason::Length),
         generation(b"", FinishReason::Eos),
     ];
-    let request = [(prompt.clone(), b"yes".iter().map(|&b| u32::from(b)).collect::<Vec<_>>())];
+    let request = [(
+        prompt.clone(),
+        b"yes".iter().map(|&b| u32::from(b)).collect::<Vec<_>>(),
+    )];
     let before = engine.continuation_logprobs(&request).unwrap();
 
     let pairs = [
-        PreferencePair { instance: 0, chosen: 0, rejected: 1 },
+        PreferencePair {
+            instance: 0,
+            chosen: 0,
+            rejected: 1,
+        },
         // An empty response cannot be trained on and is skipped.
-        PreferencePair { instance: 0, chosen: 0, rejected: 2 },
+        PreferencePair {
+            instance: 0,
+            chosen: 0,
+            rejected: 2,
+        },
     ];
     let prompts = vec![prompt.clone()];
     let outcome = policy.train(&prompts, &generations, &pairs).unwrap();
     assert_eq!(outcome.losses.len(), 1);
     assert_eq!(outcome.losses[0].0, 0);
     assert!(outcome.loss.unwrap().is_finite());
-    assert!(outcome.margin.unwrap().abs() < 1e-4, "the first step starts at the reference");
+    assert!(
+        outcome.margin.unwrap().abs() < 1e-4,
+        "the first step starts at the reference"
+    );
 
     let after = engine.continuation_logprobs(&request).unwrap();
     assert_ne!(before, after, "the engine did not see the updated adapter");
@@ -469,7 +483,9 @@ fn lora_gradients_match_projected_full_gradient() {
     let params_buf = gpu.buffer_from("params", &params);
     let grads_buf = gpu.buffer_zeroed("grads", layout.len as u64 * 4);
     model.forward(&params_buf, &batch).unwrap();
-    model.backward(&params_buf, &grads_buf, &batch, &weights).unwrap();
+    model
+        .backward(&params_buf, &grads_buf, &batch, &weights)
+        .unwrap();
     let grads: Vec<f32> = gpu.read(&grads_buf, layout.len as u64 * 4).unwrap();
 
     let base: Vec<f64> = params.iter().map(|&p| f64::from(p)).collect();
@@ -493,19 +509,32 @@ fn lora_gradients_match_projected_full_gradient() {
     let scale = 2.0;
     let a = &base[tensor.a_offset..tensor.a_offset + r * k];
     let b = &base[tensor.b_offset..tensor.b_offset + n * r];
-    let close = |gpu: f32, expected: f64| (f64::from(gpu) - expected).abs() <= 2e-3 + 0.02 * expected.abs();
+    let close =
+        |gpu: f32, expected: f64| (f64::from(gpu) - expected).abs() <= 2e-3 + 0.02 * expected.abs();
     for i in 0..n {
         for l in 0..r {
-            let expected: f64 = scale * (0..k).map(|j| d_weight[i * k + j] * a[l * k + j]).sum::<f64>();
+            let expected: f64 = scale
+                * (0..k)
+                    .map(|j| d_weight[i * k + j] * a[l * k + j])
+                    .sum::<f64>();
             let got = grads[tensor.b_offset + i * r + l];
-            assert!(close(got, expected), "dB[{i}, {l}]: GPU {got}, projected {expected}");
+            assert!(
+                close(got, expected),
+                "dB[{i}, {l}]: GPU {got}, projected {expected}"
+            );
         }
     }
     for l in 0..r {
         for j in 0..k {
-            let expected: f64 = scale * (0..n).map(|i| b[i * r + l] * d_weight[i * k + j]).sum::<f64>();
+            let expected: f64 = scale
+                * (0..n)
+                    .map(|i| b[i * r + l] * d_weight[i * k + j])
+                    .sum::<f64>();
             let got = grads[tensor.a_offset + l * k + j];
-            assert!(close(got, expected), "dA[{l}, {j}]: GPU {got}, projected {expected}");
+            assert!(
+                close(got, expected),
+                "dA[{l}, {j}]: GPU {got}, projected {expected}"
+            );
         }
     }
 }
@@ -541,25 +570,61 @@ fn dpo_generate_and_merge_commands_run() {
     let out = dir.path().join("adapter");
     let out = out.to_str().unwrap();
     run(&[
-        "dpo", "--model", model, "--pairs", pairs.to_str().unwrap(), "--out", out, "--steps", "3",
-        "--pairs-per-step", "2", "--rank", "2", "--alpha", "4", "--targets", "q_proj,v_proj,down_proj",
+        "dpo",
+        "--model",
+        model,
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--out",
+        out,
+        "--steps",
+        "3",
+        "--pairs-per-step",
+        "2",
+        "--rank",
+        "2",
+        "--alpha",
+        "4",
+        "--targets",
+        "q_proj,v_proj,down_proj",
     ]);
-    let metrics = std::fs::read_to_string(dir.path().join("adapter").join(dpo::METRICS_FILE)).unwrap();
+    let metrics =
+        std::fs::read_to_string(dir.path().join("adapter").join(dpo::METRICS_FILE)).unwrap();
     assert_eq!(metrics.lines().count(), 3);
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("adapter").join(peft::CONFIG_FILE)).unwrap(),
     )
     .unwrap();
-    assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj", "down_proj"]));
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj", "down_proj"])
+    );
 
     let text = run(&[
-        "generate", "--model", model, "--adapter", out, "--prompt", "ab", "--temperature", "0",
-        "--max-new-tokens", "4",
+        "generate",
+        "--model",
+        model,
+        "--adapter",
+        out,
+        "--prompt",
+        "ab",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
     ]);
     assert!(!text.is_empty());
 
     let merged = dir.path().join("merged");
-    run(&["merge", "--model", model, "--adapter", out, "--out", merged.to_str().unwrap()]);
+    run(&[
+        "merge",
+        "--model",
+        model,
+        "--adapter",
+        out,
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
     for file in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(merged.join(file).exists(), "merge wrote no {file}");
     }

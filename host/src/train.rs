@@ -451,7 +451,9 @@ mod tests {
 
     #[test]
     fn step_indices_cover_each_epoch() {
-        let mut first_epoch: Vec<usize> = (0..3).flat_map(|step| step_indices(7, step, 6, 2)).collect();
+        let mut first_epoch: Vec<usize> = (0..3)
+            .flat_map(|step| step_indices(7, step, 6, 2))
+            .collect();
         first_epoch.sort_unstable();
         assert_eq!(first_epoch, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(step_indices(7, 4, 6, 2), step_indices(7, 4, 6, 2));

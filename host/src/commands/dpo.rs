@@ -5,18 +5,25 @@ use anyhow::{Result, ensure};
 use laser_model::checkpoint::Checkpoint;
 
 use crate::cli::{DpoArgs, TrainOptions};
+use crate::train::TrainConfig;
 use crate::train::dpo::{self, RunOptions};
 use crate::train::lora::{LoraConfig, LoraLayout};
 use crate::train::loss::LossConfig;
 use crate::train::model::TrainModel;
-use crate::train::TrainConfig;
 
 /// Returns the training config of `options` with everything else at its
 /// default.
 pub(crate) fn train_config(options: &TrainOptions) -> Result<TrainConfig> {
     ensure!(options.micro_batch >= 1, "--micro-batch must be at least 1");
-    ensure!(options.pairs_per_step >= 1, "--pairs-per-step must be at least 1");
-    ensure!(options.max_len >= 2, "--max-len must be at least 2, got {}", options.max_len);
+    ensure!(
+        options.pairs_per_step >= 1,
+        "--pairs-per-step must be at least 1"
+    );
+    ensure!(
+        options.max_len >= 2,
+        "--max-len must be at least 2, got {}",
+        options.max_len
+    );
     let lora = LoraConfig {
         rank: options.rank,
         alpha: options.alpha,
@@ -36,10 +43,22 @@ pub(crate) fn train_config(options: &TrainOptions) -> Result<TrainConfig> {
 
 pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     ensure!(args.steps >= 1, "--steps must be at least 1");
-    ensure!(args.lr > 0.0 && args.lr.is_finite(), "--lr must be a positive number, got {}", args.lr);
-    ensure!(args.beta > 0.0, "--beta must be positive, got {}", args.beta);
+    ensure!(
+        args.lr > 0.0 && args.lr.is_finite(),
+        "--lr must be a positive number, got {}",
+        args.lr
+    );
+    ensure!(
+        args.beta > 0.0,
+        "--beta must be positive, got {}",
+        args.beta
+    );
     let config = TrainConfig {
-        loss: LossConfig { kind: args.loss, beta: args.beta, nll_weight: args.nll_weight },
+        loss: LossConfig {
+            kind: args.loss,
+            beta: args.beta,
+            nll_weight: args.nll_weight,
+        },
         lr: args.lr,
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,
@@ -74,8 +93,10 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     };
     let bar = indicatif::ProgressBar::new(u64::from(config.steps));
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps ({elapsed}, eta {eta}) {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {pos}/{len} steps ({elapsed}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let trainer = dpo::run(model, config, &pairs, &options, |m| {
         bar.set_position(u64::from(m.step));

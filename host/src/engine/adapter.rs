@@ -32,8 +32,17 @@ impl Adapter {
     ///
     /// Fails when the kernel does not compile.
     pub fn new(gpu: &Gpu, layout: LoraLayout, params: wgpu::Buffer, max_rows: u32) -> Result<Self> {
-        let h = gpu.buffer_zeroed("adapter.h", u64::from(max_rows) * u64::from(layout.config.rank) * 4);
-        Ok(Self { layout, params, h, max_rows, dense: DenseMatmul::new(gpu)? })
+        let h = gpu.buffer_zeroed(
+            "adapter.h",
+            u64::from(max_rows) * u64::from(layout.config.rank) * 4,
+        );
+        Ok(Self {
+            layout,
+            params,
+            h,
+            max_rows,
+            dense: DenseMatmul::new(gpu)?,
+        })
     }
 
     /// Reads the PEFT adapter folder `dir` for a model shaped like `config`.
@@ -61,9 +70,24 @@ impl Adapter {
         out: &wgpu::Buffer,
         rows: u32,
     ) {
-        debug_assert!(rows <= self.max_rows, "{rows} rows, adapter scratch holds {}", self.max_rows);
+        debug_assert!(
+            rows <= self.max_rows,
+            "{rows} rows, adapter scratch holds {}",
+            self.max_rows
+        );
         if let Some(tensor) = self.layout.find(layer, target) {
-            lora_forward(gpu, &self.dense, encoder, &self.layout, tensor, &self.params, x, &self.h, out, rows);
+            lora_forward(
+                gpu,
+                &self.dense,
+                encoder,
+                &self.layout,
+                tensor,
+                &self.params,
+                x,
+                &self.h,
+                out,
+                rows,
+            );
         }
     }
 }

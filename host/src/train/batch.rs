@@ -32,7 +32,9 @@ impl TokenizedPair {
             .min(max_len.saturating_sub(1))
             .max(1);
         let prompt = &self.prompt[self.prompt.len() - keep_prompt..];
-        let keep_response = response.len().min(max_len.saturating_sub(keep_prompt).max(1));
+        let keep_response = response
+            .len()
+            .min(max_len.saturating_sub(keep_prompt).max(1));
         let mut tokens = prompt.to_vec();
         tokens.extend_from_slice(&response[..keep_response]);
         (tokens, keep_prompt)
@@ -102,7 +104,10 @@ mod tests {
             rejected: vec![8],
         };
         // Room for everything: nothing is cut.
-        assert_eq!(pair.sequence(&pair.chosen, 16), (vec![1, 2, 3, 4, 5, 6, 7], 3));
+        assert_eq!(
+            pair.sequence(&pair.chosen, 16),
+            (vec![1, 2, 3, 4, 5, 6, 7], 3)
+        );
         // The prompt gives way to the longer response, for both responses.
         assert_eq!(pair.sequence(&pair.chosen, 6), (vec![2, 3, 4, 5, 6, 7], 2));
         assert_eq!(pair.sequence(&pair.rejected, 6), (vec![2, 3, 8], 2));

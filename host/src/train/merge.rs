@@ -28,9 +28,15 @@ fn hf_name(gguf: &str) -> String {
         "output.weight" => return "lm_head.weight".into(),
         _ => {}
     }
-    let rest = gguf.strip_prefix("blk.").expect("block tensor names start with `blk.`");
-    let (layer, rest) = rest.split_once('.').expect("block tensor names have a layer");
-    let (module, kind) = rest.rsplit_once('.').expect("tensor names end in weight or bias");
+    let rest = gguf
+        .strip_prefix("blk.")
+        .expect("block tensor names start with `blk.`");
+    let (layer, rest) = rest
+        .split_once('.')
+        .expect("block tensor names have a layer");
+    let (module, kind) = rest
+        .rsplit_once('.')
+        .expect("tensor names end in weight or bias");
     let hf_module = match module {
         "attn_norm" => "input_layernorm",
         "attn_q" => "self_attn.q_proj",
@@ -66,7 +72,12 @@ fn target_of(module: &str) -> Option<Target> {
 /// # Errors
 ///
 /// Fails when a tensor cannot be read or a file cannot be written.
-pub fn merge(checkpoint: &Checkpoint, layout: &LoraLayout, params: &[f32], out: &Path) -> Result<()> {
+pub fn merge(
+    checkpoint: &Checkpoint,
+    layout: &LoraLayout,
+    params: &[f32],
+    out: &Path,
+) -> Result<()> {
     let config = checkpoint.config();
     let r = layout.config.rank as usize;
     let scale = layout.config.scale();
@@ -88,7 +99,9 @@ pub fn merge(checkpoint: &Checkpoint, layout: &LoraLayout, params: &[f32], out: 
                 let b = &params[tensor.b_offset..tensor.b_offset + n * r];
                 for i in 0..n {
                     for j in 0..k {
-                        let delta: f64 = (0..r).map(|l| f64::from(b[i * r + l]) * f64::from(a[l * k + j])).sum();
+                        let delta: f64 = (0..r)
+                            .map(|l| f64::from(b[i * r + l]) * f64::from(a[l * k + j]))
+                            .sum();
                         values[i * k + j] += (f64::from(scale) * delta) as f32;
                     }
                 }
@@ -108,10 +121,16 @@ pub fn merge(checkpoint: &Checkpoint, layout: &LoraLayout, params: &[f32], out: 
 
     let views = tensors
         .iter()
-        .map(|(name, (shape, values))| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values))?)))
+        .map(|(name, (shape, values))| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values))?,
+            ))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata)).context("failed to serialize the merged model")?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .context("failed to serialize the merged model")?;
     crate::atomic::write(&out.join("model.safetensors"), &bytes)?;
 
     let (architecture, model_type) = match config.arch {
@@ -138,7 +157,10 @@ pub fn merge(checkpoint: &Checkpoint, layout: &LoraLayout, params: &[f32], out: 
         "eos_token_id": config.eos_token_ids,
         "torch_dtype": "float32",
     });
-    crate::atomic::write(&out.join("config.json"), &serde_json::to_vec_pretty(&hf_config)?)?;
+    crate::atomic::write(
+        &out.join("config.json"),
+        &serde_json::to_vec_pretty(&hf_config)?,
+    )?;
 
     let tokenizer = checkpoint.tokenizer()?;
     tokenizer.save_json(&out.join("tokenizer.json"))?;
@@ -149,5 +171,8 @@ pub fn merge(checkpoint: &Checkpoint, layout: &LoraLayout, params: &[f32], out: 
         "bos_token": token_text(tokenizer.bos_id()),
         "eos_token": token_text(tokenizer.eos_ids().first().copied()),
     });
-    crate::atomic::write(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tokenizer_config)?)
+    crate::atomic::write(
+        &out.join("tokenizer_config.json"),
+        &serde_json::to_vec_pretty(&tokenizer_config)?,
+    )
 }

@@ -47,7 +47,12 @@ impl PolicyTrainer {
     ///
     /// Fails when the model cannot be loaded, the saved state was made with
     /// another config, or a kernel does not compile.
-    pub fn open(engine: &mut Engine, model_path: &Path, config: TrainConfig, state_dir: &Path) -> Result<Self> {
+    pub fn open(
+        engine: &mut Engine,
+        model_path: &Path,
+        config: TrainConfig,
+        state_dir: &Path,
+    ) -> Result<Self> {
         let checkpoint = Checkpoint::open(model_path)?;
         let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
         // NOTE: the training pass keeps its own copy of the base weights
@@ -63,9 +68,17 @@ impl PolicyTrainer {
             }
             trainer.write_state(&saved.tensors, saved.step)?;
         }
-        let adapter = Adapter::new(&engine.gpu, layout, trainer.params_buffer().clone(), MAX_ROWS)?;
+        let adapter = Adapter::new(
+            &engine.gpu,
+            layout,
+            trainer.params_buffer().clone(),
+            MAX_ROWS,
+        )?;
         engine.set_adapter(Some(adapter));
-        Ok(Self { trainer, eos: engine.tokenizer.eos_ids().first().copied() })
+        Ok(Self {
+            trainer,
+            eos: engine.tokenizer.eos_ids().first().copied(),
+        })
     }
 
     /// Makes the current policy the reference.
@@ -107,10 +120,18 @@ impl PolicyTrainer {
                 continue;
             }
             kept.push(pair.instance);
-            tokenized.push(TokenizedPair { prompt: prompts[pair.instance].clone(), chosen, rejected });
+            tokenized.push(TokenizedPair {
+                prompt: prompts[pair.instance].clone(),
+                chosen,
+                rejected,
+            });
         }
         if tokenized.is_empty() {
-            return Ok(PolicyOutcome { losses: Vec::new(), loss: None, margin: None });
+            return Ok(PolicyOutcome {
+                losses: Vec::new(),
+                loss: None,
+                margin: None,
+            });
         }
 
         let indices: Vec<usize> = (0..tokenized.len()).collect();
@@ -123,7 +144,10 @@ impl PolicyTrainer {
             entry.1 += 1;
         }
         Ok(PolicyOutcome {
-            losses: per_instance.into_iter().map(|(i, (sum, n))| (i, sum / n as f64)).collect(),
+            losses: per_instance
+                .into_iter()
+                .map(|(i, (sum, n))| (i, sum / n as f64))
+                .collect(),
             loss: Some(metrics.loss),
             margin: Some(metrics.margin),
         })

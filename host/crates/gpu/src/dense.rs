@@ -58,17 +58,29 @@ pub struct Operand<'a> {
 impl<'a> Operand<'a> {
     /// An operand stored [rows, K] from element 0 of `buffer`.
     pub fn rows(buffer: &'a wgpu::Buffer) -> Self {
-        Self { buffer, offset: 0, layout: Layout::KContiguous }
+        Self {
+            buffer,
+            offset: 0,
+            layout: Layout::KContiguous,
+        }
     }
 
     /// An operand stored [rows, K] from element `offset` of `buffer`.
     pub fn rows_at(buffer: &'a wgpu::Buffer, offset: u32) -> Self {
-        Self { buffer, offset, layout: Layout::KContiguous }
+        Self {
+            buffer,
+            offset,
+            layout: Layout::KContiguous,
+        }
     }
 
     /// An operand stored [K, columns] from element `offset` of `buffer`.
     pub fn k_major_at(buffer: &'a wgpu::Buffer, offset: u32) -> Self {
-        Self { buffer, offset, layout: Layout::KMajor }
+        Self {
+            buffer,
+            offset,
+            layout: Layout::KMajor,
+        }
     }
 }
 
@@ -118,7 +130,13 @@ impl DenseMatmul {
         out_offset: u32,
         shape: DenseShape,
     ) {
-        let DenseShape { m, n, k, alpha, accumulate } = shape;
+        let DenseShape {
+            m,
+            n,
+            k,
+            alpha,
+            accumulate,
+        } = shape;
         let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
         check_size("a", a.buffer, a.offset, m64 * k64);
         check_size("b", b.buffer, b.offset, n64 * k64);
@@ -144,8 +162,13 @@ impl DenseMatmul {
             alpha,
         };
         let workgroups = [groups(n, TILE), groups(m, TILE), 1];
-        self.kernel
-            .encode(gpu, encoder, &params, &[a.buffer, b.buffer, out], workgroups);
+        self.kernel.encode(
+            gpu,
+            encoder,
+            &params,
+            &[a.buffer, b.buffer, out],
+            workgroups,
+        );
     }
 }
 
@@ -224,8 +247,16 @@ mod tests {
                             alpha: 0.75,
                             accumulate,
                         };
-                        let a_op = Operand { buffer: &a_buf, offset: a_off as u32, layout: a_layout };
-                        let b_op = Operand { buffer: &b_buf, offset: b_off as u32, layout: b_layout };
+                        let a_op = Operand {
+                            buffer: &a_buf,
+                            offset: a_off as u32,
+                            layout: a_layout,
+                        };
+                        let b_op = Operand {
+                            buffer: &b_buf,
+                            offset: b_off as u32,
+                            layout: b_layout,
+                        };
                         run(|enc| op.encode(gpu, enc, a_op, b_op, &out_buf, out_off as u32, shape));
 
                         let start = &initial[out_off..out_off + m * n];
@@ -239,9 +270,20 @@ mod tests {
                             0.75,
                         );
                         let actual = read_f32(&out_buf, out_off + m * n + 2);
-                        let label = format!("{m}x{n}x{k} {a_layout:?} {b_layout:?} acc={accumulate}");
-                        assert_close(&label, &actual[out_off..out_off + m * n], &expected, 1e-5, 1e-5);
-                        assert_eq!(&actual[..out_off], &initial[..out_off], "{label}: wrote before offset");
+                        let label =
+                            format!("{m}x{n}x{k} {a_layout:?} {b_layout:?} acc={accumulate}");
+                        assert_close(
+                            &label,
+                            &actual[out_off..out_off + m * n],
+                            &expected,
+                            1e-5,
+                            1e-5,
+                        );
+                        assert_eq!(
+                            &actual[..out_off],
+                            &initial[..out_off],
+                            "{label}: wrote before offset"
+                        );
                         assert_eq!(
                             &actual[out_off + m * n..],
                             &initial[out_off + m * n..],

@@ -93,7 +93,10 @@ impl AdamWParams {
 /// Returns `(1 - beta1^step, 1 - beta2^step)`, computed in f64.
 fn bias_corrections(config: &AdamWConfig, step: u32) -> (f32, f32) {
     let power = |beta: f32| f64::from(beta).powi(step as i32);
-    ((1.0 - power(config.beta1)) as f32, (1.0 - power(config.beta2)) as f32)
+    (
+        (1.0 - power(config.beta1)) as f32,
+        (1.0 - power(config.beta2)) as f32,
+    )
 }
 
 /// The squared global L2 norm of a gradient buffer.
@@ -224,7 +227,13 @@ mod tests {
             run(|enc| op.encode(gpu, enc, &grad_buf, &out_buf, n as u32));
 
             let expected = grad_norm_reference(&grad) as f32;
-            assert_close(&format!("grad_norm n={n}"), &read_f32(&out_buf, 1), &[expected], 1e-6, 1e-5);
+            assert_close(
+                &format!("grad_norm n={n}"),
+                &read_f32(&out_buf, 1),
+                &[expected],
+                1e-6,
+                1e-5,
+            );
         }
     }
 
@@ -257,14 +266,28 @@ mod tests {
                 run(|enc| {
                     norm_op.encode(gpu, enc, &grad_buf, &sq_norm_buf, n as u32);
                     adamw.encode(
-                        gpu, enc, &config, step, &param_buf, &grad_buf, &m_buf, &v_buf,
-                        &sq_norm_buf, n as u32,
+                        gpu,
+                        enc,
+                        &config,
+                        step,
+                        &param_buf,
+                        &grad_buf,
+                        &m_buf,
+                        &v_buf,
+                        &sq_norm_buf,
+                        n as u32,
                     );
                 });
                 adamw_reference(&config, step, &mut param, &grad, &mut m, &mut v);
             }
             let label = format!("max_grad_norm={max_grad_norm}");
-            assert_close(&format!("{label} param"), &read_f32(&param_buf, n), &param, 1e-6, 1e-5);
+            assert_close(
+                &format!("{label} param"),
+                &read_f32(&param_buf, n),
+                &param,
+                1e-6,
+                1e-5,
+            );
             assert_close(&format!("{label} m"), &read_f32(&m_buf, n), &m, 1e-7, 1e-4);
             assert_close(&format!("{label} v"), &read_f32(&v_buf, n), &v, 1e-10, 1e-4);
         }
@@ -274,11 +297,18 @@ mod tests {
     /// gradient's norm (about 100) is far above the limit.
     #[test]
     fn adamw_reference_clips_large_gradients() {
-        let config = AdamWConfig { max_grad_norm: 1.0, ..AdamWConfig::default() };
+        let config = AdamWConfig {
+            max_grad_norm: 1.0,
+            ..AdamWConfig::default()
+        };
         let grad = vec![100.0f32; 1];
         let mut clipped = vec![0.0f32];
         let (mut m, mut v) = (vec![0.0], vec![0.0]);
         adamw_reference(&config, 1, &mut clipped, &grad, &mut m, &mut v);
-        assert!((m[0] - 0.1 * 1.0).abs() < 1e-5, "first moment {} is not 0.1 * clipped gradient", m[0]);
+        assert!(
+            (m[0] - 0.1 * 1.0).abs() < 1e-5,
+            "first moment {} is not 0.1 * clipped gradient",
+            m[0]
+        );
     }
 }

@@ -14,7 +14,11 @@ use crate::train::model::TrainModel;
 use crate::train::{ReferenceLogprobs, Trainer};
 
 pub(crate) fn train(args: &BenchTrainArgs, verbose: bool) -> Result<()> {
-    ensure!(args.seq_len >= 4, "--seq-len must be at least 4, got {}", args.seq_len);
+    ensure!(
+        args.seq_len >= 4,
+        "--seq-len must be at least 4, got {}",
+        args.seq_len
+    );
     ensure!(args.steps >= 1, "--steps must be at least 1");
     let mut config = super::super::dpo::train_config(&args.train)?;
     config.max_len = args.seq_len;
@@ -30,7 +34,11 @@ pub(crate) fn train(args: &BenchTrainArgs, verbose: bool) -> Result<()> {
     // Synthetic pairs of exactly seq_len tokens: half prompt, half response.
     let vocab = checkpoint.config().vocab_size as u32;
     let half = args.seq_len / 2;
-    let tokens = |offset: usize, n: usize| -> Vec<u32> { (0..n).map(|i| ((offset + i * 7919) as u32) % vocab).collect() };
+    let tokens = |offset: usize, n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|i| ((offset + i * 7919) as u32) % vocab)
+            .collect()
+    };
     let pairs: Vec<TokenizedPair> = (0..config.pairs_per_step)
         .map(|i| TokenizedPair {
             prompt: tokens(i * 1000, half),
@@ -39,7 +47,13 @@ pub(crate) fn train(args: &BenchTrainArgs, verbose: bool) -> Result<()> {
         })
         .collect();
     let indices: Vec<usize> = (0..pairs.len()).collect();
-    let references = vec![ReferenceLogprobs { chosen: 0.0, rejected: 0.0 }; pairs.len()];
+    let references = vec![
+        ReferenceLogprobs {
+            chosen: 0.0,
+            rejected: 0.0
+        };
+        pairs.len()
+    ];
     let mut trainer = Trainer::new(model, config.clone(), None)?;
     println!(
         "model: {}; LoRA rank {} on {:?} ({} parameters); {} pairs a step in micro-batches of {} \
