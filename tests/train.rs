@@ -163,7 +163,8 @@ fn adapter_round_trips_through_peft_files() {
             .data(),
     );
     let d = config.head_dim;
-    let (gguf_row, hf_row) = (2 * 1 + 1, d / 2 + 1);
+    // Pair i = 1, second half: GGUF row 2i + 1, Hugging Face row D/2 + i.
+    let (gguf_row, hf_row) = (3, d / 2 + 1);
     assert_eq!(
         &stored[hf_row * 3..hf_row * 3 + 3],
         &params[q.b_offset + gguf_row * 3..q.b_offset + gguf_row * 3 + 3]

@@ -471,7 +471,7 @@ impl TrainModel {
         let k = &self.kernels;
         let m = batch.rows();
         let (c, _, _, _, _) = dims(&self.config);
-        let eps = self.config.rms_eps as f32;
+        let eps = self.config.rms_eps;
 
         // x = token_embd[tokens]: [M, C]
         k.embedding.encode(
@@ -534,8 +534,8 @@ impl TrainModel {
         let mm = &k.matmul;
         let m = batch.rows();
         let (c, h, g, d, f) = dims(&self.config);
-        let eps = self.config.rms_eps as f32;
-        let theta = self.config.rope_theta as f32;
+        let eps = self.config.rms_eps;
+        let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let residual_bytes = u64::from(m) * u64::from(c) * 4;
         let lora = |encoder: &mut wgpu::CommandEncoder,
@@ -820,7 +820,7 @@ impl TrainModel {
         let m = batch.rows();
         let (c, _, _, _, _) = dims(&self.config);
         let c64 = u64::from(c);
-        let eps = self.config.rms_eps as f32;
+        let eps = self.config.rms_eps;
         let v = self.config.vocab_size as u32;
 
         // dxf = d_logits W_head, R rows at a time; rows outside every chunk
@@ -905,8 +905,8 @@ impl TrainModel {
         let tk = &self.train_kernels;
         let m = batch.rows();
         let (c, h, g, d, f) = dims(&self.config);
-        let eps = self.config.rms_eps as f32;
-        let theta = self.config.rope_theta as f32;
+        let eps = self.config.rms_eps;
+        let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let b = buffers;
         let lora = |encoder: &mut wgpu::CommandEncoder,
