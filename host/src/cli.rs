@@ -151,8 +151,8 @@ pub enum ModelsCommand {
 pub enum PluginsCommand {
     /// List the plugins in a folder, with why any is rejected.
     List {
-        /// The plugin folder.
-        dir: PathBuf,
+        /// The plugin folder; default: the global --plugins folder.
+        dir: Option<PathBuf>,
     },
     /// Check one plugin (a .wasm component beside its .toml manifest).
     Check {
@@ -221,6 +221,11 @@ pub struct RunArgs {
     /// set (arithmetic, yes/no facts, multiple choice).
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
+
+    /// The data file's format: gsm8k, strategyqa or jsonl. Default: detected
+    /// from the file.
+    #[arg(long, value_name = "FORMAT")]
+    pub data_format: Option<String>,
 
     /// How many built-in instances to generate when --data is not given.
     #[arg(long, default_value_t = 96)]
@@ -325,6 +330,11 @@ pub struct EvalArgs {
     /// The data file; default: the built-in task set.
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
+
+    /// The data file's format: gsm8k, strategyqa or jsonl. Default: detected
+    /// from the file.
+    #[arg(long, value_name = "FORMAT")]
+    pub data_format: Option<String>,
 
     /// How many built-in instances to generate when --data is not given.
     #[arg(long, default_value_t = 96)]

@@ -11,7 +11,7 @@ mod run;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use laser_gpu::Gpu;
 
 use crate::cli::{Cli, Command, ModelArgs, ModelsCommand, PluginsCommand};
@@ -52,6 +52,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plugins(PluginsCommand::List { dir }) => {
+            let dir = dir.or(cli.plugins).context(
+                "missing plugin folder: pass it as `plugins list DIR` or with --plugins DIR",
+            )?;
             print!("{}", laser_plugins::list_plugins(&dir)?);
             Ok(())
         }
@@ -61,7 +64,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(crate::cli::BenchCommand::Engine(args)) => bench::engine(&args, cli.verbose),
         Command::Bench(crate::cli::BenchCommand::Train(args)) => bench::train(&args, cli.verbose),
-        Command::Bench(crate::cli::BenchCommand::Plugins { selector, iterations }) => {
+        Command::Bench(crate::cli::BenchCommand::Plugins {
+            selector,
+            iterations,
+        }) => {
             print!("{}", laser_plugins::bench_plugins(&selector, iterations)?);
             Ok(())
         }

@@ -482,6 +482,7 @@ impl Engine {
             self.gpu.submit(encoder);
             let tokens: Vec<u32> = self.gpu.read(&self.head.sampled, u64::from(r) * 4)?;
             let logprobs: Vec<f32> = self.gpu.read(&self.head.logprobs, u64::from(r) * 4)?;
+            check_finite(&logprobs)?;
             for ((&(_, slot), token), logprob) in group.iter().zip(tokens).zip(logprobs) {
                 let seq = &mut state[slot as usize];
                 seq.push(token, logprob, &self.config, &self.tokenizer, sampling)?;
@@ -547,6 +548,7 @@ impl Engine {
                 engine.gpu.submit(encoder);
                 let logprobs: Vec<f32> =
                     engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
+                check_finite(&logprobs)?;
                 for (w, logprob) in group.iter().zip(logprobs) {
                     out[w.1].push(logprob);
                 }
@@ -590,6 +592,7 @@ impl Engine {
             let states: Vec<f32> = engine
                 .gpu
                 .read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
+            check_finite(&states)?;
             for (i, row) in rows.iter().enumerate() {
                 let seq = seq_index[i];
                 let state = &states[i * c..(i + 1) * c];
@@ -632,6 +635,7 @@ impl Engine {
                 let logits: Vec<f32> = engine
                     .gpu
                     .read(&engine.head.logits, (group.len() * v * 4) as u64)?;
+                check_finite(&logits)?;
                 out.extend(logits.chunks(v).map(<[f32]>::to_vec));
             }
             Ok(())
@@ -810,6 +814,17 @@ impl SequenceState {
             finish: self.finish.unwrap_or(FinishReason::Length),
         })
     }
+}
+
+/// Fails when `values` holds a NaN, which only corrupt weights produce.
+fn check_finite(values: &[f32]) -> Result<()> {
+    if values.iter().any(|v| v.is_nan()) {
+        bail!(
+            "the model produced NaN logits; its weights are probably corrupt \
+             (NaN or infinite values): check the model file or fetch it again"
+        );
+    }
+    Ok(())
 }
 
 /// Derives slot `slot`'s random stream from the run's seed (SplitMix64).

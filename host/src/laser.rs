@@ -51,6 +51,16 @@ pub enum Mode {
     BestOfN,
 }
 
+impl Mode {
+    /// The subcommand that runs this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::BestOfN => "best-of-n",
+        }
+    }
+}
+
 /// How the scores of several reward models combine when the selector
 /// spreads its weight (an ensemble).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -83,6 +93,9 @@ pub struct RunConfig {
     pub mode: Mode,
     /// The data file, or `None` for the built-in task set.
     pub data: Option<PathBuf>,
+    /// The data file's format (gsm8k, strategyqa, jsonl); `None` detects it.
+    #[serde(default)]
+    pub data_format: Option<String>,
     /// The number of built-in instances when `data` is `None`.
     pub builtin_count: usize,
     pub model: PathBuf,
@@ -188,6 +201,8 @@ impl Run {
     /// Fails when the data, model or plugins cannot be loaded, the folder
     /// holds another run (without `resume`), or a named plugin is missing.
     pub fn open(config: RunConfig, engine: Engine, out: &Path, resume: bool) -> Result<Self> {
+        // Everything that can fail on bad input is checked before a new run
+        // folder is created, so a failed start leaves no folder behind.
         let state = if resume {
             RunState::load(out)?
         } else {
@@ -197,23 +212,10 @@ impl Run {
                 out.display(),
                 out.display()
             );
-            std::fs::create_dir_all(out)
-                .with_context(|| format!("failed to create run folder {}", out.display()))?;
-            atomic::write_json(&out.join("config.json"), &config)?;
             RunState::default()
         };
 
         let (train, eval) = load_data(&config)?;
-        let mut engine = engine;
-        let policy = match config.mode {
-            Mode::Train => Some(PolicyTrainer::open(
-                &mut engine,
-                &config.model,
-                policy_config(&config),
-                &out.join(POLICY_DIR),
-            )?),
-            Mode::BestOfN => None,
-        };
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
         let mut plugin_dir = PluginDir::new(&config.plugins);
@@ -224,21 +226,22 @@ impl Run {
             eprintln!("warning: skipped plugin: {error}");
         }
         let (mut selector, mut rms) = (None, Vec::new());
+        let mut other_selectors = Vec::new();
         for plugin in report.loaded {
             match plugin {
                 LoadedPlugin::Selector(s) if s.meta().manifest.name == config.selector => {
                     selector = Some(s);
                 }
-                LoadedPlugin::Selector(_) => {}
+                LoadedPlugin::Selector(s) => other_selectors.push(s.meta().manifest.name.clone()),
                 LoadedPlugin::RewardModel(rm) => rms.push(rm),
             }
         }
         let mut selector = selector.with_context(|| {
             format!(
-                "selector {:?} not found in {}; `laser-host plugins list {}` shows what is there",
+                "selector {:?} not found in {}; the selectors there are: {}",
                 config.selector,
                 config.plugins.display(),
-                config.plugins.display()
+                other_selectors.join(", ")
             )
         })?;
         let arms = pick_arms(&config, rms)?;
@@ -247,6 +250,25 @@ impl Run {
                 .load_state(saved)
                 .map_err(|err| anyhow::anyhow!("failed to restore the selector's state: {err}"))?;
         }
+        if !resume {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("failed to create run folder {}", out.display()))?;
+            atomic::write_json(&out.join("config.json"), &config)?;
+        }
+        let policy = match config.mode {
+            Mode::Train => {
+                let mut engine = engine.lock().map_err(|_| {
+                    anyhow::anyhow!("the engine is unusable after an earlier panic")
+                })?;
+                Some(PolicyTrainer::open(
+                    &mut engine,
+                    &config.model,
+                    policy_config(&config),
+                    &out.join(POLICY_DIR),
+                )?)
+            }
+            Mode::BestOfN => None,
+        };
         let run = Self {
             config,
             out: out.to_path_buf(),
@@ -348,7 +370,22 @@ impl Run {
             self.save()?;
         }
         bar.finish();
-        report::write(&self.out, &self.config, &self.state, &self.arm_names())?;
+        let disabled: Vec<(String, String)> = self
+            .arms
+            .iter()
+            .filter_map(|a| {
+                a.plugin
+                    .disabled_reason()
+                    .map(|r| (a.name.clone(), r.to_string()))
+            })
+            .collect();
+        report::write(
+            &self.out,
+            &self.config,
+            &self.state,
+            &self.arm_names(),
+            &disabled,
+        )?;
         Ok(())
     }
 
@@ -633,9 +670,12 @@ impl Run {
             };
             *arm_counts.entry(arm.clone()).or_insert(0) += 1;
             let response = generations[i * n + picked[i]].text.clone();
+            // Only a pick made from scores counts: an instance whose reward
+            // model failed has no pick.
             let is_correct = instance
                 .reference
                 .as_ref()
+                .filter(|_| final_scores[i].is_some())
                 .map(|_| laser_data::is_correct(instance, &response));
             if let Some(ok) = is_correct {
                 checked += 1;
@@ -1000,6 +1040,19 @@ fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>
                 config.plugins.display()
             )
         })?;
+        let unknown: Vec<&String> = plugin
+            .meta()
+            .manifest
+            .models
+            .iter()
+            .filter(|m| m.as_str() != service::POLICY)
+            .collect();
+        ensure!(
+            unknown.is_empty(),
+            "reward model {name:?} needs models {unknown:?}, but this host serves only \
+             {:?} (the policy's base model); edit `models` in its manifest",
+            service::POLICY
+        );
         arms.push(Arm { plugin, name });
     }
     ensure!(
@@ -1013,16 +1066,38 @@ fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>
 /// Loads the data and splits it into training and held-out instances.
 pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
     let instances = match &config.data {
-        Some(path) => laser_data::load(path, None)?,
+        Some(path) => laser_data::load(path, parse_format(config.data_format.as_deref())?)?,
         None => laser_data::builtin(config.seed, config.builtin_count),
     };
-    let eval = laser_data::EvalSize::Count(config.eval_size.min(instances.len().saturating_sub(1)));
+    let eval_size = config.eval_size.min(instances.len().saturating_sub(1));
+    if eval_size < config.eval_size {
+        eprintln!(
+            "warning: --eval-size {} leaves no training data from {} instances; holding out {eval_size}",
+            config.eval_size,
+            instances.len()
+        );
+    }
+    let eval = laser_data::EvalSize::Count(eval_size);
     let split = laser_data::split_instances(instances, eval, config.seed)?;
     ensure!(
         !split.train.is_empty(),
         "no training instances left after the eval split"
     );
     Ok((split.train, split.eval))
+}
+
+/// Parses a `--data-format` value.
+///
+/// # Errors
+///
+/// Fails on a name other than gsm8k, strategyqa or jsonl.
+pub fn parse_format(name: Option<&str>) -> Result<Option<laser_data::Format>> {
+    name.map(|n| {
+        n.parse::<laser_data::Format>().map_err(|_| {
+            anyhow::anyhow!("unknown --data-format {n:?}: expected gsm8k, strategyqa or jsonl")
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

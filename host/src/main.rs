@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     let filter = if cli.verbose {
         "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug"
     } else {
-        "warn"
+        // Plugin failures and other warnings reach the user as `warning:`
+        // lines; the log repeats them only with --verbose.
+        "error"
     };
     tracing_subscriber::fmt()
         .with_env_filter(

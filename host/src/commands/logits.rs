@@ -33,6 +33,11 @@ pub(crate) fn run(args: &LogitsArgs, verbose: bool) -> Result<()> {
         }
         sequences.push((i + 1, ids));
     }
+    ensure!(
+        !sequences.is_empty(),
+        "{} holds no token sequences: expected one JSON array of token ids per line",
+        args.tokens_file.display()
+    );
     let mut engine = super::load_engine(&args.model, verbose)?;
     let vocab = engine.config.vocab_size;
     let stdout = std::io::stdout();

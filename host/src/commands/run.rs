@@ -28,9 +28,11 @@ pub(crate) fn run(
                 .with_context(|| format!("{} is damaged", path.display()))?;
             ensure!(
                 config.mode == mode,
-                "the run in {} is a {:?} run; resume it with the matching command",
+                "the run in {} is a `{}` run; resume it with `laser-host {} --resume {}`",
                 dir.display(),
-                config.mode
+                config.mode.name(),
+                config.mode.name(),
+                dir.display()
             );
             (config, dir.clone(), true)
         }
@@ -78,6 +80,11 @@ pub(crate) fn config_from_args(
             "--rms names reward model {name:?} twice"
         );
     }
+    crate::laser::parse_format(args.data_format.as_deref())?;
+    ensure!(
+        args.max_new_tokens >= 1,
+        "--max-new-tokens must be at least 1"
+    );
     if let Some(data) = &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
     }
@@ -85,6 +92,7 @@ pub(crate) fn config_from_args(
     Ok(RunConfig {
         mode,
         data: args.data.clone(),
+        data_format: args.data_format.clone(),
         builtin_count: args.builtin_count,
         model,
         plugins,

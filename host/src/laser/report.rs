@@ -23,7 +23,13 @@ type Series = (String, Vec<(f64, f64)>);
 ///
 /// Fails when the run's JSONL files cannot be read or the report cannot be
 /// written.
-pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    config: &RunConfig,
+    state: &RunState,
+    arms: &[String],
+    disabled: &[(String, String)],
+) -> Result<()> {
     let metrics: Vec<BatchMetrics> = read_jsonl(&dir.join(METRICS_FILE))?;
     let selections: Vec<Selection> = read_jsonl(&dir.join(SELECTIONS_FILE))?;
     let mut labels: Vec<String> = arms.to_vec();
@@ -50,6 +56,7 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         "share of choices per batch",
         "batch",
         &share,
+        Some((0.0, 1.0)),
     )?;
 
     let reward: Vec<Series> = vec![(
@@ -65,6 +72,7 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         "mean raw bandit reward per batch",
         "batch",
         &reward,
+        None,
     )?;
 
     let loss: Vec<Series> = vec![(
@@ -82,6 +90,7 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
             "DPO + NLL loss per batch",
             "batch",
             &loss,
+            None,
         )?;
     }
 
@@ -113,6 +122,7 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         "accuracy per iteration",
         "iteration",
         &accuracy,
+        Some((0.0, 1.0)),
     )?;
 
     // Share of each arm per category.
@@ -135,8 +145,8 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
     writeln!(md, "# LASeR run report\n")?;
     writeln!(
         md,
-        "Mode `{:?}`, selector `{}`, reward models {}, {} iterations, batch {}, n {}, seed {}.\n",
-        config.mode,
+        "Mode `{}`, selector `{}`, reward models {}, {} iteration(s), batch {}, n {}, seed {}.\n",
+        config.mode.name(),
         config.selector,
         arms.iter()
             .map(|a| format!("`{a}`"))
@@ -147,9 +157,20 @@ pub fn write(dir: &Path, config: &RunConfig, state: &RunState, arms: &[String]) 
         config.n,
         config.seed
     )?;
+    if !disabled.is_empty() {
+        writeln!(md, "## Reward models disabled during the run\n")?;
+        for (name, reason) in disabled {
+            writeln!(md, "- `{name}`: {reason}")?;
+        }
+        writeln!(md)?;
+    }
     writeln!(md, "## Accuracy\n")?;
     match state.eval_before {
-        Some(before) => writeln!(md, "- held-out greedy accuracy before: {before:.3}")?,
+        Some(before) => writeln!(
+            md,
+            "- held-out greedy accuracy before: {before:.3} ({} prompts)",
+            config.eval_size
+        )?,
         None => writeln!(md, "- held-out evaluation was off")?,
     }
     if let Some(after) = state.eval_per_iteration.last() {
@@ -228,7 +249,13 @@ fn plot_error<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> anyhow::Erro
 }
 
 /// Draws `series` as lines into an SVG file.
-fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Result<()> {
+fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+    y_range: Option<(f64, f64)>,
+) -> Result<()> {
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
@@ -243,6 +270,9 @@ fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Res
         y_max += 0.5;
         y_min -= 0.5;
     }
+    if let Some(range) = y_range {
+        (y_min, y_max) = range;
+    }
     let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error(path))?;
     let mut chart = ChartBuilder::on(&root)
@@ -255,6 +285,7 @@ fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Res
     chart
         .configure_mesh()
         .x_desc(x_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(plot_error(path))?;
     for (i, (name, data)) in series.iter().enumerate() {
@@ -266,10 +297,18 @@ fn line_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Res
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
             });
+        // Markers keep single points visible.
+        chart
+            .draw_series(
+                data.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+            )
+            .map_err(plot_error(path))?;
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.6))
         .border_style(BLACK)
         .draw()
         .map_err(plot_error(path))?;
