@@ -247,11 +247,12 @@ pub fn encode_blocks(
 
         // q, k, v = xn Wq^T (+ bq), xn Wk^T (+ bk), xn Wv^T (+ bv)
         let mm = &kernels.matmul;
-        let lora = |encoder: &mut wgpu::CommandEncoder, target, x: &wgpu::Buffer, out: &wgpu::Buffer| {
-            if let Some(adapter) = adapter {
-                adapter.encode(gpu, encoder, i, target, x, out, m);
-            }
-        };
+        let lora =
+            |encoder: &mut wgpu::CommandEncoder, target, x: &wgpu::Buffer, out: &wgpu::Buffer| {
+                if let Some(adapter) = adapter {
+                    adapter.encode(gpu, encoder, i, target, x, out, m);
+                }
+            };
         mm.encode(
             gpu,
             encoder,
