@@ -46,8 +46,7 @@ impl Gpu {
             Ok(wanted) => {
                 let wanted_lower = wanted.to_lowercase();
                 let adapters = instance.enumerate_adapters(backends).await;
-                let names: Vec<String> =
-                    adapters.iter().map(|a| a.get_info().name).collect();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
                 adapters
                     .into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
@@ -118,7 +117,9 @@ impl Gpu {
 
     /// The largest byte size one storage binding may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Compiles `source` (with the shared prelude prepended) into a compute
@@ -241,7 +242,9 @@ impl Gpu {
         });
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
         let slice = staging.slice(..);
