@@ -1,6 +1,8 @@
 //! Preference training on tiny random models: GPU LoRA gradients against
-//! finite differences of the CPU reference, PEFT adapter files, a DPO run
-//! whose loss falls, and bit-identical resumption.
+//! finite differences of the CPU reference and against the projected full
+//! gradient, PEFT adapter files, merged models, the engine with an adapter,
+//! the LASeR policy trainer, a DPO run whose loss falls, bit-identical
+//! resumption, and the `dpo`, `generate --adapter` and `merge` commands.
 
 #[path = "support/tiny_model.rs"]
 mod tiny_model;
