@@ -284,6 +284,32 @@ fn dpo_loss_falls_on_tiny_model() {
     assert_eq!(lines, 25);
 }
 
+/// IPO, on mean per-token log-ratios, also lowers its loss.
+#[test]
+fn ipo_loss_falls_on_tiny_model() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let mut config = toy_config(12);
+    config.loss.kind = laser_host::train::loss::LossKind::Ipo;
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
+    let model = TrainModel::new(Gpu::new().unwrap(), &checkpoint, layout).unwrap();
+    let pairs = toy_pairs(4);
+    let mut history = Vec::new();
+    let out = dir.path().join("run");
+    let options = run_options(&out, false, None);
+    dpo::run(model, config, &pairs, &options, |m| history.push(m.clone())).unwrap();
+
+    let first = &history[0];
+    let last = history.last().unwrap();
+    assert!(
+        last.loss < 0.5 * first.loss,
+        "loss went from {} to {}",
+        first.loss,
+        last.loss
+    );
+    assert!(last.margin > 0.0, "final reward margin {}", last.margin);
+}
+
 /// A run stopped after 3 of 6 steps and resumed ends with the same
 /// adapter bytes as an uninterrupted run.
 #[test]
