@@ -373,9 +373,12 @@ impl Trainer {
                 pair_losses.push((i, loss.loss));
                 // The step's loss is the mean over its pairs.
                 for (sequence, d) in [(j, loss.d_chosen), (b + j, loss.d_rejected)] {
-                    for r in sequence * t..(sequence + 1) * t {
-                        if batch.mask[r] {
-                            d_logprob[r] = (d / pair_count) as f32;
+                    let rows = sequence * t..(sequence + 1) * t;
+                    for (slot, &counted) in
+                        d_logprob[rows.clone()].iter_mut().zip(&batch.mask[rows])
+                    {
+                        if counted {
+                            *slot = (d / pair_count) as f32;
                         }
                     }
                 }

@@ -83,8 +83,8 @@ impl SequenceBatch {
             );
             let base = b * seq_len;
             batch.tokens[base..base + tokens.len()].copy_from_slice(tokens);
-            for t in first..tokens.len() {
-                batch.targets[base + t - 1] = tokens[t];
+            for (t, &token) in tokens.iter().enumerate().skip(first) {
+                batch.targets[base + t - 1] = token;
                 batch.mask[base + t - 1] = true;
             }
         }
