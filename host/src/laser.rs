@@ -21,6 +21,7 @@ pub mod report;
 pub mod service;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -350,13 +351,30 @@ impl Run {
             while self.state.next_batch < batches.len() {
                 let index = self.state.next_batch;
                 let metrics = self.run_batch(iteration, index, batches[index], &bar)?;
-                bar.set_message(format!(
-                    "reward {} picks {:?}",
+                let picks: Vec<String> = metrics
+                    .arm_counts
+                    .iter()
+                    .map(|(arm, count)| format!("{arm} {count}"))
+                    .collect();
+                let summary = format!(
+                    "reward {} picks {}",
                     metrics
                         .bandit_reward
                         .map_or("-".into(), |r| format!("{r:.3}")),
-                    metrics.arm_counts
-                ));
+                    picks.join(", ")
+                );
+                // Progress bars are hidden when stderr is not a terminal (a
+                // log file, nohup), so print one line per batch there.
+                if !std::io::stderr().is_terminal() {
+                    eprintln!(
+                        "iteration {}/{} batch {}/{}: {summary}",
+                        iteration + 1,
+                        config.iterations,
+                        index + 1,
+                        batches.len()
+                    );
+                }
+                bar.set_message(summary);
                 self.state.next_batch += 1;
                 self.save()?;
                 bar.inc(1);
@@ -766,11 +784,16 @@ impl Run {
             |done| bar.set_position(done as u64),
         )?;
         bar.finish_and_clear();
-        let _ = self.progress.println(format!(
+        let line = format!(
             "{label}: accuracy {:.3} on {} held-out prompts",
             accuracy.rate(),
             accuracy.total
-        ));
+        );
+        if std::io::stderr().is_terminal() {
+            let _ = self.progress.println(line);
+        } else {
+            eprintln!("{line}");
+        }
         Ok(accuracy.rate())
     }
 
