@@ -28,7 +28,9 @@ pub struct RunState {
     pub iteration: u32,
     /// The next batch of that iteration.
     pub next_batch: usize,
-    /// The selector's `save-state` bytes after its last update.
+    /// The selector's `save-state` bytes after its last update, stored as
+    /// one hex string (a JSON array would spend a line per byte).
+    #[serde(with = "hex_bytes")]
     pub selector_state: Option<Vec<u8>>,
     /// Lines of `metrics.jsonl` that belong to finished batches.
     pub metrics_lines: usize,
@@ -120,6 +122,43 @@ fn truncate_lines(path: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
+/// Serializes optional bytes as a lowercase hex string.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                serializer.serialize_some(&hex)
+            }
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(hex) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        if hex.len() % 2 != 0 {
+            return Err(serde::de::Error::custom(
+                "selector_state has an odd number of hex digits",
+            ));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("selector_state is not a hex string"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +176,20 @@ mod tests {
         assert_eq!(loaded.metrics_lines, 1);
         let text = fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(text, "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn selector_state_round_trips_as_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RunState {
+            selector_state: Some(vec![0, 15, 16, 255]),
+            ..RunState::default()
+        };
+        state.save(dir.path()).unwrap();
+        let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(text.contains("\"000f10ff\""), "{text}");
+        let loaded = RunState::load(dir.path()).unwrap();
+        assert_eq!(loaded.selector_state, state.selector_state);
     }
 
     #[test]
