@@ -203,7 +203,7 @@ impl Engine {
         })
     }
 
-    /// The GPU bytes held by weights, activations and the KV cache.
+    /// Returns the GPU bytes used by weights, activations and the KV cache.
     pub fn gpu_bytes(&self) -> u64 {
         let cache = self.cache.as_ref().map_or(0, KvCache::gpu_bytes);
         let act = &self.act;
@@ -816,7 +816,7 @@ impl SequenceState {
     }
 }
 
-/// Fails when `values` holds a NaN, which only corrupt weights produce.
+/// Fails when `values` contains a NaN, which only corrupt weights produce.
 fn check_finite(values: &[f32]) -> Result<()> {
     if values.iter().any(|v| v.is_nan()) {
         bail!(

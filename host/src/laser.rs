@@ -42,7 +42,7 @@ use crate::train::policy::{POLICY_DIR, PolicyTrainer};
 use checkpoint::RunState;
 use service::EngineService;
 
-/// What each batch does with the scored samples.
+/// The use a batch makes of its scored samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -53,7 +53,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The subcommand that runs this mode.
+    /// Returns the subcommand that runs this mode.
     pub fn name(self) -> &'static str {
         match self {
             Self::Train => "train",
@@ -75,7 +75,7 @@ pub enum EnsembleMode {
     MeanMinusStd,
 }
 
-/// Which pairs a prompt's samples make.
+/// The rule that pairs a prompt's samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairMode {
@@ -109,7 +109,7 @@ pub struct RunConfig {
     pub batch_size: usize,
     /// Samples per prompt.
     pub n: u32,
-    /// The most preference pairs per prompt.
+    /// The maximum number of preference pairs per prompt.
     pub pairs: u32,
     pub pair_mode: PairMode,
     pub seed: u64,
@@ -200,7 +200,7 @@ impl Run {
     /// # Errors
     ///
     /// Fails when the data, model or plugins cannot be loaded, the folder
-    /// holds another run (without `resume`), or a named plugin is missing.
+    /// contains another run (without `resume`), or a named plugin is missing.
     pub fn open(config: RunConfig, engine: Engine, out: &Path, resume: bool) -> Result<Self> {
         // Everything that can fail on bad input is checked before a new run
         // folder is created, so a failed start leaves no folder behind.
@@ -444,7 +444,8 @@ impl Run {
         }
     }
 
-    /// The training instances of `iteration`, in that iteration's order.
+    /// Returns the training instances of `iteration`, in that iteration's
+    /// order.
     fn iteration_instances(&self, iteration: u32) -> Vec<Instance> {
         use rand::SeedableRng;
         use rand::seq::SliceRandom;
@@ -811,7 +812,7 @@ impl Run {
     ///
     /// # Errors
     ///
-    /// Fails when a plugin still holds the engine.
+    /// Fails when a plugin still has a reference to the engine.
     pub fn into_engine(self) -> Result<Engine> {
         let Self {
             engine,
@@ -829,7 +830,7 @@ impl Run {
             .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
     }
 
-    /// The run's outcome, summed over its batches.
+    /// Returns the run's outcome, summed over its batches.
     pub fn summary(&self) -> Result<RunSummary> {
         RunSummary::read(&self.out, &self.state)
     }

@@ -103,12 +103,12 @@ impl Weights {
         })
     }
 
-    /// The LM head: `output` or, when tied, the token embedding.
+    /// Returns the LM head: `output` or, when tied, the token embedding.
     pub fn lm_head(&self) -> &QMatrix {
         self.output.as_ref().unwrap_or(&self.token_embd)
     }
 
-    /// The GPU bytes taken by all weights.
+    /// Returns the GPU bytes used by all weights.
     pub fn gpu_bytes(&self) -> u64 {
         let mut total = self.token_embd.gpu_bytes() + self.output_norm.size();
         if let Some(output) = &self.output {
@@ -178,7 +178,7 @@ pub(crate) fn load_f32(checkpoint: &Checkpoint, name: &str, len: usize) -> Resul
         .with_context(|| format!("failed to read tensor `{name}`"))
 }
 
-/// The model's dimensions, as the engine's kernels take them.
+/// Returns the model's dimensions (C, H, G, D, F) as the kernels take them.
 pub(crate) fn dims(config: &ModelConfig) -> (u32, u32, u32, u32, u32) {
     (
         config.n_embd as u32,

@@ -21,7 +21,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// One line per instance.
 pub const SELECTIONS_FILE: &str = "selections.jsonl";
 
-/// Where a run stands.
+/// The progress of a run: position, selector state and line counts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {
     /// The iteration in progress.
@@ -48,7 +48,7 @@ impl RunState {
     ///
     /// # Errors
     ///
-    /// Fails when `dir` holds no run or its files are damaged.
+    /// Fails when `dir` contains no run or its files are damaged.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {

@@ -32,7 +32,7 @@ impl Gpu {
     /// # Errors
     ///
     /// Fails when no adapter matches or the device request is rejected. The
-    /// message says what to install.
+    /// message names what to install.
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::open())
     }
@@ -103,7 +103,7 @@ impl Gpu {
         })
     }
 
-    /// A one-line description: adapter name, backend and device type.
+    /// Returns a one-line description: adapter name, backend and device type.
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, driver {} {})",
@@ -115,7 +115,7 @@ impl Gpu {
         )
     }
 
-    /// The largest byte size one storage binding may have on this device.
+    /// Returns the largest byte size of one storage binding on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
