@@ -7,6 +7,9 @@ use std::path::PathBuf;
 ///
 /// Every message starts with the file's path, followed by the line number
 /// when one record is at fault: `data.jsonl:17: missing field "question"`.
+/// An item of a JSON array is also named by its index and, when it has one,
+/// its `qid`: `train.json:40: item at index 3 (qid "b7f2"): missing field
+/// "answer"`.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file does not exist.
@@ -42,8 +45,8 @@ pub enum LoadError {
         /// The reason detection failed, naming what was found instead.
         reason: String,
     },
-    /// One record is malformed: a line of a JSONL file, an item of a JSON
-    /// array, or invalid JSON or UTF-8 at that line.
+    /// One record is malformed: a line of a JSONL file, or invalid JSON or
+    /// UTF-8 at that line.
     #[error("{}:{line}: {message}", path.display())]
     Record {
         /// The path as given.
@@ -53,6 +56,25 @@ pub enum LoadError {
         /// The fault, with the value found and the form expected.
         message: String,
     },
+    /// One item of a file's top-level JSON array is malformed.
+    #[error("{}:{line}: item at index {index}{}: {message}", path.display(), qid_suffix(qid.as_deref()))]
+    Item {
+        /// The path as given.
+        path: PathBuf,
+        /// The 1-based line number where the item starts.
+        line: usize,
+        /// The item's 0-based index in the array.
+        index: usize,
+        /// The item's `qid` field, when it is a string.
+        qid: Option<String>,
+        /// The fault, with the value found and the form expected.
+        message: String,
+    },
+}
+
+/// Formats ` (qid "...")` for an item that has a `qid`, or nothing.
+fn qid_suffix(qid: Option<&str>) -> String {
+    qid.map(|qid| format!(" (qid {qid:?})")).unwrap_or_default()
 }
 
 impl LoadError {

@@ -73,7 +73,9 @@ impl FromStr for Format {
 /// Returns [`LoadError::NotFound`] or [`LoadError::Read`] when the file
 /// cannot be read, [`LoadError::Empty`] when it contains no records,
 /// [`LoadError::UnknownFormat`] when detection fails, and
-/// [`LoadError::Record`] with the line number for the first malformed record.
+/// [`LoadError::Record`] with the line number for the first malformed record
+/// ([`LoadError::Item`], which adds the index and `qid`, for a StrategyQA
+/// item).
 pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instance>, LoadError> {
     let path = path.as_ref();
     let bytes = read_bytes(path)?;

@@ -31,10 +31,10 @@ pub fn load(path: impl AsRef<Path>) -> Result<Vec<Instance>, LoadError> {
 /// # Errors
 ///
 /// Returns [`LoadError::Record`] at the line of the fault for invalid JSON
-/// or a text that is not an array. Returns it at the line where the item
-/// starts for an item that is not an object or lacks a string `qid`, a
-/// string `question` or a boolean `answer`. Returns [`LoadError::Empty`]
-/// for a blank text or an empty array.
+/// or a text that is not an array. Returns [`LoadError::Item`] with the
+/// item's line, index and `qid` for an item that is not an object or lacks
+/// a string `qid`, a string `question` or a boolean `answer`. Returns
+/// [`LoadError::Empty`] for a blank text or an empty array.
 pub fn parse(text: &str, source: &Path) -> Result<Vec<Instance>, LoadError> {
     let first = text.trim_start();
     if first.is_empty() {
@@ -62,17 +62,29 @@ pub fn parse(text: &str, source: &Path) -> Result<Vec<Instance>, LoadError> {
     let mut instances = Vec::with_capacity(items.len());
     let mut line = 1;
     let mut counted_up_to = 0;
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         let offset = (item.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize);
         if let Some(skipped) = offset.and_then(|offset| text.get(counted_up_to..offset)) {
             line += skipped.matches('\n').count();
             counted_up_to += skipped.len();
         }
-        let instance =
-            parse_item(item.get()).map_err(|message| LoadError::record(source, line, message))?;
+        let instance = parse_item(item.get()).map_err(|message| LoadError::Item {
+            path: source.to_path_buf(),
+            line,
+            index,
+            qid: item_qid(item.get()),
+            message,
+        })?;
         instances.push(instance);
     }
     non_empty(instances, source)
+}
+
+/// Returns the `qid` of an item when it is an object with a string `qid`,
+/// to name the item in an error.
+fn item_qid(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value.get("qid")?.as_str().map(str::to_owned)
 }
 
 fn parse_item(text: &str) -> Result<Instance, String> {
@@ -113,19 +125,56 @@ mod tests {
     }
 
     #[test]
-    fn bad_item_names_its_line() {
+    fn bad_item_names_line_index_and_qid() {
         let text = "[\n  {\"qid\": \"a\", \"question\": \"q\", \"answer\": true},\n  {\n    \"qid\": \"b\",\n    \"question\": \"q\",\n    \"answer\": \"yes\"\n  }\n]";
         let error = parse_text(text).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "train.json:3: field \"answer\" must be a boolean, got the string \"yes\""
+            "train.json:3: item at index 1 (qid \"b\"): field \"answer\" must be a boolean, \
+             got the string \"yes\""
+        );
+        let LoadError::Item {
+            path,
+            line,
+            index,
+            qid,
+            ..
+        } = error
+        else {
+            panic!("expected an item error, got {error:?}");
+        };
+        assert_eq!(path, Path::new("train.json"));
+        assert_eq!(line, 3);
+        assert_eq!(index, 1);
+        assert_eq!(qid.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn one_line_items_named_by_index() {
+        let text = r#"[{"qid": "a", "question": "q", "answer": true}, {"qid": "b", "question": "", "answer": true}]"#;
+        let error = parse_text(text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "train.json:1: item at index 1 (qid \"b\"): field \"question\" is empty"
         );
     }
 
     #[test]
     fn missing_qid_rejected() {
         let error = parse_text(r#"[{"question": "q", "answer": true}]"#).unwrap_err();
-        assert_eq!(error.to_string(), "train.json:1: missing field \"qid\"");
+        assert_eq!(
+            error.to_string(),
+            "train.json:1: item at index 0: missing field \"qid\""
+        );
+    }
+
+    #[test]
+    fn non_string_qid_not_quoted() {
+        let error = parse_text(r#"[{"qid": 7, "question": "q", "answer": true}]"#).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "train.json:1: item at index 0: field \"qid\" must be a string, got the number 7"
+        );
     }
 
     #[test]
@@ -159,7 +208,7 @@ mod tests {
         let error = parse_text("[\n1]").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "train.json:2: expected a JSON object, got the number 1"
+            "train.json:2: item at index 0: expected a JSON object, got the number 1"
         );
     }
 }
