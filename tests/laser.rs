@@ -227,3 +227,30 @@ fn compare_counts_one_rm_per_prompt() {
     // Three reward models: the ensemble scores every candidate three times.
     assert_eq!(candidates(1), 3 * candidates(0));
 }
+
+#[test]
+fn plugins_check_prints_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for extension in ["wasm", "toml"] {
+        let name = format!("fixed.{extension}");
+        std::fs::copy(plugins().join(&name), dir.path().join(&name)).unwrap();
+    }
+    let manifest = dir.path().join("fixed.toml");
+    let text = read(&manifest).replace("arm = \"verifier\"", "arm = \"\"");
+    std::fs::write(&manifest, text).unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["plugins", "check"])
+        .arg(&manifest)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("expected the name of a reward model").count(),
+        1,
+        "{stderr}"
+    );
+}

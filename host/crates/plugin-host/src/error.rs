@@ -138,19 +138,21 @@ impl fmt::Display for PluginError {
 
 impl std::error::Error for PluginError {}
 
-/// A plugin that could not be loaded. Each variant names the file.
+/// A plugin that could not be loaded. Each variant names the file. The
+/// message includes the underlying error, so `source()` returns `None`,
+/// because an error chain printed with `{:#}` would otherwise show it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The manifest is missing, unreadable or invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A component has no manifest beside it.
     #[error(
@@ -230,12 +232,12 @@ pub enum LoadError {
         reason: String,
     },
     /// `info` or `configure` failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Call {
         /// The component.
         path: PathBuf,
         /// The failed call.
-        source: PluginError,
+        error: PluginError,
     },
 }
 

@@ -196,9 +196,9 @@ impl PluginHost {
         let manifest = Manifest::from_file(&manifest_path)?;
         manifest.check_api(&manifest_path)?;
 
-        let bytes = std::fs::read(wasm).map_err(|source| LoadError::Io {
+        let bytes = std::fs::read(wasm).map_err(|error| LoadError::Io {
             path: wasm.to_path_buf(),
-            source,
+            error,
         })?;
         check_header(wasm, &bytes)?;
         let digest = sha256_hex(&bytes);

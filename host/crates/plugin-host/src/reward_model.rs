@@ -29,9 +29,9 @@ impl RewardModelPlugin {
         let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let mut core = PluginCore::new(&prepared, store);
 
-        let call_error = |source| LoadError::Call {
+        let call_error = |error| LoadError::Call {
             path: prepared.path.clone(),
-            source,
+            error,
         };
         let bindings = core
             .call(0, |store| pre.instantiate(store))

@@ -48,7 +48,7 @@ impl SelectorPlugin {
         let store = PluginHost::new_store(host.engine(), &prepared.manifest, host.models());
         let core = PluginCore::new(&prepared, store);
         SelectorPlugin::start(core, pre, host.models(), None)
-            .map_err(|source| LoadError::Call { path, source })
+            .map_err(|error| LoadError::Call { path, error })
     }
 
     /// Instantiates `pre` in `core`'s store, configures it, and loads

@@ -169,11 +169,15 @@ fn configure_error_rejected_at_load() {
 
     let error = load_error(&dir, "good-rm");
 
-    let LoadError::Call { source, .. } = &error else {
+    let LoadError::Call { error: call, .. } = &error else {
         panic!("expected a call error, got {error}");
     };
-    assert!(!source.is_trap());
+    assert!(!call.is_trap());
     assert!(error.to_string().contains("invalid config"), "{error}");
+    // The message already includes the failed call, so an error chain
+    // printed with `{:#}` must not repeat it.
+    let chain = format!("{:#}", anyhow::Error::new(error));
+    assert_eq!(chain.matches("invalid config").count(), 1, "{chain}");
 }
 
 #[test]
