@@ -28,12 +28,21 @@ const GEMM_SOURCE: &str = include_str!("../../../../shaders/matmul_gemm.wgsl");
 const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transposed.wgsl");
 const TRANSPOSED_GEMM_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_gemm.wgsl");
+const LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv_lanes.wgsl");
 
 /// Activation row counts up to this one use the matrix-vector kernel when
 /// K is a multiple of 4 (it reads x as vec4s).
 const GEMV_MAX_ROWS: u32 = 4;
 /// Threads in one workgroup of `matmul_gemv.wgsl`.
 const GEMV_WORKGROUP: u32 = 64;
+/// Activation row counts up to this one use `matmul_gemv_lanes.wgsl` where
+/// it is available.
+const LANES_MAX_ROWS: u32 = u32::MAX;
+/// Activation rows a workgroup of `matmul_gemv_lanes.wgsl` can take, one
+/// pipeline each.
+const LANES_TILES: [u32; 4] = [1, 2, 4, 8];
+/// Weight rows in one workgroup of `matmul_gemv_lanes.wgsl`.
+const LANES_WORKGROUP: u32 = 64;
 /// Output tile edge of `matmul_gemm.wgsl`.
 const GEMM_TILE: u32 = 64;
 /// Threads in one workgroup of `matmul_transposed.wgsl`, each covering 4 k.
@@ -81,10 +90,25 @@ struct Pipelines {
     transposed_gemm: wgpu::ComputePipeline,
 }
 
+/// Returns the whole-block dequantization snippet of `dtype` for
+/// `matmul_gemv_lanes.wgsl`, for the types it supports.
+fn block_snippet(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::Q4_0 => Some(include_str!("../../../../shaders/dequant_block_q4_0.wgsl")),
+        DType::Q4_1 => Some(include_str!("../../../../shaders/dequant_block_q4_1.wgsl")),
+        DType::Q8_0 => Some(include_str!("../../../../shaders/dequant_block_q8_0.wgsl")),
+        _ => None,
+    }
+}
+
 /// Matrix products with quantized weights; pipelines are compiled once.
 pub struct Matmul {
     /// Indexed by [`dtype_index`].
     pipelines: Vec<Pipelines>,
+    /// `matmul_gemv_lanes.wgsl` for each of [`LANES_TILES`], indexed by
+    /// [`dtype_index`]; empty for types without a block snippet, and for
+    /// every type on adapters that lack 8-lane subgroups.
+    lanes: Vec<Vec<wgpu::ComputePipeline>>,
     /// Threads sharing one weight row in `matmul_gemv.wgsl`.
     gemv_threads_per_row: u32,
     /// Bound in place of a bias when there is none.
@@ -120,10 +144,28 @@ impl Matmul {
         // NOTE: this assumes subgroups hold consecutive invocation indices
         // of a 1D workgroup, which Vulkan, Metal and DX12 drivers do in
         // practice but no specification promises.
-        let subgroup_reduce = gpu.features.contains(wgpu::Features::SUBGROUP)
-            && gemv_threads_per_row <= gpu.info.subgroup_min_size;
+        let subgroups = gpu.features.contains(wgpu::Features::SUBGROUP);
+        let subgroup_reduce = subgroups && gemv_threads_per_row <= gpu.info.subgroup_min_size;
+        // The lane kernel suits CPU adapters whose SIMD vectors are 8-lane
+        // subgroups, where it cuts the loads that bound the GEMV.
+        let lanes_available = subgroups
+            && gpu.info.device_type == wgpu::DeviceType::Cpu
+            && gpu.info.subgroup_min_size == 8
+            && gpu.info.subgroup_max_size == 8;
         let mut pipelines = Vec::with_capacity(DTYPES.len());
+        let mut lanes = Vec::with_capacity(DTYPES.len());
         for dtype in DTYPES {
+            let mut tiles = Vec::new();
+            if let Some(block) = block_snippet(dtype).filter(|_| lanes_available) {
+                for tile in LANES_TILES {
+                    let source = format!(
+                        "const M_TILE: u32 = {tile}u;\n{PARAMS_SOURCE}\n{block}\n{LANES_SOURCE}"
+                    );
+                    let label = format!("matmul_gemv_lanes {dtype} M_TILE {tile}");
+                    tiles.push(compile(gpu, &label, &source, "matmul_gemv_lanes")?);
+                }
+            }
+            lanes.push(tiles);
             let snippet = dequant_snippet(dtype);
             let gemv = format!(
                 "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n\
@@ -154,6 +196,7 @@ impl Matmul {
         }
         Ok(Matmul {
             pipelines,
+            lanes,
             gemv_threads_per_row,
             no_bias: gpu.buffer_zeroed("matmul no bias", 4),
         })
@@ -190,13 +233,6 @@ impl Matmul {
             check_size("bias", bias, n);
         }
 
-        let pipelines = &self.pipelines[dtype_index(w.dtype())];
-        let use_gemv = m <= GEMV_MAX_ROWS && k % 4 == 0;
-        let (pipeline, kind) = if use_gemv {
-            (&pipelines.gemv, "matmul_gemv")
-        } else {
-            (&pipelines.gemm, "matmul_gemm")
-        };
         let mut flags = 0;
         if accumulate {
             flags |= FLAG_ACCUMULATE;
@@ -205,6 +241,48 @@ impl Matmul {
             flags |= FLAG_BIAS;
         }
         let bias = bias.unwrap_or(&self.no_bias);
+
+        let lanes = &self.lanes[dtype_index(w.dtype())];
+        if !lanes.is_empty() && m <= LANES_MAX_ROWS && k % 32 == 0 {
+            // The smallest tile that holds all rows, else the largest.
+            let tile_index = LANES_TILES
+                .iter()
+                .position(|&tile| tile >= m)
+                .unwrap_or(LANES_TILES.len() - 1);
+            let tile = LANES_TILES[tile_index];
+            let pipeline = &lanes[tile_index];
+            for chunk in w.chunks() {
+                let params = MatmulParams::new(w, chunk, m, flags);
+                let [x_groups, z_groups, _] = split_groups(groups(chunk.rows, LANES_WORKGROUP));
+                let workgroups = [x_groups, m.div_ceil(tile), z_groups];
+                let quant_bytes = 4 * u64::from(chunk.rows) * u64::from(w.row_words());
+                let label = format!("matmul_gemv_lanes {} rows {}", w.dtype(), chunk.row_offset);
+                let uniform = gpu.uniform(&label, &params);
+                let resources = [
+                    uniform.as_entire_binding(),
+                    x.as_entire_binding(),
+                    chunk.buffer.as_entire_binding(),
+                    bias.as_entire_binding(),
+                    out.as_entire_binding(),
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &chunk.buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(quant_bytes),
+                    }),
+                ];
+                let bind_group = gpu.bind_group(&label, pipeline, &resources);
+                dispatch(encoder, &label, pipeline, &bind_group, workgroups);
+            }
+            return;
+        }
+
+        let pipelines = &self.pipelines[dtype_index(w.dtype())];
+        let use_gemv = m <= GEMV_MAX_ROWS && k % 4 == 0;
+        let (pipeline, kind) = if use_gemv {
+            (&pipelines.gemv, "matmul_gemv")
+        } else {
+            (&pipelines.gemm, "matmul_gemm")
+        };
 
         for chunk in w.chunks() {
             let params = MatmulParams::new(w, chunk, m, flags);
