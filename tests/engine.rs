@@ -174,6 +174,58 @@ fn hidden_states_pool_reference_states() {
 }
 
 #[test]
+fn embedding_pooling_means_table_rows() {
+    let spec = TinySpec {
+        dtype: DType::Q8_0,
+        ..TinySpec::default()
+    };
+    let (mut engine, _reference, dir) = load(&spec);
+    let checkpoint = Checkpoint::open(&dir.path().join("tiny.gguf")).unwrap();
+    let c = engine.config.n_embd;
+    let tensor = checkpoint.tensor("token_embd.weight").unwrap();
+    let table =
+        laser_model::quant::dequantize(tensor.dtype, tensor.data, engine.config.vocab_size * c)
+            .unwrap();
+    // The long sequence spans two chunks of the embedding pass.
+    let long: Vec<u32> = (0..600u32).map(|i| (i * 37 + 11) % 256).collect();
+    let sequences = [TOKENS.to_vec(), long];
+
+    let pooled = engine
+        .hidden_states(&sequences, Pooling::Embedding)
+        .unwrap();
+
+    assert_eq!(pooled.len(), sequences.len());
+    for (tokens, vector) in sequences.iter().zip(&pooled) {
+        assert_eq!(vector.len(), c);
+        for (i, &value) in vector.iter().enumerate() {
+            let expected = tokens
+                .iter()
+                .map(|&t| table[t as usize * c + i])
+                .sum::<f32>()
+                / tokens.len() as f32;
+            assert!(
+                (value - expected).abs() < 1e-4,
+                "{} tokens, channel {i}: {value} vs {expected}",
+                tokens.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn embedding_pooling_rejects_unknown_token() {
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let vocab_size = engine.config.vocab_size as u32;
+    let error = engine
+        .hidden_states(&[vec![1, vocab_size]], Pooling::Embedding)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("outside the vocabulary"),
+        "{error}"
+    );
+}
+
+#[test]
 fn stop_string_cuts_generation() {
     let (mut engine, _reference, _dir) = load(&TinySpec::default());
     let free = SamplingConfig {

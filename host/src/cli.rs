@@ -273,7 +273,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 96)]
     pub max_new_tokens: u32,
 
-    /// The pooling of the prompt's hidden states into the bandit context.
+    /// The bandit context of a prompt: its final hidden states pooled by
+    /// mean or last token, or the mean of its token embeddings (the
+    /// cheapest, as it skips the transformer blocks).
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
 

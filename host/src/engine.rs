@@ -91,7 +91,7 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// The pooling of a prompt's final hidden states into one vector.
+/// The pooling of a prompt's tokens into one vector of the model's width.
 #[derive(
     Clone,
     Copy,
@@ -105,11 +105,15 @@ pub struct Generation {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
-    /// The mean over the prompt's tokens.
+    /// The mean of the final hidden states over the prompt's tokens.
     #[default]
     Mean,
-    /// The last token's state.
+    /// The final hidden state of the last token.
     Last,
+    /// The mean of the prompt's token embeddings, the input of the first
+    /// block. It needs no forward pass through the blocks, and a LoRA
+    /// adapter does not change it.
+    Embedding,
 }
 
 /// A model loaded on the GPU, ready to generate and score.
@@ -558,22 +562,27 @@ impl Engine {
         Ok(out)
     }
 
-    /// Returns each sequence's final hidden states (after the final norm),
-    /// pooled into one vector of the model's width.
+    /// Returns each sequence's final hidden states (after the final norm)
+    /// or, with [`Pooling::Embedding`], its token embeddings, pooled into one
+    /// vector of the model's width.
     ///
     /// # Errors
     ///
-    /// Fails on an empty sequence or a GPU failure.
+    /// Fails on an empty sequence, a token outside the vocabulary or a GPU
+    /// failure.
     pub fn hidden_states(
         &mut self,
         sequences: &[Vec<u32>],
         pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>> {
-        let c = self.config.n_embd;
-        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
         for (i, seq) in sequences.iter().enumerate() {
             ensure!(!seq.is_empty(), "sequence {i} is empty");
         }
+        if pooling == Pooling::Embedding {
+            return self.mean_embeddings(sequences);
+        }
+        let c = self.config.n_embd;
+        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
         let eps = self.config.rms_eps;
         self.for_each_chunk(sequences, |engine, seq_index, _, rows| {
             let m = rows.len() as u32;
@@ -596,10 +605,8 @@ impl Engine {
             for (i, row) in rows.iter().enumerate() {
                 let seq = seq_index[i];
                 let state = &states[i * c..(i + 1) * c];
-                let take = match pooling {
-                    Pooling::Mean => true,
-                    Pooling::Last => row.position as usize + 1 == sequences[seq].len(),
-                };
+                let take =
+                    pooling != Pooling::Last || row.position as usize + 1 == sequences[seq].len();
                 if take {
                     for (sum, x) in sums[seq].iter_mut().zip(state) {
                         *sum += x;
@@ -613,6 +620,51 @@ impl Engine {
                 let n = seq.len() as f32;
                 sum.iter_mut().for_each(|x| *x /= n);
             }
+        }
+        Ok(sums)
+    }
+
+    /// Returns the mean of each sequence's rows of the embedding table,
+    /// dequantized on the GPU by the kernel that starts the forward pass.
+    fn mean_embeddings(&mut self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let c = self.config.n_embd;
+        let vocab_size = self.config.vocab_size;
+        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
+        let rows: Vec<(usize, u32)> = sequences
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, tokens)| tokens.iter().map(move |&token| (seq, token)))
+            .collect();
+        for chunk in rows.chunks(MAX_ROWS as usize) {
+            let tokens: Vec<u32> = chunk.iter().map(|&(_, token)| token).collect();
+            if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+                bail!("token id {token} is outside the vocabulary of {vocab_size}");
+            }
+            let m = tokens.len() as u32;
+            self.gpu
+                .queue
+                .write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(&tokens));
+            let mut encoder = self.encoder("embedding");
+            self.kernels.embedding.encode(
+                &self.gpu,
+                &mut encoder,
+                &self.weights.token_embd,
+                &self.act.tokens,
+                &self.act.x,
+                m,
+            );
+            self.gpu.submit(encoder);
+            let embeddings: Vec<f32> = self.gpu.read(&self.act.x, u64::from(m) * c as u64 * 4)?;
+            check_finite(&embeddings)?;
+            for (&(seq, _), embedding) in chunk.iter().zip(embeddings.chunks(c)) {
+                for (sum, x) in sums[seq].iter_mut().zip(embedding) {
+                    *sum += x;
+                }
+            }
+        }
+        for (sum, seq) in sums.iter_mut().zip(sequences) {
+            let n = seq.len() as f32;
+            sum.iter_mut().for_each(|x| *x /= n);
         }
         Ok(sums)
     }
