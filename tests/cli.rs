@@ -170,3 +170,37 @@ fn invalid_top_p_is_rejected() {
     ]);
     assert_clean_failure(&output, "--top-p");
 }
+
+#[test]
+fn best_of_n_help_omits_training_options() {
+    let training = [
+        "--pairs",
+        "--pair-mode",
+        "--beta",
+        "--nll-weight",
+        "--learning-rate",
+    ];
+    let best_of_n = laser_host(&["best-of-n", "--help"]);
+    assert!(best_of_n.status.success());
+    let best_of_n = String::from_utf8_lossy(&best_of_n.stdout);
+    let train = laser_host(&["train", "--help"]);
+    assert!(train.status.success());
+    let train = String::from_utf8_lossy(&train.stdout);
+    for option in training {
+        let flag = format!("{option} <");
+        assert!(!best_of_n.contains(&flag), "best-of-n lists {option}");
+        assert!(train.contains(&flag), "train lacks {option}");
+    }
+    for shared in ["--n <", "--pooling <", "--eval-size <", "--resume <"] {
+        assert!(best_of_n.contains(shared), "best-of-n lacks {shared}");
+        assert!(train.contains(shared), "train lacks {shared}");
+    }
+}
+
+#[test]
+fn best_of_n_rejects_training_option() {
+    let output = laser_host(&["best-of-n", "--learning-rate", "0.1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--learning-rate"), "{stderr}");
+}

@@ -34,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Train the policy with LASeR: a selector picks a reward model per
     /// prompt, and preference pairs train the policy (DPO + NLL).
-    Train(RunArgs),
+    Train(TrainArgs),
     /// Best-of-n with LASeR: a selector picks a reward model per prompt,
     /// which chooses the best of n samples; no training.
     BestOfN(RunArgs),
@@ -202,15 +202,7 @@ pub struct BenchEngineArgs {
     pub skip_matmul: bool,
 }
 
-/// Options shared by commands that embed prompts.
-#[derive(Debug, Args, Clone)]
-pub struct ContextArgs {
-    /// How to pool the prompt's final hidden states into the bandit context.
-    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
-    pub pooling: Pooling,
-}
-
-/// Options of a LASeR run (`train` and `best-of-n`).
+/// Options of every LASeR run (`train`, `best-of-n` and `compare`).
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -252,15 +244,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4)]
     pub n: u32,
 
-    /// The maximum number of preference pairs per prompt (with --pair-mode
-    /// top-p).
-    #[arg(long, default_value_t = 1)]
-    pub pairs: u32,
-
-    /// The pairing of each prompt's samples into preference pairs.
-    #[arg(long, value_enum, default_value_t = PairMode::BestWorst)]
-    pub pair_mode: PairMode,
-
     /// Random seed for data order, splits and sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -297,18 +280,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub eval_size: usize,
 
-    /// DPO beta.
-    #[arg(long, default_value_t = 0.1)]
-    pub beta: f32,
-
-    /// Weight of the NLL term on the chosen response.
-    #[arg(long, default_value_t = 1.0)]
-    pub nll_weight: f32,
-
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 5e-5)]
-    pub learning_rate: f32,
-
     /// The run folder: config, plugin digests, metrics, selections,
     /// checkpoints and the report.
     #[arg(
@@ -322,6 +293,60 @@ pub struct RunArgs {
     /// Continue the run in RUN_DIR with its saved configuration.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+}
+
+/// Options of `train`: those of every LASeR run, then preference training.
+#[derive(Debug, Args, Clone)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub preference: PreferenceArgs,
+}
+
+/// Preference-training options of a LASeR run in `train` mode. A
+/// `best-of-n` run records [`PreferenceArgs::default`] in its config.
+#[derive(Debug, Args, Clone, PartialEq)]
+#[command(next_help_heading = "Preference training")]
+pub struct PreferenceArgs {
+    /// The maximum number of preference pairs per prompt (with --pair-mode
+    /// top-p).
+    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.pairs)]
+    pub pairs: u32,
+
+    /// The pairing of each prompt's samples into preference pairs.
+    #[arg(long, value_enum, default_value_t = PreferenceArgs::DEFAULT.pair_mode)]
+    pub pair_mode: PairMode,
+
+    /// DPO beta.
+    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.beta)]
+    pub beta: f32,
+
+    /// Weight of the NLL term on the chosen response.
+    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.nll_weight)]
+    pub nll_weight: f32,
+
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.learning_rate)]
+    pub learning_rate: f32,
+}
+
+impl PreferenceArgs {
+    /// The default of every option.
+    pub const DEFAULT: Self = Self {
+        pairs: 1,
+        pair_mode: PairMode::BestWorst,
+        beta: 0.1,
+        nll_weight: 1.0,
+        learning_rate: 5e-5,
+    };
+}
+
+impl Default for PreferenceArgs {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 #[derive(Debug, Args)]
@@ -377,4 +402,8 @@ pub struct CompareArgs {
     /// Train, or pick the best of n.
     #[arg(long, value_enum, default_value_t = crate::laser::Mode::BestOfN)]
     pub mode: crate::laser::Mode,
+
+    // Used with `--mode train` only.
+    #[command(flatten)]
+    pub preference: PreferenceArgs,
 }

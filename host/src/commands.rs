@@ -25,12 +25,20 @@ use crate::fetch;
 /// Returns the command's error, with context for each layer.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => {
-            run::run(&args, crate::laser::Mode::Train, cli.plugins, cli.verbose)
-        }
-        Command::BestOfN(args) => {
-            run::run(&args, crate::laser::Mode::BestOfN, cli.plugins, cli.verbose)
-        }
+        Command::Train(args) => run::run(
+            &args.run,
+            &args.preference,
+            crate::laser::Mode::Train,
+            cli.plugins,
+            cli.verbose,
+        ),
+        Command::BestOfN(args) => run::run(
+            &args,
+            &crate::cli::PreferenceArgs::default(),
+            crate::laser::Mode::BestOfN,
+            cli.plugins,
+            cli.verbose,
+        ),
         Command::Eval(args) => eval::run(&args, cli.verbose),
         Command::Compare(args) => compare::run(&args, cli.plugins, cli.verbose),
         Command::Generate(args) => generate::run(&args, cli.verbose),

@@ -18,7 +18,7 @@ use crate::laser::{Run, RunSummary};
 const PHASES: [&str; 6] = ["context", "choose", "generate", "score", "train", "update"];
 
 pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
-    let base = super::run::config_from_args(&args.run, args.mode, plugins)?;
+    let base = super::run::config_from_args(&args.run, &args.preference, args.mode, plugins)?;
     let out = args.run.out.clone();
     fs::create_dir_all(&out).with_context(|| format!("failed to create {}", out.display()))?;
 

@@ -4,12 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::cli::RunArgs;
+use crate::cli::{PreferenceArgs, RunArgs};
 use crate::engine::Engine;
 use crate::laser::{Mode, Run, RunConfig};
 
+/// Starts a LASeR run in `mode`, or resumes the run in `args.resume`.
+/// `preference` sets the preference training of `train` mode.
 pub(crate) fn run(
     args: &RunArgs,
+    preference: &PreferenceArgs,
     mode: Mode,
     plugins: Option<PathBuf>,
     verbose: bool,
@@ -37,7 +40,7 @@ pub(crate) fn run(
             (config, dir.clone(), true)
         }
         None => (
-            config_from_args(args, mode, plugins)?,
+            config_from_args(args, preference, mode, plugins)?,
             args.out.clone(),
             false,
         ),
@@ -55,6 +58,7 @@ pub(crate) fn run(
 
 pub(crate) fn config_from_args(
     args: &RunArgs,
+    preference: &PreferenceArgs,
     mode: Mode,
     plugins: Option<PathBuf>,
 ) -> Result<RunConfig> {
@@ -101,8 +105,8 @@ pub(crate) fn config_from_args(
         iterations: args.iterations,
         batch_size: args.batch_size,
         n: args.n,
-        pairs: args.pairs,
-        pair_mode: args.pair_mode,
+        pairs: preference.pairs,
+        pair_mode: preference.pair_mode,
         seed: args.seed,
         temperature: args.temperature,
         max_new_tokens: args.max_new_tokens,
@@ -111,8 +115,8 @@ pub(crate) fn config_from_args(
         ensemble_lambda: args.ensemble_lambda,
         train_size: args.train_size,
         eval_size: args.eval_size,
-        beta: args.beta,
-        nll_weight: args.nll_weight,
-        learning_rate: args.learning_rate,
+        beta: preference.beta,
+        nll_weight: preference.nll_weight,
+        learning_rate: preference.learning_rate,
     })
 }
