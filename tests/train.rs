@@ -10,7 +10,7 @@ mod tiny_model;
 use laser_gpu::Gpu;
 use laser_host::train::batch::TokenizedPair;
 use laser_host::train::dpo::{self, RunOptions};
-use laser_host::train::lora::{LoraConfig, LoraLayout, Target};
+use laser_host::train::lora::{DropoutPass, LoraConfig, LoraLayout, Target};
 use laser_host::train::model::{SequenceBatch, TrainModel};
 use laser_host::train::reference::ReferenceTrainModel;
 use laser_host::train::{TrainConfig, peft};
@@ -102,6 +102,19 @@ fn lora_gradients_match_finite_differences() {
         }
     }
 
+    let checked = assert_adapter_gradients(&layout, &grads, &base, loss);
+    assert_eq!(checked, layout.tensors.len() * 6);
+}
+
+/// Compares `grads` with central differences (step 1e-3) of `loss` around
+/// `base` at the first, a middle and the last element of every A and B,
+/// within 2e-3 + 2% of the difference; returns the number checked.
+fn assert_adapter_gradients(
+    layout: &LoraLayout,
+    grads: &[f32],
+    base: &[f64],
+    loss: impl Fn(&[f64]) -> f64,
+) -> usize {
     let r = layout.config.rank as usize;
     let step = 1e-3;
     let mut checked = 0;
@@ -111,9 +124,9 @@ fn lora_gradients_match_finite_differences() {
             (tensor.b_offset, tensor.out_features * r),
         ] {
             for index in [offset, offset + count / 2 + 1, offset + count - 1] {
-                let mut plus = base.clone();
+                let mut plus = base.to_vec();
                 plus[index] += step;
-                let mut minus = base.clone();
+                let mut minus = base.to_vec();
                 minus[index] -= step;
                 let numeric = (loss(&plus) - loss(&minus)) / (2.0 * step);
                 let analytic = f64::from(grads[index]);
@@ -128,7 +141,125 @@ fn lora_gradients_match_finite_differences() {
             }
         }
     }
+    checked
+}
+
+/// With LoRA dropout 0.3 and one fixed training pass, the GPU forward pass
+/// and gradients match the f64 CPU reference under the same masks (central
+/// differences, step 1e-3, bound 2e-3 + 2%), and the masks do change the
+/// log-probabilities.
+#[test]
+fn lora_dropout_gradients_match_finite_differences() {
+    let spec = TinySpec::default();
+    let (checkpoint, _dir) = open(&spec);
+    let lora = LoraConfig {
+        dropout: 0.3,
+        ..all_targets(4)
+    };
+    let layout = LoraLayout::new(lora, checkpoint.config()).unwrap();
+    let params = random_params(&layout, 31);
+    let gpu = Gpu::new().unwrap();
+    let mut model = TrainModel::new(gpu.clone(), &checkpoint, layout.clone()).unwrap();
+    let reference = ReferenceTrainModel::new(&checkpoint, layout.clone()).unwrap();
+
+    let mut rng = StdRng::seed_from_u64(32);
+    let long: Vec<u32> = (0..9).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let short: Vec<u32> = (0..5).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let batch = SequenceBatch::new(&[(&long, 3), (&short, 2)]).unwrap();
+    let weights: Vec<f32> = (0..batch.rows())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let pass = DropoutPass {
+        seed: 5,
+        step: 3,
+        micro_batch: 1,
+    };
+
+    let params_buf = gpu.buffer_from("params", &params);
+    let grads_buf = gpu.buffer_zeroed("grads", layout.len as u64 * 4);
+    let plain = model.forward(&params_buf, &batch).unwrap();
+    let logprobs = model.forward_train(&params_buf, &batch, pass).unwrap();
+    model
+        .backward(&params_buf, &grads_buf, &batch, &weights)
+        .unwrap();
+    let grads: Vec<f32> = gpu.read(&grads_buf, layout.len as u64 * 4).unwrap();
+
+    let t = batch.seq_len as usize;
+    let sequences = [(&long, 3usize, 0usize), (&short, 2, 1)];
+    let loss = |p: &[f64]| -> f64 {
+        let mut total = 0.0;
+        for &(tokens, first, b) in &sequences {
+            let lp = reference.token_logprobs_dropout(p, tokens, Some((pass, b * t)));
+            for pos in first - 1..tokens.len() - 1 {
+                total += f64::from(weights[b * t + pos]) * lp[pos];
+            }
+        }
+        total
+    };
+
+    let base: Vec<f64> = params.iter().map(|&p| f64::from(p)).collect();
+    let mut largest_change = 0.0f32;
+    for &(tokens, first, b) in &sequences {
+        let expected = reference.token_logprobs_dropout(&base, tokens, Some((pass, b * t)));
+        for pos in first - 1..tokens.len() - 1 {
+            let got = f64::from(logprobs[b * t + pos]);
+            assert!(
+                (got - expected[pos]).abs() < 1e-3,
+                "logprob of sequence {b} at {pos}: GPU {got}, CPU {}",
+                expected[pos]
+            );
+            largest_change = largest_change.max((logprobs[b * t + pos] - plain[b * t + pos]).abs());
+        }
+    }
+    assert!(
+        largest_change > 1e-3,
+        "dropout changed no log-probability by more than {largest_change}"
+    );
+
+    let checked = assert_adapter_gradients(&layout, &grads, &base, loss);
     assert_eq!(checked, layout.tensors.len() * 6);
+}
+
+/// With dropout 0 a training pass runs exactly the kernels of a plain
+/// forward pass: the same log-probability and gradient bits.
+#[test]
+fn dropout_zero_matches_plain_pass() {
+    let spec = TinySpec::default();
+    let (checkpoint, _dir) = open(&spec);
+    let layout = LoraLayout::new(all_targets(4), checkpoint.config()).unwrap();
+    let params = random_params(&layout, 41);
+    let gpu = Gpu::new().unwrap();
+    let mut model = TrainModel::new(gpu.clone(), &checkpoint, layout.clone()).unwrap();
+    let tokens: Vec<u32> = (0..10).map(|i| (i * 29 + 3) % VOCAB as u32).collect();
+    let batch = SequenceBatch::new(&[(&tokens, 3)]).unwrap();
+    let weights: Vec<f32> = (0..batch.rows()).map(|r| 0.3 - 0.05 * r as f32).collect();
+    let params_buf = gpu.buffer_from("params", &params);
+    let bytes = layout.len as u64 * 4;
+
+    let mut run = |pass: Option<DropoutPass>| {
+        let grads_buf = gpu.buffer_zeroed("grads", bytes);
+        let logprobs = match pass {
+            Some(pass) => model.forward_train(&params_buf, &batch, pass).unwrap(),
+            None => model.forward(&params_buf, &batch).unwrap(),
+        };
+        model
+            .backward(&params_buf, &grads_buf, &batch, &weights)
+            .unwrap();
+        let grads: Vec<f32> = gpu.read(&grads_buf, bytes).unwrap();
+        (logprobs, grads)
+    };
+    let (plain_logprobs, plain_grads) = run(None);
+    let pass = DropoutPass {
+        seed: 1,
+        step: 2,
+        micro_batch: 0,
+    };
+    let (train_logprobs, train_grads) = run(Some(pass));
+    assert_eq!(
+        train_logprobs, plain_logprobs,
+        "log-probabilities differ with dropout 0"
+    );
+    assert_eq!(train_grads, plain_grads, "gradients differ with dropout 0");
 }
 
 /// PEFT files read back to the same parameters, and q_proj's B is stored
@@ -138,7 +269,11 @@ fn adapter_round_trips_through_peft_files() {
     let spec = TinySpec::default();
     let (checkpoint, dir) = open(&spec);
     let config = checkpoint.config();
-    let layout = LoraLayout::new(all_targets(3), config).unwrap();
+    let lora = LoraConfig {
+        dropout: 0.05,
+        ..all_targets(3)
+    };
+    let layout = LoraLayout::new(lora, config).unwrap();
     let params = random_params(&layout, 5);
     let out = dir.path().join("adapter");
     peft::save(&out, &layout, config, &params, "tiny").unwrap();
@@ -152,6 +287,7 @@ fn adapter_round_trips_through_peft_files() {
     assert_eq!(json["task_type"], "CAUSAL_LM");
     assert_eq!(json["r"], 3);
     assert_eq!(json["lora_alpha"], 6.0);
+    assert_eq!(json["lora_dropout"], 0.05);
     assert_eq!(json["bias"], "none");
     assert_eq!(json["target_modules"][0], "q_proj");
 
@@ -314,9 +450,28 @@ fn ipo_loss_falls_on_tiny_model() {
 /// adapter bytes as an uninterrupted run.
 #[test]
 fn resume_matches_uninterrupted_run() {
+    check_resume(toy_config(6));
+}
+
+/// Resumption stays bit-identical with LoRA dropout, whose masks depend on
+/// the seed and the step only; and dropout changes what is learned.
+#[test]
+fn resume_with_dropout_matches_uninterrupted_run() {
+    let mut config = toy_config(6);
+    config.lora.dropout = 0.2;
+    let with_dropout = check_resume(config);
+    let without_dropout = check_resume(toy_config(6));
+    assert_ne!(
+        with_dropout, without_dropout,
+        "dropout 0.2 trained the same adapter as dropout 0"
+    );
+}
+
+/// Trains `config` for 6 steps whole and split at step 3, asserts that both
+/// runs write the same files, and returns the adapter file's bytes.
+fn check_resume(config: TrainConfig) -> Vec<u8> {
     let spec = TinySpec::default();
     let (checkpoint, dir) = open(&spec);
-    let config = toy_config(6);
     let pairs = toy_pairs(5);
     let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
     let gpu = Gpu::new().unwrap();
@@ -352,6 +507,7 @@ fn resume_matches_uninterrupted_run() {
     }
     let metrics = std::fs::read_to_string(split.join(dpo::METRICS_FILE)).unwrap();
     assert_eq!(metrics.lines().count(), 6);
+    std::fs::read(whole.join(peft::WEIGHTS_FILE)).unwrap()
 }
 
 /// A merged Hugging Face folder gives the same log-probabilities as the
@@ -616,6 +772,8 @@ fn dpo_generate_and_merge_commands_run() {
         "4",
         "--targets",
         "q_proj,v_proj,down_proj",
+        "--dropout",
+        "0.1",
     ]);
     let metrics =
         std::fs::read_to_string(dir.path().join("adapter").join(dpo::METRICS_FILE)).unwrap();
@@ -628,6 +786,7 @@ fn dpo_generate_and_merge_commands_run() {
         config["target_modules"],
         serde_json::json!(["q_proj", "v_proj", "down_proj"])
     );
+    assert_eq!(config["lora_dropout"], 0.1);
 
     let text = run(&[
         "generate",

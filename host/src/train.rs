@@ -40,7 +40,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use batch::{TokenizedPair, micro_batches, pair_batch};
-use lora::LoraConfig;
+use lora::{DropoutPass, LoraConfig};
 use loss::{LossConfig, PairLogprobs, pair_loss};
 use model::TrainModel;
 use schedule::{Schedule, ScheduleKind};
@@ -71,7 +71,7 @@ pub struct TrainConfig {
     pub micro_batch: usize,
     /// Tokens per sequence (prompt + response); longer responses are cut.
     pub max_len: usize,
-    /// Seeds the adapter init and the pair order.
+    /// Seeds the adapter init, the pair order and the LoRA dropout masks.
     pub seed: u64,
 }
 
@@ -349,9 +349,17 @@ impl Trainer {
         let (mut loss_sum, mut margin_sum, mut nll_sum, mut correct, mut tokens) =
             (0.0, 0.0, 0.0, 0usize, 0usize);
         let mut pair_losses = Vec::with_capacity(indices.len());
-        for group in micro_batches(pairs, indices, self.config.micro_batch) {
+        for (micro_batch, group) in micro_batches(pairs, indices, self.config.micro_batch)
+            .into_iter()
+            .enumerate()
+        {
             let batch = pair_batch(pairs, &group, self.config.max_len)?;
-            let logprobs = self.model.forward(&self.params, &batch)?;
+            let pass = DropoutPass {
+                seed: self.config.seed,
+                step: self.step,
+                micro_batch: micro_batch as u32,
+            };
+            let logprobs = self.model.forward_train(&self.params, &batch, pass)?;
             let b = group.len();
             let t = batch.seq_len as usize;
             let mut d_logprob = vec![0.0f32; logprobs.len()];

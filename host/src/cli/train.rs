@@ -21,7 +21,8 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 32.0)]
     pub alpha: f32,
 
-    /// LoRA dropout probability (only 0 is supported for now).
+    /// LoRA dropout: the probability of zeroing each input element of an
+    /// adapter in training passes (not in reference or evaluation passes).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
 

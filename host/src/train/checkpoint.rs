@@ -1,9 +1,10 @@
 //! The resumable training state: adapter parameters, AdamW moments, the
 //! reference adapter, the step and the config, in one safetensors file
 //! written atomically, so a run killed at any moment resumes from its last
-//! complete checkpoint. The pair order and the adapter init are functions
-//! of the seed and the step (see [`super::step_indices`]), so the seed and
-//! the step are the whole random state.
+//! complete checkpoint. The pair order, the adapter init and the LoRA
+//! dropout masks are functions of the seed and the step (see
+//! [`super::step_indices`] and [`super::lora::DropoutPass`]), so the seed
+//! and the step are the whole random state.
 
 use std::collections::HashMap;
 use std::path::Path;

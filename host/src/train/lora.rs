@@ -1,6 +1,7 @@
 //! LoRA adapters (Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large
 //! Language Models") on the frozen projections of a llama-family model:
-//! `y = x Wᵀ + (alpha / r) · (x Aᵀ) Bᵀ` with A [r, in] and B [out, r].
+//! `y = x Wᵀ + (alpha / r) · (dropout(x) Aᵀ) Bᵀ` with A [r, in] and B
+//! [out, r], as PEFT computes it. Dropout runs only in training passes.
 //!
 //! Every adapter tensor lives in one flat f32 buffer (parameters, gradients
 //! and optimizer moments share the layout), block by block, target by
@@ -9,6 +10,7 @@
 use anyhow::{Result, ensure};
 use laser_gpu::Gpu;
 use laser_gpu::dense::{DenseMatmul, DenseShape, Operand};
+use laser_gpu::elementwise::{Dropout, DropoutMask, mix32};
 use laser_model::config::ModelConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -153,13 +155,6 @@ impl LoraConfig {
             "LoRA dropout must be in [0, 1), got {}",
             self.dropout
         );
-        // TODO: dropout on the adapter's input is not implemented; the
-        // training pass would need a seeded mask per step.
-        ensure!(
-            self.dropout == 0.0,
-            "LoRA dropout {} is not supported yet; use 0",
-            self.dropout
-        );
         self.targets.sort();
         self.targets.dedup();
         Ok(self)
@@ -257,10 +252,54 @@ impl LoraLayout {
     }
 }
 
+/// Identifies one training forward pass for LoRA dropout: the masks of
+/// every adapter are functions of these numbers, the block and the target
+/// alone. A resumed run therefore draws the same masks, and the backward
+/// pass recomputes its forward pass's masks instead of storing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutPass {
+    /// The run's seed.
+    pub seed: u64,
+    /// The optimizer step, counted from 0.
+    pub step: u32,
+    /// The micro-batch within the step.
+    pub micro_batch: u32,
+}
+
+impl DropoutPass {
+    /// Returns the mask with dropout probability `probability` on the input
+    /// of block `layer`'s adapter on `target`. Element `m * in + k` of the
+    /// [M, in] input is row m, feature k of the micro-batch.
+    pub fn mask(&self, probability: f32, layer: usize, target: Target) -> DropoutMask {
+        let words = [
+            self.seed as u32,
+            (self.seed >> 32) as u32,
+            self.step,
+            self.micro_batch,
+            layer as u32,
+            target as u32,
+        ];
+        let key = words
+            .iter()
+            .fold(0x9e37_79b9, |key, &word| mix32(key ^ word));
+        DropoutMask { key, probability }
+    }
+}
+
+/// The dropout of one adapter's input in a training pass.
+#[derive(Clone, Copy)]
+pub struct LoraDropout<'a> {
+    pub kernel: &'a Dropout,
+    pub mask: DropoutMask,
+    /// f32 [M, in]: scratch for the dropped-out input.
+    pub scratch: &'a wgpu::Buffer,
+}
+
 /// Records the adapter's output `out[m, :] += scale * (x Aᵀ) Bᵀ` for rows
 /// `m < rows`, keeping `h = x Aᵀ` f32 [M, r] for the backward pass. `x` is
 /// f32 [M, in] and `out` f32 [M, out]; A and B are read from `params` at
-/// the tensor's offsets.
+/// the tensor's offsets. Runs without dropout; see
+/// [`lora_forward_dropout`].
 #[allow(clippy::too_many_arguments)]
 pub fn lora_forward(
     gpu: &Gpu,
@@ -274,8 +313,35 @@ pub fn lora_forward(
     out: &wgpu::Buffer,
     rows: u32,
 ) {
+    let buffers = (params, x, h, out);
+    lora_forward_dropout(gpu, dense, encoder, layout, tensor, buffers, rows, None);
+}
+
+/// Records [`lora_forward`] with `dropout`, when given, applied to `x`
+/// first: `h = dropout(x) Aᵀ`. The buffers are `(params, x, h, out)`.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_forward_dropout(
+    gpu: &Gpu,
+    dense: &DenseMatmul,
+    encoder: &mut wgpu::CommandEncoder,
+    layout: &LoraLayout,
+    tensor: &LoraTensor,
+    (params, x, h, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    rows: u32,
+    dropout: Option<LoraDropout<'_>>,
+) {
     let r = layout.config.rank;
     let (k_in, n_out) = (tensor.in_features as u32, tensor.out_features as u32);
+    let x = match dropout {
+        Some(dropout) => {
+            let n = rows * k_in;
+            dropout
+                .kernel
+                .encode(gpu, encoder, x, dropout.scratch, n, dropout.mask, false);
+            dropout.scratch
+        }
+        None => x,
+    };
 
     // h = x Aᵀ: [M, r]
     let a = Operand::rows_at(params, tensor.a_offset as u32);
@@ -312,11 +378,15 @@ pub struct LoraBackwardArgs<'a> {
     pub dh: &'a wgpu::Buffer,
     /// f32 [M, in]: the input gradient, added to.
     pub dx: &'a wgpu::Buffer,
+    /// The forward pass's dropout, if it had one.
+    pub dropout: Option<LoraDropout<'a>>,
 }
 
-/// Records the backward pass of [`lora_forward`] over rows `m < rows`:
-/// `dA += dhᵀ x` and `dB += scale * dyᵀ h` into `grads` at the tensor's
-/// offsets, and `dx += dh A`, where `dh = scale * dy B`.
+/// Records the backward pass of [`lora_forward_dropout`] over rows
+/// `m < rows`: `dA += dhᵀ xd` and `dB += scale * dyᵀ h` into `grads` at
+/// the tensor's offsets, and `dx += dropout(dh A)`, where
+/// `dh = scale * dy B` and `xd = dropout(x)`, both with the forward pass's
+/// mask (without dropout, `xd = x` and `dx += dh A`).
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(
     gpu: &Gpu,
@@ -357,9 +427,25 @@ pub fn lora_backward(
     };
     dense.encode(gpu, encoder, dy_t, h, grads, b_offset, shape);
 
-    // dA += dhᵀ x: [r, in], summed over the M rows.
+    // dA += dhᵀ xd: [r, in], summed over the M rows; xd is recomputed
+    // with the forward pass's mask.
+    let x = match args.dropout {
+        Some(dropout) => {
+            let n = rows * k_in;
+            dropout.kernel.encode(
+                gpu,
+                encoder,
+                args.x,
+                dropout.scratch,
+                n,
+                dropout.mask,
+                false,
+            );
+            dropout.scratch
+        }
+        None => args.x,
+    };
     let dh_t = Operand::k_major_at(args.dh, 0);
-    let x = Operand::k_major_at(args.x, 0);
     let shape = DenseShape {
         m: r,
         n: k_in,
@@ -367,16 +453,42 @@ pub fn lora_backward(
         alpha: 1.0,
         accumulate: true,
     };
-    dense.encode(gpu, encoder, dh_t, x, grads, a_offset, shape);
+    dense.encode(
+        gpu,
+        encoder,
+        dh_t,
+        Operand::k_major_at(x, 0),
+        grads,
+        a_offset,
+        shape,
+    );
 
-    // dx += dh A: [M, in], with A [r, in] read as [K = r, N = in].
+    // dx += dh A: [M, in], with A [r, in] read as [K = r, N = in]. With
+    // dropout, dh A goes to the scratch first and only its kept elements,
+    // scaled, reach dx.
     let a = Operand::k_major_at(params, a_offset);
+    let (target, accumulate) = match args.dropout {
+        Some(dropout) => (dropout.scratch, false),
+        None => (args.dx, true),
+    };
     let shape = DenseShape {
         m: rows,
         n: k_in,
         k: r,
         alpha: 1.0,
-        accumulate: true,
+        accumulate,
     };
-    dense.encode(gpu, encoder, Operand::rows(args.dh), a, args.dx, 0, shape);
+    dense.encode(gpu, encoder, Operand::rows(args.dh), a, target, 0, shape);
+    if let Some(dropout) = args.dropout {
+        let n = rows * k_in;
+        dropout.kernel.encode(
+            gpu,
+            encoder,
+            dropout.scratch,
+            args.dx,
+            n,
+            dropout.mask,
+            true,
+        );
+    }
 }

@@ -18,14 +18,17 @@ use anyhow::{Result, ensure};
 use laser_gpu::Gpu;
 use laser_gpu::attention::AttentionBackward;
 use laser_gpu::dense::DenseMatmul;
-use laser_gpu::elementwise::{Add, SwiGluBackward};
+use laser_gpu::elementwise::{Add, Dropout, SwiGluBackward};
 use laser_gpu::norm::RmsNormBackward;
 use laser_gpu::rope::{RopeBackward, RopeLayout};
 use laser_gpu::sampling::{TokenLogprobBackward, TokenLogprobChunk};
 use laser_model::checkpoint::Checkpoint;
 use laser_model::config::{self, ModelConfig};
 
-use super::lora::{LoraBackwardArgs, LoraLayout, Target, lora_backward, lora_forward};
+use super::lora::{
+    DropoutPass, LoraBackwardArgs, LoraDropout, LoraLayout, Target, lora_backward,
+    lora_forward_dropout,
+};
 use crate::engine::forward::Kernels;
 use crate::engine::weights::{Block, Weights, dims};
 
@@ -120,6 +123,7 @@ struct TrainKernels {
     attention_backward: AttentionBackward,
     swiglu_backward: SwiGluBackward,
     add: Add,
+    dropout: Dropout,
     token_logprob_chunk: TokenLogprobChunk,
     token_logprob_backward: TokenLogprobBackward,
 }
@@ -133,6 +137,7 @@ impl TrainKernels {
             attention_backward: AttentionBackward::new(gpu)?,
             swiglu_backward: SwiGluBackward::new(gpu)?,
             add: Add::new(gpu)?,
+            dropout: Dropout::new(gpu)?,
             token_logprob_chunk: TokenLogprobChunk::new(gpu)?,
             token_logprob_backward: TokenLogprobBackward::new(gpu)?,
         })
@@ -211,6 +216,9 @@ struct Buffers {
     dup: wgpu::Buffer,
     /// f32 [M, r]
     dh: wgpu::Buffer,
+    /// f32 [M, max(C, H*D, F)]: an adapter's dropped-out input, or its
+    /// input gradient before dropout; only when the layout has dropout.
+    lora_x: Option<wgpu::Buffer>,
     /// f32 [R, C]: rows of xf for one logits chunk.
     head_x: wgpu::Buffer,
     /// f32 [R, V]
@@ -282,6 +290,8 @@ impl Buffers {
             dgate: floats("train.dgate", f),
             dup: floats("train.dup", f),
             dh: gpu.buffer_zeroed("train.dh", m * r * 4),
+            lora_x: (layout.config.dropout > 0.0)
+                .then(|| floats("train.lora_x", c.max(h * d).max(f))),
             head_x: gpu.buffer_zeroed("train.head_x", head * u64::from(c) * 4),
             head_logits: gpu.buffer_zeroed("train.head_logits", head * v * 4),
             head_state: gpu.buffer_zeroed("train.head_state", head * 3 * 4),
@@ -313,6 +323,7 @@ impl Buffers {
             total += saved.iter().map(|b| b.size()).sum::<u64>();
             total += block.lora_h.iter().map(|(_, b)| b.size()).sum::<u64>();
         }
+        total += self.lora_x.as_ref().map_or(0, wgpu::Buffer::size);
         let others = [
             &self.tokens,
             &self.positions,
@@ -358,6 +369,9 @@ pub struct TrainModel {
     buffers: Option<Buffers>,
     /// The batch whose activations the buffers hold.
     last_batch: Option<SequenceBatch>,
+    /// The dropout of the last forward pass, which its backward pass
+    /// repeats; `None` without dropout.
+    dropout: Option<DropoutPass>,
 }
 
 impl TrainModel {
@@ -381,6 +395,7 @@ impl TrainModel {
             train_kernels,
             buffers: None,
             last_batch: None,
+            dropout: None,
         })
     }
 
@@ -391,8 +406,8 @@ impl TrainModel {
 
     /// Makes sure the buffers hold `rows` rows.
     fn reserve(&mut self, rows: u32) -> Result<()> {
-        let (c, _, _, _, f) = dims(&self.config);
-        let widest = u64::from(c.max(f)) * 4;
+        let (c, h, _, d, f) = dims(&self.config);
+        let widest = u64::from(c.max(h * d).max(f)) * 4;
         ensure!(
             u64::from(rows) * widest <= self.gpu.max_binding_bytes(),
             "a training batch of {rows} rows needs {} MiB per activation, more than this \
@@ -416,13 +431,40 @@ impl TrainModel {
     /// Runs `batch` through the model with the adapters in `params` (f32
     /// laid out by `self.layout`) and returns the log-probability of each
     /// row's target, f32 [M] (0 on rows that do not count). Keeps the
-    /// activations for [`TrainModel::backward`].
+    /// activations for [`TrainModel::backward`]. Runs without dropout, as
+    /// reference log-probabilities and evaluation need.
     ///
     /// # Errors
     ///
     /// Fails when a token is outside the vocabulary, the batch does not fit
     /// on the device, or the GPU fails.
     pub fn forward(&mut self, params: &wgpu::Buffer, batch: &SequenceBatch) -> Result<Vec<f32>> {
+        self.forward_pass(params, batch, None)
+    }
+
+    /// Runs [`TrainModel::forward`] as a training pass: with the layout's
+    /// LoRA dropout, masks drawn for `pass`, which the next
+    /// [`TrainModel::backward`] reuses. Without dropout in the layout this
+    /// is [`TrainModel::forward`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TrainModel::forward`].
+    pub fn forward_train(
+        &mut self,
+        params: &wgpu::Buffer,
+        batch: &SequenceBatch,
+        pass: DropoutPass,
+    ) -> Result<Vec<f32>> {
+        self.forward_pass(params, batch, Some(pass))
+    }
+
+    fn forward_pass(
+        &mut self,
+        params: &wgpu::Buffer,
+        batch: &SequenceBatch,
+        pass: Option<DropoutPass>,
+    ) -> Result<Vec<f32>> {
         let m = batch.rows();
         let vocab = self.config.vocab_size;
         ensure!(
@@ -431,6 +473,7 @@ impl TrainModel {
         );
         self.reserve(m)?;
         self.last_batch = None;
+        self.dropout = pass.filter(|_| self.layout.config.dropout > 0.0);
         let buffers = self.buffers.as_ref().expect("reserved above");
         let gpu = &self.gpu;
         let positions: Vec<u32> = (0..m).map(|r| r % batch.seq_len).collect();
@@ -544,17 +587,15 @@ impl TrainModel {
                     out: &wgpu::Buffer| {
             if let Some(tensor) = self.layout.find(i, target) {
                 let h = lora_h(act, target);
-                lora_forward(
+                lora_forward_dropout(
                     gpu,
                     &self.train_kernels.dense,
                     encoder,
                     &self.layout,
                     tensor,
-                    params,
-                    x,
-                    h,
-                    out,
+                    (params, x, h, out),
                     m,
+                    self.lora_dropout(i, target),
                 );
             }
         };
@@ -921,6 +962,7 @@ impl TrainModel {
                     dy,
                     dh: &b.dh,
                     dx,
+                    dropout: self.lora_dropout(i, target),
                 };
                 lora_backward(
                     gpu,
@@ -1042,6 +1084,23 @@ impl TrainModel {
             eps,
         );
         tk.add.encode(gpu, encoder, &b.dx, &b.dnorm, m * c);
+    }
+}
+
+impl TrainModel {
+    /// Returns the dropout of block `layer`'s adapter on `target` in the
+    /// current pass, or `None` when the pass has no dropout.
+    fn lora_dropout(&self, layer: usize, target: Target) -> Option<LoraDropout<'_>> {
+        let pass = self.dropout?;
+        let buffers = self.buffers.as_ref().expect("reserved by forward");
+        Some(LoraDropout {
+            kernel: &self.train_kernels.dropout,
+            mask: pass.mask(self.layout.config.dropout, layer, target),
+            scratch: buffers
+                .lora_x
+                .as_ref()
+                .expect("allocated when the layout has dropout"),
+        })
     }
 }
 

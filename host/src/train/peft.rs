@@ -209,7 +209,7 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<(LoraLayout, Vec<f32>)> {
     let config = LoraConfig {
         rank: peft.r,
         alpha: peft.lora_alpha,
-        dropout: 0.0,
+        dropout: peft.lora_dropout,
         targets,
     };
     let layout = LoraLayout::new(config, model)?;

@@ -7,7 +7,7 @@ use anyhow::Result;
 use laser_model::checkpoint::Checkpoint;
 use laser_model::config::{ModelConfig, RopeLayout};
 
-use super::lora::{LoraLayout, Target};
+use super::lora::{DropoutPass, LoraLayout, Target};
 use crate::engine::weights::load_f32;
 
 /// One block's weights in f64. Matrices are row-major [N out, K in].
@@ -93,8 +93,20 @@ impl ReferenceTrainModel {
 
     /// Returns `log_softmax(logits[t])[tokens[t + 1]]` for every position
     /// `t < T - 1` of one sequence, with the adapters `params` (f64, laid
-    /// out by the layout).
+    /// out by the layout), without dropout.
     pub fn token_logprobs(&self, params: &[f64], tokens: &[u32]) -> Vec<f64> {
+        self.token_logprobs_dropout(params, tokens, None)
+    }
+
+    /// Returns [`ReferenceTrainModel::token_logprobs`] with the layout's
+    /// LoRA dropout as the GPU training pass `pass` draws it, for the
+    /// sequence whose first row is row `first_row` of that pass's batch.
+    pub fn token_logprobs_dropout(
+        &self,
+        params: &[f64],
+        tokens: &[u32],
+        dropout: Option<(DropoutPass, usize)>,
+    ) -> Vec<f64> {
         let cfg = &self.config;
         let t = tokens.len();
         let (c, h, g, d, f, v) = (
@@ -120,7 +132,13 @@ impl ReferenceTrainModel {
         for (i, block) in self.blocks.iter().enumerate() {
             let project = |input: &[f64], w: &[f64], target: Target, n: usize, k: usize| {
                 let mut out = matmul(input, w, t, n, k);
-                self.add_lora(&mut out, input, params, i, target, t);
+                let input = match dropout {
+                    Some((pass, first_row)) => {
+                        self.dropped_out(input, pass, first_row, i, target, k)
+                    }
+                    None => input.to_vec(),
+                };
+                self.add_lora(&mut out, &input, params, i, target, t);
                 out
             };
 
@@ -172,6 +190,33 @@ impl ReferenceTrainModel {
             Target::Up => &mut block.ffn_up,
             Target::Down => &mut block.ffn_down,
         }
+    }
+
+    /// Returns `x` [T, k] with the LoRA dropout mask of `pass` for block
+    /// `layer`'s adapter on `target` applied, row `t` of `x` being row
+    /// `first_row + t` of the GPU batch.
+    fn dropped_out(
+        &self,
+        x: &[f64],
+        pass: DropoutPass,
+        first_row: usize,
+        layer: usize,
+        target: Target,
+        k: usize,
+    ) -> Vec<f64> {
+        let mask = pass.mask(self.layout.config.dropout, layer, target);
+        let scale = 1.0 / (1.0 - f64::from(self.layout.config.dropout));
+        x.iter()
+            .enumerate()
+            .map(|(index, &value)| {
+                let element = (first_row * k + index) as u32;
+                if mask.keeps(element) {
+                    value * scale
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     /// Adds `scale * (x Aᵀ) Bᵀ` of block `layer`'s adapter on `target`, if

@@ -1,5 +1,6 @@
 //! Elementwise and row-copy kernels of the transformer block: the SwiGLU
-//! activation and its backward pass, the residual add, and gathering rows.
+//! activation and its backward pass, the residual add, gathering rows, and
+//! the seeded dropout of LoRA training.
 
 use anyhow::Result;
 
@@ -10,6 +11,7 @@ const SWIGLU_SHADER: &str = include_str!("../../../../shaders/swiglu.wgsl");
 const SWIGLU_BACKWARD_SHADER: &str = include_str!("../../../../shaders/swiglu_backward.wgsl");
 const ADD_SHADER: &str = include_str!("../../../../shaders/add.wgsl");
 const GATHER_ROWS_SHADER: &str = include_str!("../../../../shaders/gather_rows.wgsl");
+const DROPOUT_SHADER: &str = include_str!("../../../../shaders/dropout.wgsl");
 
 /// Threads per workgroup of the elementwise kernels.
 const WORKGROUP_SIZE: u32 = 256;
@@ -34,6 +36,20 @@ struct GatherRowsParams {
 }
 
 const _: () = assert!(size_of::<GatherRowsParams>() == 16);
+
+/// Uniform block of `dropout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DropoutParams {
+    n: u32,
+    key: u32,
+    threshold: u32,
+    flags: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+const _: () = assert!(size_of::<DropoutParams>() == 32);
 
 /// Records a flat elementwise kernel over `n` elements with `buffers` bound
 /// after the uniform block at binding 0.
@@ -185,6 +201,109 @@ impl GatherRows {
         self.kernel
             .encode(gpu, encoder, &params, &[x, indices, out], groups);
     }
+}
+
+/// A dropout mask that is a pure function of a 32-bit key and the element
+/// index, so a backward pass recomputes the forward pass's mask from the
+/// key alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutMask {
+    pub key: u32,
+    /// The probability of zeroing an element, in [0, 1).
+    pub probability: f32,
+}
+
+impl DropoutMask {
+    /// The integer threshold on the top 24 hash bits below which an element
+    /// is dropped: `round(p * 2^24)`.
+    pub fn threshold(self) -> u32 {
+        (f64::from(self.probability) * f64::from(1u32 << 24)).round() as u32
+    }
+
+    /// The factor `1 / (1 - p)` applied to kept elements.
+    pub fn scale(self) -> f32 {
+        (1.0 / (1.0 - f64::from(self.probability))) as f32
+    }
+
+    /// Returns whether element `index` is kept, exactly as `dropout.wgsl`
+    /// decides it.
+    pub fn keeps(self, index: u32) -> bool {
+        mix32(mix32(index) ^ self.key) >> 8 >= self.threshold()
+    }
+}
+
+/// Returns the "lowbias32" integer hash of `value`, the hash of
+/// `dropout.wgsl` (Chris Wellons, "Prospecting for Hash Functions",
+/// nullprogram.com, 2018).
+pub fn mix32(value: u32) -> u32 {
+    let mut h = value;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+/// Inverted dropout with a [`DropoutMask`]: kept elements are scaled by
+/// `1 / (1 - p)`, dropped ones become 0.
+pub struct Dropout {
+    kernel: Kernel,
+}
+
+impl Dropout {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = Kernel::new(gpu, "dropout", DROPOUT_SHADER, "dropout")?;
+        Ok(Self { kernel })
+    }
+
+    /// Records `out[i] = x[i] * scale` for every kept `i < n` and 0 for the
+    /// dropped ones, or adds those values to `out` when `accumulate` is
+    /// set. `x` and `out` are f32 with at least `n` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: u32,
+        mask: DropoutMask,
+        accumulate: bool,
+    ) {
+        let params = DropoutParams {
+            n,
+            key: mask.key,
+            threshold: mask.threshold(),
+            flags: u32::from(accumulate),
+            scale: mask.scale(),
+            _pad: [0; 3],
+        };
+        let groups = split_groups(n.div_ceil(WORKGROUP_SIZE));
+        self.kernel.encode(gpu, encoder, &params, &[x, out], groups);
+    }
+}
+
+/// Computes [`Dropout`] on the CPU: returns `initial + dropout(x)`, or
+/// `dropout(x)` when `initial` is `None`.
+pub fn dropout_reference(x: &[f32], mask: DropoutMask, initial: Option<&[f32]>) -> Vec<f32> {
+    let scale = mask.scale();
+    x.iter()
+        .enumerate()
+        .map(|(i, &value)| {
+            let kept = if mask.keeps(i as u32) {
+                value * scale
+            } else {
+                0.0
+            };
+            initial.map_or(kept, |init| init[i] + kept)
+        })
+        .collect()
 }
 
 /// Returns `silu(g) = g / (1 + exp(-g))` in f64.
@@ -367,6 +486,68 @@ mod tests {
         let actual = read_f32(&acc_buf, n);
         let expected: Vec<f32> = acc.iter().map(|a| a + 1.0).collect();
         assert_close("add past 65535 workgroups", &actual, &expected, 0.0, 0.0);
+    }
+
+    /// The GPU mask equals the CPU mirror element for element, drops about
+    /// p of the elements, and accumulates when asked.
+    #[test]
+    fn dropout_matches_reference() {
+        let gpu = gpu();
+        let op = Dropout::new(gpu).unwrap();
+        let mut rng = rng(35);
+        let n = 20_011;
+        let x = uniform_vec(&mut rng, n, 1.0);
+        let initial = uniform_vec(&mut rng, n, 1.0);
+        let mask = DropoutMask {
+            key: 0x1234_5678,
+            probability: 0.3,
+        };
+        let x_buf = gpu.buffer_from("x", &x);
+        for accumulate in [false, true] {
+            let out_buf = gpu.buffer_from("out", &initial);
+            run(|enc| op.encode(gpu, enc, &x_buf, &out_buf, n as u32, mask, accumulate));
+            let expected = dropout_reference(&x, mask, accumulate.then_some(&initial[..]));
+            let actual = read_f32(&out_buf, n);
+            assert_close(
+                &format!("dropout accumulate={accumulate}"),
+                &actual,
+                &expected,
+                1e-6,
+                1e-6,
+            );
+        }
+
+        let dropped = (0..n as u32).filter(|&i| !mask.keeps(i)).count();
+        let fraction = dropped as f64 / n as f64;
+        assert!(
+            (fraction - 0.3).abs() < 0.02,
+            "dropped fraction {fraction}, expected about 0.3"
+        );
+        let other_key = DropoutMask {
+            key: 0x1234_5679,
+            ..mask
+        };
+        let same = (0..n as u32)
+            .filter(|&i| mask.keeps(i) == other_key.keeps(i))
+            .count();
+        let agreement = same as f64 / n as f64;
+        // Independent masks with p = 0.3 agree on 0.7^2 + 0.3^2 = 0.58.
+        assert!(
+            (agreement - 0.58).abs() < 0.03,
+            "masks of adjacent keys agree on {agreement} of the elements"
+        );
+    }
+
+    #[test]
+    fn dropout_zero_probability_keeps_all() {
+        let mask = DropoutMask {
+            key: 99,
+            probability: 0.0,
+        };
+        assert_eq!(mask.threshold(), 0);
+        assert_eq!(mask.scale(), 1.0);
+        let x = [1.5f32, -2.0, 0.25];
+        assert_eq!(dropout_reference(&x, mask, None), x.to_vec());
     }
 
     #[test]
