@@ -26,8 +26,10 @@
 // Requires K to be a multiple of 32 and subgroups of exactly 8 lanes made of
 // consecutive invocation indices; the host checks both.
 // Workgroup: 64 threads, one weight row each.
-// Dispatch: (X, ceil(M / M_TILE), Z) once a chunk, with X * Z >=
-// ceil(rows / 64) workgroups of rows split over x and z.
+// Dispatch: (ceil(M / M_TILE), Y, Z) once a chunk, with Y * Z >=
+// ceil(rows / 64) workgroups of rows split over y and z. The row tiles go
+// in x so that workgroups run one after another share weight rows while
+// they are still in the CPU's caches.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -38,15 +40,16 @@
 
 const WORKGROUP_SIZE: u32 = 64u;
 
-// Adds row `m` of x times the dequantized block `w` (block `block` of K) to
-// `sum`. Every lane loads its own vec4 of the block and receives the others.
-fn block_dot(w: array<vec4<f32>, 8>, m: u32, block: u32, lane: u32) -> f32 {
-    let mine = x[(m * params.k) / 4u + 8u * block + lane];
-    let low = dot(w[0], subgroupBroadcast(mine, 0u)) + dot(w[1], subgroupBroadcast(mine, 1u))
-        + dot(w[2], subgroupBroadcast(mine, 2u)) + dot(w[3], subgroupBroadcast(mine, 3u));
-    let high = dot(w[4], subgroupBroadcast(mine, 4u)) + dot(w[5], subgroupBroadcast(mine, 5u))
-        + dot(w[6], subgroupBroadcast(mine, 6u)) + dot(w[7], subgroupBroadcast(mine, 7u));
-    return low + high;
+// Returns w · x, four products a lane, for the block's dequantized
+// weights `w` and the lane's vec4 `mine` of the block's x values: lane j
+// holds x[4j .. 4j + 3]. The sums form a tree, so the rows of a tile make
+// independent chains that the CPU can overlap.
+fn block_products(w: array<vec4<f32>, 8>, mine: vec4<f32>) -> vec4<f32> {
+    let p01 = w[0] * subgroupBroadcast(mine, 0u) + w[1] * subgroupBroadcast(mine, 1u);
+    let p23 = w[2] * subgroupBroadcast(mine, 2u) + w[3] * subgroupBroadcast(mine, 3u);
+    let p45 = w[4] * subgroupBroadcast(mine, 4u) + w[5] * subgroupBroadcast(mine, 5u);
+    let p67 = w[6] * subgroupBroadcast(mine, 6u) + w[7] * subgroupBroadcast(mine, 7u);
+    return (p01 + p23) + (p45 + p67);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -56,20 +59,28 @@ fn matmul_gemv_lanes(
     @builtin(local_invocation_index) thread: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let row = (workgroup.z * workgroup_count.x + workgroup.x) * WORKGROUP_SIZE + thread;
+    let row = (workgroup.z * workgroup_count.y + workgroup.y) * WORKGROUP_SIZE + thread;
     // Rows past the chunk compute row 0 and rows past M compute the last row
     // again, and both are discarded, so every lane takes part in the
     // broadcasts.
     let valid = row < params.rows;
     let safe_row = select(0u, row, valid);
-    let m0 = workgroup.y * M_TILE;
+    let m0 = workgroup.x * M_TILE;
     let blocks = params.k / 32u;
 
-    var sums: array<f32, M_TILE>;
+    // Four partial sums a row, added up at the end.
+    var sums: array<vec4<f32>, M_TILE>;
     for (var block = 0u; block < blocks; block++) {
         let w = dequant_block(safe_row, block);
+        // All loads first: on llvmpipe each is a loop over the lanes, and
+        // the products then run in one stretch of straight code.
+        var xs: array<vec4<f32>, M_TILE>;
         for (var i = 0u; i < M_TILE; i++) {
-            sums[i] += block_dot(w, min(m0 + i, params.m - 1u), block, lane);
+            let m = min(m0 + i, params.m - 1u);
+            xs[i] = x[(m * params.k) / 4u + 8u * block + lane];
+        }
+        for (var i = 0u; i < M_TILE; i++) {
+            sums[i] += block_products(w, xs[i]);
         }
     }
 
@@ -80,7 +91,7 @@ fn matmul_gemv_lanes(
     for (var i = 0u; i < M_TILE; i++) {
         let m = m0 + i;
         if m < params.m {
-            var sum = sums[i];
+            var sum = dot(sums[i], vec4<f32>(1.0));
             if (params.flags & 2u) != 0u {
                 sum += bias[n];
             }

@@ -1,13 +1,36 @@
 //! Prints matmul GFLOP/s over row counts for the model's shapes:
 //! `cargo run --release --example profile_matmul [M,M,...]`.
+//!
+//! Beside the wall-clock figure it prints the CPU time the process spent,
+//! which on a CPU adapter (lavapipe) shifts less than wall time when other
+//! processes share the cores.
 
 use laser_gpu::Gpu;
 use laser_model::DType;
 
+/// Returns the user plus system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line, in clock ticks of 1/100 s.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    if fields.len() < 13 {
+        return 0.0;
+    }
+    (fields[11] + fields[12]) / 100.0
+}
+
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new()?;
     let rows: Vec<u32> = match std::env::args().nth(1) {
-        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        Some(list) => list
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?,
         None => vec![1, 2, 4, 8, 16, 32, 64, 128, 512],
     };
     for (dtype, n, k) in [
@@ -17,10 +40,16 @@ fn main() -> anyhow::Result<()> {
     ] {
         for &m in &rows {
             let work = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
-            let iterations = (1e9 / work).clamp(3.0, 200.0) as u32;
+            let iterations = (2e9 / work).clamp(3.0, 400.0) as u32;
+            let cpu_before = cpu_seconds();
             let gflops = laser_gpu::matmul::benchmark(&gpu, dtype, m, n, k, iterations)?;
+            let cpu = cpu_seconds() - cpu_before;
             let ms = work / gflops / 1e6;
-            println!("{dtype} M={m} N={n} K={k}: {gflops:.2} GFLOP/s ({ms:.2} ms)");
+            let cpu_gflops = work * f64::from(iterations + 1) / cpu / 1e9;
+            println!(
+                "{dtype} M={m} N={n} K={k}: {gflops:.2} GFLOP/s ({ms:.2} ms), \
+                 {cpu_gflops:.2} GFLOP per CPU second"
+            );
         }
     }
     Ok(())

@@ -253,8 +253,8 @@ impl Matmul {
             let pipeline = &lanes[tile_index];
             for chunk in w.chunks() {
                 let params = MatmulParams::new(w, chunk, m, flags);
-                let [x_groups, z_groups, _] = split_groups(groups(chunk.rows, LANES_WORKGROUP));
-                let workgroups = [x_groups, m.div_ceil(tile), z_groups];
+                let [y_groups, z_groups, _] = split_groups(groups(chunk.rows, LANES_WORKGROUP));
+                let workgroups = [m.div_ceil(tile), y_groups, z_groups];
                 let quant_bytes = 4 * u64::from(chunk.rows) * u64::from(w.row_words());
                 let label = format!("matmul_gemv_lanes {} rows {}", w.dtype(), chunk.row_offset);
                 let uniform = gpu.uniform(&label, &params);
