@@ -184,36 +184,31 @@ fn existing_run_folder_needs_resume() {
     assert!(stderr.contains("--resume"), "{stderr}");
 }
 
-#[test]
-fn compare_counts_one_rm_per_prompt() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("compare");
-    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+/// Runs `compare` of `selectors` over the verifier, format and length
+/// reward models, one iteration on 6 built-in instances.
+fn compare(out: &Path, selectors: &str, eval_size: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .arg("--plugins")
         .arg(plugins())
         .arg("compare")
         .arg("--model")
         .arg(model())
-        .args([
-            "--rms",
-            "verifier,format,length",
-            "--selectors",
-            "linucb,ensemble",
-        ])
+        .args(["--rms", "verifier,format,length", "--selectors", selectors])
         .args(["--iterations", "1", "--batch-size", "2", "--n", "2"])
-        .args([
-            "--builtin-count",
-            "6",
-            "--eval-size",
-            "0",
-            "--max-new-tokens",
-            "4",
-        ])
+        .args(["--builtin-count", "6", "--eval-size", eval_size])
+        .args(["--max-new-tokens", "4"])
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn compare_counts_one_rm_per_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("compare");
+    let output = compare(&out, "linucb,ensemble", "0");
     assert!(
         output.status.success(),
         "{}",
@@ -249,8 +244,66 @@ fn plugins_check_prints_error_once() {
     assert!(!output.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(
-        stderr.matches("expected the name of a reward model").count(),
+        stderr
+            .matches("expected the name of a reward model")
+            .count(),
         1,
         "{stderr}"
+    );
+}
+
+#[test]
+fn compare_evaluates_start_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("compare");
+    let output = compare(&out, "fixed,round-robin", "2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let evaluations = stderr
+        .lines()
+        .filter(|line| line.starts_with("eval before"))
+        .count();
+    assert_eq!(evaluations, 1, "{stderr}");
+
+    let rows: serde_json::Value = serde_json::from_str(&read(&out.join("compare.json"))).unwrap();
+    let rows = rows.as_array().unwrap();
+    let labels: Vec<&str> = rows.iter().map(|row| row[0].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "fixed:verifier",
+            "fixed:format",
+            "fixed:length",
+            "round-robin"
+        ]
+    );
+    let first = &rows[0][1]["eval_before"];
+    assert!(first.is_f64(), "{first}");
+    for row in rows {
+        assert_eq!(&row[1]["eval_before"], first, "{}", row[0]);
+    }
+    // 6 instances, 2 held out: every training prompt goes to the fixed arm.
+    for rm in ["verifier", "format", "length"] {
+        let row = &rows[labels
+            .iter()
+            .position(|l| *l == format!("fixed:{rm}"))
+            .unwrap()];
+        assert_eq!(row[1]["arm_counts"], serde_json::json!({ rm: 4 }), "{rm}");
+    }
+
+    let config: serde_json::Value =
+        serde_json::from_str(&read(&out.join("fixed-format").join("config.json"))).unwrap();
+    assert_eq!(config["selector_config"]["arm"], "format");
+    assert_eq!(
+        config["plugins"].as_str().unwrap(),
+        plugins().to_str().unwrap()
+    );
+    let folders: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !folders.iter().any(|name| name.starts_with("plugins-")),
+        "{folders:?}"
     );
 }

@@ -103,6 +103,10 @@ pub struct RunConfig {
     pub plugins: PathBuf,
     /// The selector plugin's name.
     pub selector: String,
+    /// Settings laid over the `[config]` of the selector's manifest, such as
+    /// the arm `compare` gives each run of the `fixed` selector.
+    #[serde(default)]
+    pub selector_config: BTreeMap<String, toml::Value>,
     /// The reward models' names, as arms in this order; empty for all.
     pub rms: Vec<String>,
     pub iterations: u32,
@@ -246,6 +250,13 @@ impl Run {
             )
         })?;
         let arms = pick_arms(&config, rms)?;
+        if !config.selector_config.is_empty() {
+            selector
+                .reconfigure(&config.selector_config)
+                .map_err(|err| {
+                    anyhow::anyhow!("failed to apply the run's selector_config: {err}")
+                })?;
+        }
         if let Some(saved) = &state.selector_state {
             selector
                 .load_state(saved)
@@ -304,6 +315,14 @@ impl Run {
             }));
         }
         atomic::write_json(&self.out.join("plugins.json"), &plugins)
+    }
+
+    /// Records `accuracy` as the held-out accuracy before training, so that
+    /// [`Run::run`] does not measure it again. It must come from a run with
+    /// the same starting policy, seed and data, as `compare`'s runs share. A
+    /// run that has measured it already keeps its own figure.
+    pub fn set_eval_before(&mut self, accuracy: f64) {
+        self.state.eval_before.get_or_insert(accuracy);
     }
 
     /// Runs the remaining iterations, checkpointing after every batch.

@@ -3,6 +3,7 @@
 //! accuracy before and after, reward-model calls and tokens, and wall time
 //! per phase.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,14 @@ use crate::cli::CompareArgs;
 use crate::engine::Engine;
 use crate::laser::{Run, RunSummary};
 
+/// One row of the table: a selector with its config.
+struct Variant {
+    /// The row's name: the selector's, or `fixed:RM` for a fixed arm.
+    label: String,
+    selector: String,
+    selector_config: BTreeMap<String, toml::Value>,
+}
+
 /// The phases whose time the table shows, in loop order.
 const PHASES: [&str; 6] = ["context", "choose", "generate", "score", "train", "update"];
 
@@ -22,40 +31,57 @@ pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -
     let out = args.run.out.clone();
     fs::create_dir_all(&out).with_context(|| format!("failed to create {}", out.display()))?;
 
-    // Expand `fixed` into one variant per reward model, each with a plugin
-    // folder whose `fixed` manifest names that reward model.
+    // Expand `fixed` into one variant per reward model, each setting the
+    // arm in the selector's config.
     let rms = if base.rms.is_empty() {
         reward_model_names(&base.plugins)?
     } else {
         base.rms.clone()
     };
-    let mut variants: Vec<(String, String, PathBuf)> = Vec::new();
+    let mut variants: Vec<Variant> = Vec::new();
     for selector in &args.selectors {
         if selector == "fixed" {
             for rm in &rms {
-                let folder = out.join(format!("plugins-fixed-{rm}"));
-                fixed_plugin_folder(&base.plugins, &folder, rm)?;
-                variants.push((format!("fixed:{rm}"), "fixed".into(), folder));
+                variants.push(Variant {
+                    label: format!("fixed:{rm}"),
+                    selector: "fixed".into(),
+                    selector_config: BTreeMap::from([(
+                        "arm".to_string(),
+                        toml::Value::String(rm.clone()),
+                    )]),
+                });
             }
         } else {
-            variants.push((selector.clone(), selector.clone(), base.plugins.clone()));
+            variants.push(Variant {
+                label: selector.clone(),
+                selector: selector.clone(),
+                selector_config: BTreeMap::new(),
+            });
         }
     }
 
     let gpu = super::open_gpu(verbose)?;
     let mut engine = Engine::load(gpu, &base.model)?;
     let mut rows: Vec<(String, RunSummary)> = Vec::new();
-    for (label, selector, plugins) in variants {
-        eprintln!("== {label}");
+    // Every run starts from the same policy with the same seed and
+    // held-out split, so the accuracy before training is measured once.
+    let mut eval_before = None;
+    for variant in variants {
+        eprintln!("== {}", variant.label);
         let mut config = base.clone();
-        config.selector = selector;
-        config.plugins = plugins;
+        config.selector = variant.selector;
+        config.selector_config = variant.selector_config;
         config.rms = rms.clone();
-        let dir = out.join(label.replace(':', "-"));
+        let dir = out.join(variant.label.replace(':', "-"));
         let resume = dir.join(crate::laser::checkpoint::STATE_FILE).exists();
         let mut run = Run::open(config, engine, &dir, resume)?;
+        if let Some(accuracy) = eval_before {
+            run.set_eval_before(accuracy);
+        }
         run.run()?;
-        rows.push((label, run.summary()?));
+        let summary = run.summary()?;
+        eval_before = eval_before.or(summary.eval_before);
+        rows.push((variant.label, summary));
         engine = run.into_engine()?;
     }
 
@@ -114,31 +140,4 @@ fn reward_model_names(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
-}
-
-/// Copies the plugin folder `from` into `to`, with the `fixed` selector's
-/// manifest set to pick `rm`.
-fn fixed_plugin_folder(from: &Path, to: &Path, rm: &str) -> Result<()> {
-    fs::create_dir_all(to).with_context(|| format!("failed to create {}", to.display()))?;
-    for entry in fs::read_dir(from).with_context(|| format!("failed to read {}", from.display()))? {
-        let path = entry?.path();
-        if path.is_file() {
-            let name = path.file_name().context("plugin file without a name")?;
-            fs::copy(&path, to.join(name))
-                .with_context(|| format!("failed to copy {}", path.display()))?;
-        }
-    }
-    let manifest_path = to.join("fixed.toml");
-    let text = fs::read_to_string(&manifest_path)
-        .with_context(|| format!("the `fixed` selector is missing from {}", from.display()))?;
-    let mut manifest: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
-    let config = manifest
-        .entry("config")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(config) = config {
-        config.insert("arm".into(), toml::Value::String(rm.into()));
-    }
-    atomic::write(&manifest_path, toml::to_string(&manifest)?.as_bytes())
 }

@@ -1,5 +1,6 @@
 //! `laser-host train` and `laser-host best-of-n`: a LASeR run.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
@@ -101,6 +102,7 @@ pub(crate) fn config_from_args(
         model,
         plugins,
         selector: args.selector.clone(),
+        selector_config: BTreeMap::new(),
         rms: args.rms.clone(),
         iterations: args.iterations,
         batch_size: args.batch_size,

@@ -5,6 +5,7 @@
 //! starts a fresh instance from that snapshot, so no update that failed
 //! half-way is ever kept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bindings::v0_1_0::selector::{Selector, SelectorPre};
@@ -211,15 +212,7 @@ impl SelectorPlugin {
     /// Returns an error when the fresh instance fails to start or to load
     /// the state; the plugin then stays unusable.
     pub fn restore(&mut self) -> Result<(), PluginError> {
-        let engine = self.core.store.engine().clone();
-        let store =
-            PluginHost::new_store(&engine, &self.core.meta.manifest, Arc::clone(&self.models));
-        let core = PluginCore {
-            meta: self.core.meta.clone(),
-            label: self.core.label.clone(),
-            store,
-            last_output: String::new(),
-        };
+        let core = self.fresh_core(self.core.meta.clone());
         let state = self.last_good_state.clone();
         let mut fresh = SelectorPlugin::start(
             core,
@@ -231,6 +224,44 @@ impl SelectorPlugin {
         fresh.arm_count = self.arm_count;
         *self = fresh;
         Ok(())
+    }
+
+    /// Replaces the plugin instance with a fresh one whose `configure`
+    /// gets the manifest's `[config]` with `overrides` set over it, for
+    /// settings chosen per run such as the arm of the `fixed` selector. The
+    /// state starts fresh, and [`SelectorPlugin::restore`] keeps the
+    /// overrides.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the fresh instance fails to start or rejects
+    /// the config. The plugin is then left as it was.
+    pub fn reconfigure(
+        &mut self,
+        overrides: &BTreeMap<String, toml::Value>,
+    ) -> Result<(), PluginError> {
+        let mut meta = self.core.meta.clone();
+        for (key, value) in overrides {
+            meta.manifest.config.insert(key.clone(), value.clone());
+        }
+        let core = self.fresh_core(meta);
+        let fresh = SelectorPlugin::start(core, self.pre.clone(), Arc::clone(&self.models), None)?;
+        tracing::debug!(plugin = %self.core.label, ?overrides, "selector reconfigured");
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Creates a store for a new instance of this plugin, described by
+    /// `meta`.
+    fn fresh_core(&self, meta: PluginMeta) -> PluginCore {
+        let engine = self.core.store.engine().clone();
+        let store = PluginHost::new_store(&engine, &meta.manifest, Arc::clone(&self.models));
+        PluginCore {
+            meta,
+            label: self.core.label.clone(),
+            store,
+            last_output: String::new(),
+        }
     }
 
     fn call_update(&mut self, arm: u32, context: &[f32], reward: f64) -> Result<(), PluginError> {

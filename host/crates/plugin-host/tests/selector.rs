@@ -187,3 +187,46 @@ fn state_round_trips() {
     let error = second.load_state(&[1, 2, 3]).unwrap_err();
     assert!(matches!(error.kind, PluginErrorKind::Guest(_)), "{error}");
 }
+
+#[test]
+fn reconfigure_overrides_survive_restore() {
+    let host = host();
+    let (_dir, mut selector) = load_selector(&host, "counting-selector", None);
+    let overrides =
+        std::collections::BTreeMap::from([("fail_update_at".to_string(), toml::Value::Integer(2))]);
+
+    selector.reconfigure(&overrides).unwrap();
+
+    selector.choose(&[context()], &arms(2)).unwrap();
+    selector.update(0, &context(), 1.0).unwrap();
+    let error = selector.update(1, &context(), 2.0).unwrap_err();
+    assert_eq!(
+        error.kind,
+        PluginErrorKind::Guest("update 2 fails on purpose".to_string())
+    );
+    // The fresh instance counts updates from 1 again and still has the
+    // override, so its second update fails too.
+    selector.restore().unwrap();
+    selector.update(0, &context(), 1.0).unwrap();
+    let error = selector.update(1, &context(), 2.0).unwrap_err();
+    assert_eq!(
+        error.kind,
+        PluginErrorKind::Guest("update 2 fails on purpose".to_string())
+    );
+}
+
+#[test]
+fn reconfigure_starts_fresh_state() {
+    let host = host();
+    let (_dir, mut selector) = load_selector(&host, "counting-selector", None);
+    let initial = selector.last_good_state().to_vec();
+    selector.choose(&[context()], &arms(2)).unwrap();
+    selector.update(0, &context(), 1.0).unwrap();
+    assert_ne!(selector.last_good_state(), initial.as_slice());
+
+    selector
+        .reconfigure(&std::collections::BTreeMap::new())
+        .unwrap();
+
+    assert_eq!(selector.last_good_state(), initial.as_slice());
+}
