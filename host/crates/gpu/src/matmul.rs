@@ -29,6 +29,8 @@ const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transpo
 const TRANSPOSED_GEMM_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_gemm.wgsl");
 const LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv_lanes.wgsl");
+const TRANSPOSED_LANES_SOURCE: &str =
+    include_str!("../../../../shaders/matmul_transposed_lanes.wgsl");
 
 /// Activation row counts up to this one use the matrix-vector kernel when
 /// K is a multiple of 4 (it reads x as vec4s).
@@ -43,6 +45,11 @@ const LANES_MAX_ROWS: u32 = u32::MAX;
 const LANES_TILES: [u32; 4] = [1, 2, 4, 8];
 /// Weight rows in one workgroup of `matmul_gemv_lanes.wgsl`.
 const LANES_WORKGROUP: u32 = 64;
+/// Activation rows a workgroup of `matmul_transposed_lanes.wgsl` can take,
+/// one pipeline each; every row holds 32 accumulators a thread.
+const TRANSPOSED_LANES_TILES: [u32; 3] = [1, 2, 4];
+/// Values of k one workgroup of `matmul_transposed_lanes.wgsl` covers.
+const TRANSPOSED_LANES_K: u32 = 256;
 /// Output tile edge of `matmul_gemm.wgsl`.
 const GEMM_TILE: u32 = 64;
 /// Threads in one workgroup of `matmul_transposed.wgsl`, each covering 4 k.
@@ -109,6 +116,9 @@ pub struct Matmul {
     /// [`dtype_index`]; empty for types without a block snippet, and for
     /// every type on adapters that lack 8-lane subgroups.
     lanes: Vec<Vec<wgpu::ComputePipeline>>,
+    /// `matmul_transposed_lanes.wgsl` for each of
+    /// [`TRANSPOSED_LANES_TILES`], like `lanes`.
+    transposed_lanes: Vec<Vec<wgpu::ComputePipeline>>,
     /// Threads sharing one weight row in `matmul_gemv.wgsl`.
     gemv_threads_per_row: u32,
     /// Bound in place of a bias when there is none.
@@ -154,18 +164,34 @@ impl Matmul {
             && gpu.info.subgroup_max_size == 8;
         let mut pipelines = Vec::with_capacity(DTYPES.len());
         let mut lanes = Vec::with_capacity(DTYPES.len());
+        let mut transposed_lanes = Vec::with_capacity(DTYPES.len());
         for dtype in DTYPES {
-            let mut tiles = Vec::new();
-            if let Some(block) = block_snippet(dtype).filter(|_| lanes_available) {
-                for tile in LANES_TILES {
-                    let source = format!(
-                        "const M_TILE: u32 = {tile}u;\n{PARAMS_SOURCE}\n{block}\n{LANES_SOURCE}"
-                    );
-                    let label = format!("matmul_gemv_lanes {dtype} M_TILE {tile}");
-                    tiles.push(compile(gpu, &label, &source, "matmul_gemv_lanes")?);
-                }
-            }
-            lanes.push(tiles);
+            let block = block_snippet(dtype).filter(|_| lanes_available);
+            let compile_tiles = |tiles: &[u32], kernel: &str, source: &str| -> Result<Vec<_>> {
+                let Some(block) = block else {
+                    return Ok(Vec::new());
+                };
+                tiles
+                    .iter()
+                    .map(|tile| {
+                        let label = format!("{kernel} {dtype} M_TILE {tile}");
+                        let source = format!(
+                            "const M_TILE: u32 = {tile}u;\n{PARAMS_SOURCE}\n{block}\n{source}"
+                        );
+                        compile(gpu, &label, &source, kernel)
+                    })
+                    .collect()
+            };
+            lanes.push(compile_tiles(
+                &LANES_TILES,
+                "matmul_gemv_lanes",
+                LANES_SOURCE,
+            )?);
+            transposed_lanes.push(compile_tiles(
+                &TRANSPOSED_LANES_TILES,
+                "matmul_transposed_lanes",
+                TRANSPOSED_LANES_SOURCE,
+            )?);
             let snippet = dequant_snippet(dtype);
             let gemv = format!(
                 "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n\
@@ -197,6 +223,7 @@ impl Matmul {
         Ok(Matmul {
             pipelines,
             lanes,
+            transposed_lanes,
             gemv_threads_per_row,
             no_bias: gpu.buffer_zeroed("matmul no bias", 4),
         })
@@ -244,34 +271,16 @@ impl Matmul {
 
         let lanes = &self.lanes[dtype_index(w.dtype())];
         if !lanes.is_empty() && m <= LANES_MAX_ROWS && k % 32 == 0 {
-            // The smallest tile that holds all rows, else the largest.
-            let tile_index = LANES_TILES
-                .iter()
-                .position(|&tile| tile >= m)
-                .unwrap_or(LANES_TILES.len() - 1);
-            let tile = LANES_TILES[tile_index];
-            let pipeline = &lanes[tile_index];
+            let (tile, pipeline) = pick_tile(&LANES_TILES, lanes, m);
             for chunk in w.chunks() {
                 let params = MatmulParams::new(w, chunk, m, flags);
                 let [y_groups, z_groups, _] = split_groups(groups(chunk.rows, LANES_WORKGROUP));
                 let workgroups = [m.div_ceil(tile), y_groups, z_groups];
-                let quant_bytes = 4 * u64::from(chunk.rows) * u64::from(w.row_words());
                 let label = format!("matmul_gemv_lanes {} rows {}", w.dtype(), chunk.row_offset);
-                let uniform = gpu.uniform(&label, &params);
-                let resources = [
-                    uniform.as_entire_binding(),
-                    x.as_entire_binding(),
-                    chunk.buffer.as_entire_binding(),
-                    bias.as_entire_binding(),
-                    out.as_entire_binding(),
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &chunk.buffer,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(quant_bytes),
-                    }),
-                ];
-                let bind_group = gpu.bind_group(&label, pipeline, &resources);
-                dispatch(encoder, &label, pipeline, &bind_group, workgroups);
+                let buffers = [x, &chunk.buffer, bias, out];
+                dispatch_lanes(
+                    gpu, encoder, &label, pipeline, &params, &buffers, w, chunk, workgroups,
+                );
             }
             return;
         }
@@ -328,6 +337,31 @@ impl Matmul {
         check_size("dy", dy, u64::from(m) * n);
         check_size("out", out, u64::from(m) * k);
 
+        let lanes = &self.transposed_lanes[dtype_index(w.dtype())];
+        if !lanes.is_empty() && k % 32 == 0 {
+            let (tile, pipeline) = pick_tile(&TRANSPOSED_LANES_TILES, lanes, m);
+            let k_groups = (k as u32).div_ceil(TRANSPOSED_LANES_K);
+            for (i, chunk) in w.chunks().iter().enumerate() {
+                let flags = if accumulate || i > 0 {
+                    FLAG_ACCUMULATE
+                } else {
+                    0
+                };
+                let params = MatmulParams::new(w, chunk, m, flags);
+                let workgroups = [m.div_ceil(tile), k_groups, 1];
+                let label = format!(
+                    "matmul_transposed_lanes {} rows {}",
+                    w.dtype(),
+                    chunk.row_offset
+                );
+                let buffers = [dy, &chunk.buffer, out];
+                dispatch_lanes(
+                    gpu, encoder, &label, pipeline, &params, &buffers, w, chunk, workgroups,
+                );
+            }
+            return;
+        }
+
         let pipelines = &self.pipelines[dtype_index(w.dtype())];
         // Few rows read the weights once a row; more share 64-row tiles.
         let tiled = m > GEMV_MAX_ROWS;
@@ -376,6 +410,48 @@ fn dispatch_chunk(
     dispatch(encoder, label, pipeline, &bind_group, workgroups);
 }
 
+/// Returns the smallest tile of `tiles` that holds `m` rows, else the
+/// largest, with its pipeline from `pipelines` (one per tile).
+fn pick_tile<'a>(
+    tiles: &[u32],
+    pipelines: &'a [wgpu::ComputePipeline],
+    m: u32,
+) -> (u32, &'a wgpu::ComputePipeline) {
+    let index = tiles
+        .iter()
+        .position(|&tile| tile >= m)
+        .unwrap_or(tiles.len() - 1);
+    (tiles[index], &pipelines[index])
+}
+
+/// Records one dispatch of a lane kernel over one weight chunk: `params` at
+/// binding 0, `buffers` at bindings 1, 2, ..., and after them the chunk's
+/// quant words again as vec4s.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_lanes(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    params: &MatmulParams,
+    buffers: &[&wgpu::Buffer],
+    w: &QMatrix,
+    chunk: &Chunk,
+    workgroups: [u32; 3],
+) {
+    let uniform = gpu.uniform(label, params);
+    let quant_bytes = 4 * u64::from(chunk.rows) * u64::from(w.row_words());
+    let mut resources = vec![uniform.as_entire_binding()];
+    resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
+    resources.push(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: &chunk.buffer,
+        offset: 0,
+        size: wgpu::BufferSize::new(quant_bytes),
+    }));
+    let bind_group = gpu.bind_group(label, pipeline, &resources);
+    dispatch(encoder, label, pipeline, &bind_group, workgroups);
+}
+
 /// Panics unless `buffer` has room for at least `values` f32s.
 fn check_size(name: &str, buffer: &wgpu::Buffer, values: u64) {
     let needed = values * 4;
@@ -397,6 +473,35 @@ fn check_size(name: &str, buffer: &wgpu::Buffer, values: u64) {
 /// Fails when `k` is not a multiple of the block size of `dtype`, or when the
 /// device fails.
 pub fn benchmark(gpu: &Gpu, dtype: DType, m: u32, n: u32, k: u32, iterations: u32) -> Result<f64> {
+    measure(gpu, dtype, m, n, k, iterations, false)
+}
+
+/// Like [`benchmark`], for the backward product `out = dy · w` with an
+/// [m, n] dy.
+///
+/// # Errors
+///
+/// As [`benchmark`].
+pub fn benchmark_transposed(
+    gpu: &Gpu,
+    dtype: DType,
+    m: u32,
+    n: u32,
+    k: u32,
+    iterations: u32,
+) -> Result<f64> {
+    measure(gpu, dtype, m, n, k, iterations, true)
+}
+
+fn measure(
+    gpu: &Gpu,
+    dtype: DType,
+    m: u32,
+    n: u32,
+    k: u32,
+    iterations: u32,
+    transposed: bool,
+) -> Result<f64> {
     ensure!(
         m > 0 && n > 0 && k > 0,
         "benchmark shape {m}x{n}x{k} has an empty side"
@@ -413,13 +518,18 @@ pub fn benchmark(gpu: &Gpu, dtype: DType, m: u32, n: u32, k: u32, iterations: u3
         (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     };
     let weights: Vec<f32> = (0..n_size * k_size).map(|_| next_value()).collect();
-    let activations: Vec<f32> = (0..m_size * k_size).map(|_| next_value()).collect();
+    let (in_size, out_size) = if transposed {
+        (n_size, k_size)
+    } else {
+        (k_size, n_size)
+    };
+    let activations: Vec<f32> = (0..m_size * in_size).map(|_| next_value()).collect();
     let bytes = laser_model::quant::quantize(dtype, &weights)
         .with_context(|| format!("benchmark weight [{n}, {k}] {dtype}"))?;
 
     let w = QMatrix::upload(gpu, "benchmark weight", dtype, n_size, k_size, &bytes)?;
     let x = gpu.buffer_from("benchmark x", &activations);
-    let out = gpu.buffer_zeroed("benchmark out", 4 * u64::from(m) * u64::from(n));
+    let out = gpu.buffer_zeroed("benchmark out", 4 * (m_size * out_size) as u64);
     let matmul = Matmul::new(gpu)?;
 
     let run = |count: u32| -> Result<()> {
@@ -429,7 +539,11 @@ pub fn benchmark(gpu: &Gpu, dtype: DType, m: u32, n: u32, k: u32, iterations: u3
                 label: Some("benchmark"),
             });
         for _ in 0..count {
-            matmul.encode(gpu, &mut encoder, &x, &w, None, &out, m, false);
+            if transposed {
+                matmul.transposed_encode(gpu, &mut encoder, &x, &w, &out, m, false);
+            } else {
+                matmul.encode(gpu, &mut encoder, &x, &w, None, &out, m, false);
+            }
         }
         gpu.submit(encoder);
         gpu.wait()
