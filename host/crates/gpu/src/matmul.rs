@@ -6,8 +6,11 @@
 //! `dequant_*.wgsl` snippet prepended, so the weights are dequantized as they
 //! are read and stay in their stored format in GPU memory.
 //!
-//! A few activation rows (decode) go through `matmul_gemv.wgsl`, which reads
-//! the weights once. More rows (prefill) go through the tiled
+//! On CPU adapters with 8-lane subgroups (lavapipe), Q4_0, Q4_1 and Q8_0
+//! weights go through `matmul_gemv_lanes.wgsl` and
+//! `matmul_transposed_lanes.wgsl` at every row count. Elsewhere a few
+//! activation rows (decode) go through `matmul_gemv.wgsl`, which reads the
+//! weights once, and more rows (prefill) through the tiled
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
 //! rows.
 
@@ -37,9 +40,6 @@ const TRANSPOSED_LANES_SOURCE: &str =
 const GEMV_MAX_ROWS: u32 = 4;
 /// Threads in one workgroup of `matmul_gemv.wgsl`.
 const GEMV_WORKGROUP: u32 = 64;
-/// Activation row counts up to this one use `matmul_gemv_lanes.wgsl` where
-/// it is available.
-const LANES_MAX_ROWS: u32 = u32::MAX;
 /// Activation rows a workgroup of `matmul_gemv_lanes.wgsl` can take, one
 /// pipeline each.
 const LANES_TILES: [u32; 4] = [1, 2, 4, 8];
@@ -270,7 +270,7 @@ impl Matmul {
         let bias = bias.unwrap_or(&self.no_bias);
 
         let lanes = &self.lanes[dtype_index(w.dtype())];
-        if !lanes.is_empty() && m <= LANES_MAX_ROWS && k % 32 == 0 {
+        if !lanes.is_empty() && k % 32 == 0 {
             let (tile, pipeline) = pick_tile(&LANES_TILES, lanes, m);
             for chunk in w.chunks() {
                 let params = MatmulParams::new(w, chunk, m, flags);
