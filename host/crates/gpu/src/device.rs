@@ -12,6 +12,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use wgpu::util::DeviceExt;
 
+use crate::profile::Profiler;
+
 /// The WGSL prelude prepended to every kernel: shared unpack helpers.
 const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
 
@@ -23,6 +25,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Per-kernel timing, when `LASER_HOST_PROFILE` is set and the adapter
+    /// has timestamp queries.
+    pub(crate) profiler: Option<Arc<Profiler>>,
 }
 
 impl Gpu {
@@ -75,7 +80,15 @@ impl Gpu {
         let limits = adapter.limits();
         // Subgroup operations speed up reductions where present; every kernel
         // also works without them.
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        let mut features = adapter.features() & wgpu::Features::SUBGROUP;
+        let profile = std::env::var_os("LASER_HOST_PROFILE").is_some_and(|value| value != "0");
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if profile && !timestamps {
+            tracing::warn!("LASER_HOST_PROFILE is set, but this adapter has no timestamp queries");
+        }
+        if profile && timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         tracing::debug!(
             adapter = %info.name,
             backend = ?info.backend,
@@ -94,12 +107,16 @@ impl Gpu {
             })
             .await
             .with_context(|| format!("failed to open GPU device on adapter {:?}", info.name))?;
+        let profiler = features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| Arc::new(Profiler::new(&queue)));
         Ok(Self {
             device: Arc::new(device),
             queue: Arc::new(queue),
             info,
             limits,
             features,
+            profiler,
         })
     }
 
@@ -266,6 +283,9 @@ impl Gpu {
         let out = bytemuck::pod_collect_to_vec(&data);
         drop(data);
         staging.unmap();
+        if let Some(profiler) = &self.profiler {
+            profiler.collect(&self.device, &self.queue);
+        }
         Ok(out)
     }
 
@@ -283,6 +303,9 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .context("GPU device lost")?;
+        if let Some(profiler) = &self.profiler {
+            profiler.collect(&self.device, &self.queue);
+        }
         Ok(())
     }
 }

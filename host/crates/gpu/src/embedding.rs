@@ -115,7 +115,7 @@ impl Embedding {
                 ],
             );
             let workgroups = [groups(table.groups(), WORKGROUP), m, 1];
-            dispatch(encoder, &label, pipeline, &bind_group, workgroups);
+            dispatch(gpu, encoder, &label, pipeline, &bind_group, workgroups);
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optimizer;
 mod pass;
+mod profile;
 pub mod qmatrix;
 pub mod rope;
 pub mod sampling;

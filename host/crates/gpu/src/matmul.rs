@@ -407,7 +407,7 @@ fn dispatch_chunk(
     let mut resources = vec![uniform.as_entire_binding()];
     resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
     let bind_group = gpu.bind_group(label, pipeline, &resources);
-    dispatch(encoder, label, pipeline, &bind_group, workgroups);
+    dispatch(gpu, encoder, label, pipeline, &bind_group, workgroups);
 }
 
 /// Returns the smallest tile of `tiles` that holds `m` rows, else the
@@ -449,7 +449,7 @@ fn dispatch_lanes(
         size: wgpu::BufferSize::new(quant_bytes),
     }));
     let bind_group = gpu.bind_group(label, pipeline, &resources);
-    dispatch(encoder, label, pipeline, &bind_group, workgroups);
+    dispatch(gpu, encoder, label, pipeline, &bind_group, workgroups);
 }
 
 /// Panics unless `buffer` has room for at least `values` f32s.

@@ -65,13 +65,14 @@ impl Kernel {
         let mut resources = vec![params.as_entire_binding()];
         resources.extend(buffers.iter().map(|buffer| buffer.as_entire_binding()));
         let bind_group = gpu.bind_group(label, &self.pipeline, &resources);
-        dispatch(encoder, label, &self.pipeline, &bind_group, groups);
+        dispatch(gpu, encoder, label, &self.pipeline, &bind_group, groups);
     }
 }
 
 /// Records one compute pass that runs `pipeline` over `groups` workgroups
 /// with `bind_group` at group 0.
 pub(crate) fn dispatch(
+    gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
@@ -81,9 +82,19 @@ pub(crate) fn dispatch(
     if groups.contains(&0) {
         return;
     }
+    let timestamps = gpu
+        .profiler
+        .as_ref()
+        .map(|profiler| profiler.next_pass(&gpu.device, label));
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
-        timestamp_writes: None,
+        timestamp_writes: timestamps
+            .as_ref()
+            .map(|(set, pass)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(2 * pass),
+                end_of_pass_write_index: Some(2 * pass + 1),
+            }),
     });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, &[]);
