@@ -180,7 +180,7 @@ fn embedding_pooling_means_table_rows() {
         ..TinySpec::default()
     };
     let (mut engine, _reference, dir) = load(&spec);
-    let checkpoint = Checkpoint::open(&dir.path().join("tiny.gguf")).unwrap();
+    let checkpoint = Checkpoint::open(dir.path().join("tiny.gguf")).unwrap();
     let c = engine.config.n_embd;
     let tensor = checkpoint.tensor("token_embd.weight").unwrap();
     let table =
