@@ -39,25 +39,32 @@ fn model() -> &'static Path {
 }
 
 fn command(out: &Path, extra: &[&str]) -> Command {
+    subcommand("best-of-n", out, extra)
+}
+
+/// Returns `laser-host SUBCOMMAND` on the tiny model: 2 iterations over 7
+/// training instances in batches of 2, with 2 held out. An option in
+/// `extra` replaces its default here.
+fn subcommand(name: &str, out: &Path, extra: &[&str]) -> Command {
+    let defaults = [
+        ("--rms", "verifier,format,length"),
+        ("--iterations", "2"),
+        ("--batch-size", "2"),
+        ("--n", "3"),
+        ("--builtin-count", "9"),
+        ("--eval-size", "2"),
+        ("--max-new-tokens", "6"),
+        ("--seed", "5"),
+    ];
     let mut command = Command::new(env!("CARGO_BIN_EXE_laser-host"));
-    command.arg("--plugins").arg(plugins()).arg("best-of-n");
-    if !extra.contains(&"--rms") {
-        command.args(["--rms", "verifier,format,length"]);
+    command.arg("--plugins").arg(plugins()).arg(name);
+    command.arg("--model").arg(model());
+    for (option, value) in defaults {
+        if !extra.contains(&option) {
+            command.args([option, value]);
+        }
     }
     command
-        .arg("--model")
-        .arg(model())
-        .args([
-            "--iterations",
-            "2",
-            "--batch-size",
-            "2",
-            "--n",
-            "3",
-            "--builtin-count",
-            "9",
-        ])
-        .args(["--eval-size", "2", "--max-new-tokens", "6", "--seed", "5"])
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -69,6 +76,16 @@ fn command(out: &Path, extra: &[&str]) -> Command {
 
 fn run(out: &Path, extra: &[&str]) -> Output {
     command(out, extra).output().unwrap()
+}
+
+/// Runs `laser-host SUBCOMMAND --resume RUN_DIR`.
+fn resume(subcommand: &str, run_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args([subcommand, "--resume"])
+        .arg(run_dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
 }
 
 fn read(path: &Path) -> String {
@@ -128,12 +145,7 @@ fn killed_run_resumes_to_same_result() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let resumed = Command::new(env!("CARGO_BIN_EXE_laser-host"))
-        .args(["best-of-n", "--resume"])
-        .arg(&killed)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    let resumed = resume("best-of-n", &killed);
     assert!(
         resumed.status.success(),
         "{}",
@@ -306,4 +318,113 @@ fn compare_evaluates_start_once() {
         !folders.iter().any(|name| name.starts_with("plugins-")),
         "{folders:?}"
     );
+}
+
+/// Returns the names of the `policy-*` folders in `dir`, sorted.
+fn policy_folders(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("policy"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn train_resume_ignores_orphan_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    // The verifier scores the tiny model's noise 0 throughout, which makes
+    // no preference pairs, so these runs use reward models that do.
+    let rms = ["--rms", "length,format"];
+    let output = subcommand("train", &whole, &rms).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let state = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&read(&dir.join("state.json"))).unwrap()
+    };
+    // The comparison below means something only if the policy trained.
+    let trained = read(&whole.join("metrics.jsonl"))
+        .lines()
+        .filter(|line| !line.contains("\"loss\":null"))
+        .count();
+    assert!(trained > 0, "no batch trained the policy");
+    // 4 batches per iteration, 2 iterations.
+    assert_eq!(state(&whole)["policy_dir"], "policy-000008");
+    assert_eq!(policy_folders(&whole), ["policy-000008"]);
+
+    // Stop a second run after its first iteration, as a kill at that point
+    // would, then resume it for the second.
+    let resumed = dir.path().join("resumed");
+    let output = subcommand(
+        "train",
+        &resumed,
+        &[&rms[..], &["--iterations", "1"]].concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(state(&resumed)["policy_dir"], "policy-000004");
+    let config_path = resumed.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&read(&config_path)).unwrap();
+    config["iterations"] = 2.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    // A kill after writing the next policy folder but before state.json
+    // leaves a folder that state.json does not name; resume must ignore it.
+    let orphan = resumed.join("policy-000005");
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(
+        orphan.join("training_state.safetensors"),
+        "not a checkpoint",
+    )
+    .unwrap();
+
+    let output = resume("train", &resumed);
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(policy_folders(&resumed), ["policy-000008"]);
+    assert_eq!(
+        read(&resumed.join("selections.jsonl")),
+        read(&whole.join("selections.jsonl"))
+    );
+    let training_state = |dir: &Path| {
+        std::fs::read(dir.join("policy-000008").join("training_state.safetensors")).unwrap()
+    };
+    assert!(
+        training_state(&resumed) == training_state(&whole),
+        "training states differ"
+    );
+}
+
+#[test]
+fn train_resume_rejects_missing_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = subcommand("train", &out, &["--iterations", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::remove_dir_all(out.join("policy-000004")).unwrap();
+
+    let output = resume("train", &out);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("policy-000004"), "{stderr}");
 }

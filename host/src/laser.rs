@@ -38,7 +38,7 @@ use crate::atomic;
 use crate::engine::{Engine, Pooling, SamplingConfig};
 use crate::train::TrainConfig;
 use crate::train::loss::{LossConfig, LossKind};
-use crate::train::policy::{POLICY_DIR, PolicyTrainer};
+use crate::train::policy::PolicyTrainer;
 use checkpoint::RunState;
 use service::EngineService;
 
@@ -269,6 +269,24 @@ impl Run {
         }
         let policy = match config.mode {
             Mode::Train => {
+                let policy_dir = out.join(
+                    state
+                        .policy_dir
+                        .as_deref()
+                        .unwrap_or(checkpoint::LEGACY_POLICY_DIR),
+                );
+                // Without the training state, PolicyTrainer::open would
+                // silently start over from the initial adapter.
+                ensure!(
+                    state.policy_dir.is_none()
+                        || policy_dir
+                            .join(crate::train::checkpoint::STATE_FILE)
+                            .is_file(),
+                    "{} names the policy checkpoint {}, but it has no {}",
+                    out.join(checkpoint::STATE_FILE).display(),
+                    policy_dir.display(),
+                    crate::train::checkpoint::STATE_FILE
+                );
                 let mut engine = engine.lock().map_err(|_| {
                     anyhow::anyhow!("the engine is unusable after an earlier panic")
                 })?;
@@ -276,7 +294,7 @@ impl Run {
                     &mut engine,
                     &config.model,
                     policy_config(&config),
-                    &out.join(POLICY_DIR),
+                    &policy_dir,
                 )?)
             }
             Mode::BestOfN => None,
@@ -817,14 +835,32 @@ impl Run {
         Ok(accuracy.rate())
     }
 
-    fn save(&self) -> Result<()> {
-        // NOTE: the policy and the run state are two atomic writes; a kill
-        // between them resumes with the policy one batch ahead.
-        if let Some(policy) = &self.policy {
+    /// Writes the checkpoint. In `train` mode the policy first goes into
+    /// the folder for the batches finished so far, unless `state.json`
+    /// already names it. Then `state.json` is written atomically, naming
+    /// that folder, which commits both (see [`checkpoint`]).
+    fn save(&mut self) -> Result<()> {
+        let Some(policy) = &self.policy else {
+            return self.state.save(&self.out);
+        };
+        let name = checkpoint::policy_dir_name(self.state.metrics_lines);
+        if self.state.policy_dir.as_ref() != Some(&name) {
+            let dir = self.out.join(&name);
+            // A folder of this name that state.json does not name was left
+            // by a run killed before it committed, so it is rewritten.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("failed to delete {}", dir.display()))?;
+            }
             let base_model = self.config.model.display().to_string();
-            policy.save(&self.out.join(POLICY_DIR), &base_model)?;
+            policy.save(&dir, &base_model)?;
         }
-        self.state.save(&self.out)
+        self.state.policy_dir = Some(name.clone());
+        self.state.save(&self.out)?;
+        if let Err(err) = checkpoint::remove_stale_policies(&self.out, &name) {
+            eprintln!("warning: failed to delete old policy checkpoints: {err:#}");
+        }
+        Ok(())
     }
 
     /// Ends the run and hands the engine back, for another run.

@@ -4,6 +4,13 @@
 //! the position in the data. A resumed run first cuts both JSONL files back
 //! to the counts in `state.json`, so lines from a batch that was killed
 //! half-way are dropped and written again.
+//!
+//! In `train` mode the policy (adapter and optimizer state) is written
+//! before `state.json`, into a new folder `policy-N` named by the number of
+//! finished batches. `state.json` names that folder, so its atomic write is
+//! the single commit point. A run killed before that write resumes from the
+//! folder that the previous `state.json` names. Older folders are deleted
+//! only after the commit.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -20,6 +27,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// One line per instance.
 pub const SELECTIONS_FILE: &str = "selections.jsonl";
+/// The start of the name of each policy checkpoint folder.
+const POLICY_PREFIX: &str = "policy-";
+/// The policy folder of runs saved before the folders were numbered.
+pub const LEGACY_POLICY_DIR: &str = "policy";
 
 /// The progress of a run: position, selector state and line counts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -40,6 +51,11 @@ pub struct RunState {
     pub eval_before: Option<f64>,
     /// Held-out accuracy after each iteration.
     pub eval_per_iteration: Vec<f64>,
+    /// The folder, inside the run folder, with the policy checkpoint that
+    /// belongs to this state. `None` in `best-of-n` runs and in runs saved
+    /// before the folders were numbered, which used [`LEGACY_POLICY_DIR`].
+    #[serde(default)]
+    pub policy_dir: Option<String>,
 }
 
 impl RunState {
@@ -73,6 +89,38 @@ impl RunState {
     pub fn save(&self, dir: &Path) -> Result<()> {
         atomic::write_json(&dir.join(STATE_FILE), self)
     }
+}
+
+/// Returns the name of the policy folder written after `batches` finished
+/// batches.
+pub fn policy_dir_name(batches: usize) -> String {
+    format!("{POLICY_PREFIX}{batches:06}")
+}
+
+/// Deletes the policy folders in `dir` other than `keep`: numbered ones
+/// from earlier batches or from a batch whose `state.json` was never
+/// written, and [`LEGACY_POLICY_DIR`].
+///
+/// # Errors
+///
+/// Fails when `dir` cannot be listed or a folder cannot be deleted.
+pub fn remove_stale_policies(dir: &Path, keep: &str) -> Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let numbered = name
+            .strip_prefix(POLICY_PREFIX)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let stale = (numbered || name == LEGACY_POLICY_DIR) && name != keep;
+        if stale && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("failed to delete {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Appends one JSON line per record to `path` and flushes it, adding the
@@ -190,6 +238,51 @@ mod tests {
         assert!(text.contains("\"000f10ff\""), "{text}");
         let loaded = RunState::load(dir.path()).unwrap();
         assert_eq!(loaded.selector_state, state.selector_state);
+    }
+
+    #[test]
+    fn stale_policies_removed_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "policy-000003",
+            "policy-000004",
+            "policy-000005",
+            "policy",
+            "policy-notes",
+        ] {
+            fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        fs::write(dir.path().join("policy-000006"), "a file, not a folder").unwrap();
+
+        remove_stale_policies(dir.path(), "policy-000004").unwrap();
+
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["policy-000004", "policy-000006", "policy-notes"]);
+    }
+
+    #[test]
+    fn policy_dir_name_pads_batches() {
+        assert_eq!(policy_dir_name(7), "policy-000007");
+        assert_eq!(policy_dir_name(1_234_567), "policy-1234567");
+    }
+
+    #[test]
+    fn state_without_policy_dir_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"iteration": 1, "next_batch": 2, "selector_state": null,
+               "metrics_lines": 0, "selection_lines": 0, "eval_before": null,
+               "eval_per_iteration": []}"#,
+        )
+        .unwrap();
+        let loaded = RunState::load(dir.path()).unwrap();
+        assert_eq!(loaded.next_batch, 2);
+        assert_eq!(loaded.policy_dir, None);
     }
 
     #[test]
