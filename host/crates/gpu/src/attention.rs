@@ -15,6 +15,11 @@ use crate::pass::{Kernel, row_grid};
 
 const KV_WRITE_SHADER: &str = include_str!("../../../../shaders/kv_write.wgsl");
 const ATTENTION_SHADER: &str = include_str!("../../../../shaders/attention.wgsl");
+const ATTENTION_LANES_SHADER: &str = include_str!("../../../../shaders/attention_lanes.wgsl");
+/// Head sizes `attention_lanes.wgsl` is built for.
+const LANES_HEAD_DIMS: [u32; 2] = [64, 128];
+/// Query heads one pass of `attention_lanes.wgsl` serves, one build each.
+const LANES_BLOCK_HEADS: [u32; 3] = [1, 2, 4];
 const BACKWARD_QUERY_SHADER: &str =
     include_str!("../../../../shaders/attention_backward_query.wgsl");
 const BACKWARD_KV_SHADER: &str = include_str!("../../../../shaders/attention_backward_kv.wgsl");
@@ -105,6 +110,9 @@ impl KvWrite {
 /// Causal grouped-query attention of new rows over a layer's KV cache.
 pub struct Attention {
     kernel: Kernel,
+    /// `attention_lanes.wgsl` as (head size, heads a pass, kernel), on CPU
+    /// adapters with 8-lane subgroups; empty elsewhere.
+    lanes: Vec<(u32, u32, Kernel)>,
 }
 
 impl Attention {
@@ -115,7 +123,20 @@ impl Attention {
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let kernel = Kernel::new(gpu, "attention", ATTENTION_SHADER, "attention")?;
-        Ok(Self { kernel })
+        let mut lanes = Vec::new();
+        if gpu.has_cpu_lanes() {
+            for head_dim in LANES_HEAD_DIMS {
+                for block in LANES_BLOCK_HEADS {
+                    let source = format!(
+                        "const HEAD_DIM: u32 = {head_dim}u;\n\
+                         const BLOCK_HEADS: u32 = {block}u;\n{ATTENTION_LANES_SHADER}"
+                    );
+                    let kernel = Kernel::new(gpu, "attention_lanes", &source, "attention_lanes")?;
+                    lanes.push((head_dim, block, kernel));
+                }
+            }
+        }
+        Ok(Self { kernel, lanes })
     }
 
     /// Records, for rows `r < m` with `(slot, pos) = rows[r]` and query
@@ -157,7 +178,19 @@ impl Attention {
             scale,
             _pad: [0; 2],
         };
-        self.kernel.encode(
+        // The smallest head block that holds the group, else the largest.
+        let group = heads / kv_heads;
+        let block = LANES_BLOCK_HEADS
+            .iter()
+            .copied()
+            .find(|&block| block >= group)
+            .unwrap_or(LANES_BLOCK_HEADS[LANES_BLOCK_HEADS.len() - 1]);
+        let kernel = self
+            .lanes
+            .iter()
+            .find(|(dim, heads, _)| *dim == head_dim && *heads == block)
+            .map_or(&self.kernel, |(_, _, kernel)| kernel);
+        kernel.encode(
             gpu,
             encoder,
             &params,
@@ -558,6 +591,7 @@ mod tests {
         for (seed, (heads, kv_heads, head_dim)) in [
             (4, 4, 64),
             (9, 3, 64),
+            (8, 4, 128),
             (8, 2, 37),
             (3, 1, 256),
             (2, 2, 1),

@@ -139,6 +139,16 @@ impl Gpu {
             .min(self.limits.max_buffer_size)
     }
 
+    /// Returns whether this is a CPU adapter whose SIMD vectors are
+    /// subgroups of exactly 8 lanes (lavapipe on AVX2), which the `*_lanes`
+    /// kernels are written for.
+    pub fn has_cpu_lanes(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.device_type == wgpu::DeviceType::Cpu
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
+    }
+
     /// Compiles `source` (with the shared prelude prepended) into a compute
     /// pipeline whose bind group layout is inferred from the shader.
     pub fn pipeline(&self, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {

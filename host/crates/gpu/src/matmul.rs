@@ -156,12 +156,9 @@ impl Matmul {
         // practice but no specification promises.
         let subgroups = gpu.features.contains(wgpu::Features::SUBGROUP);
         let subgroup_reduce = subgroups && gemv_threads_per_row <= gpu.info.subgroup_min_size;
-        // The lane kernel suits CPU adapters whose SIMD vectors are 8-lane
-        // subgroups, where it cuts the loads that bound the GEMV.
-        let lanes_available = subgroups
-            && gpu.info.device_type == wgpu::DeviceType::Cpu
-            && gpu.info.subgroup_min_size == 8
-            && gpu.info.subgroup_max_size == 8;
+        // The lane kernels suit CPU adapters whose SIMD vectors are 8-lane
+        // subgroups, where they cut the loads that bound the others.
+        let lanes_available = gpu.has_cpu_lanes();
         let mut pipelines = Vec::with_capacity(DTYPES.len());
         let mut lanes = Vec::with_capacity(DTYPES.len());
         let mut transposed_lanes = Vec::with_capacity(DTYPES.len());
