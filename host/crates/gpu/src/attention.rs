@@ -23,6 +23,10 @@ const LANES_BLOCK_HEADS: [u32; 3] = [1, 2, 4];
 const BACKWARD_QUERY_SHADER: &str =
     include_str!("../../../../shaders/attention_backward_query.wgsl");
 const BACKWARD_KV_SHADER: &str = include_str!("../../../../shaders/attention_backward_kv.wgsl");
+const BACKWARD_QUERY_LANES_SHADER: &str =
+    include_str!("../../../../shaders/attention_backward_query_lanes.wgsl");
+const BACKWARD_KV_LANES_SHADER: &str =
+    include_str!("../../../../shaders/attention_backward_kv_lanes.wgsl");
 
 /// The largest head size [`Attention`] supports.
 pub const MAX_HEAD_DIM: u32 = 256;
@@ -225,6 +229,9 @@ const _: () = assert!(size_of::<AttentionBackwardParams>() == 32);
 pub struct AttentionBackward {
     query_kernel: Kernel,
     kv_kernel: Kernel,
+    /// The `*_lanes.wgsl` kernels as (head size, query kernel, kv kernel),
+    /// on CPU adapters with 8-lane subgroups; empty elsewhere.
+    lanes: Vec<(u32, Kernel, Kernel)>,
 }
 
 impl AttentionBackward {
@@ -246,9 +253,29 @@ impl AttentionBackward {
             BACKWARD_KV_SHADER,
             "attention_backward_kv",
         )?;
+        let mut lanes = Vec::new();
+        if gpu.has_cpu_lanes() {
+            for head_dim in LANES_HEAD_DIMS {
+                let constant = format!("const HEAD_DIM: u32 = {head_dim}u;\n");
+                let query = Kernel::new(
+                    gpu,
+                    "attention_backward_query_lanes",
+                    &format!("{constant}{BACKWARD_QUERY_LANES_SHADER}"),
+                    "attention_backward_query_lanes",
+                )?;
+                let kv = Kernel::new(
+                    gpu,
+                    "attention_backward_kv_lanes",
+                    &format!("{constant}{BACKWARD_KV_LANES_SHADER}"),
+                    "attention_backward_kv_lanes",
+                )?;
+                lanes.push((head_dim, query, kv));
+            }
+        }
         Ok(Self {
             query_kernel,
             kv_kernel,
+            lanes,
         })
     }
 
@@ -295,12 +322,17 @@ impl AttentionBackward {
         };
         let stats_bytes = u64::from(m) * u64::from(heads) * 2 * 4;
         let stats = gpu.buffer_zeroed("attention_backward stats", stats_bytes);
+        let (query_kernel, kv_kernel) = self
+            .lanes
+            .iter()
+            .find(|(dim, _, _)| *dim == head_dim)
+            .map_or((&self.query_kernel, &self.kv_kernel), |(_, query, kv)| {
+                (query, kv)
+            });
         let buffers = [q, k, v, out, d_out, dq, &stats];
-        self.query_kernel
-            .encode(gpu, encoder, &params, &buffers, row_grid(heads, m));
+        query_kernel.encode(gpu, encoder, &params, &buffers, row_grid(heads, m));
         let buffers = [q, k, v, d_out, &stats, dk, dv];
-        self.kv_kernel
-            .encode(gpu, encoder, &params, &buffers, row_grid(kv_heads, m));
+        kv_kernel.encode(gpu, encoder, &params, &buffers, row_grid(kv_heads, m));
     }
 }
 
@@ -664,6 +696,8 @@ mod tests {
         let cases = [
             (2, 70, 6, 2, 37),
             (1, 9, 4, 4, 64),
+            (2, 21, 9, 3, 64),
+            (1, 13, 4, 2, 128),
             (3, 5, 8, 2, 16),
             (1, 3, 3, 1, 256),
         ];
