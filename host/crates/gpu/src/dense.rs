@@ -12,9 +12,12 @@ use crate::device::groups;
 use crate::pass::Kernel;
 
 const SHADER: &str = include_str!("../../../../shaders/dense_matmul.wgsl");
+const LANES_SHADER: &str = include_str!("../../../../shaders/dense_matmul_lanes.wgsl");
 
 /// Output tile edge of `dense_matmul.wgsl`.
 const TILE: u32 = 16;
+/// Output tile edge of `dense_matmul_lanes.wgsl`.
+const LANES_TILE: u32 = 8;
 
 /// Uniform block of `dense_matmul.wgsl`.
 #[repr(C)]
@@ -100,6 +103,8 @@ pub struct DenseShape {
 /// buffers.
 pub struct DenseMatmul {
     kernel: Kernel,
+    /// `dense_matmul_lanes.wgsl`, on CPU adapters with 8-lane subgroups.
+    lanes: Option<Kernel>,
 }
 
 impl DenseMatmul {
@@ -110,7 +115,17 @@ impl DenseMatmul {
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let kernel = Kernel::new(gpu, "dense_matmul", SHADER, "dense_matmul")?;
-        Ok(Self { kernel })
+        let lanes = if gpu.has_cpu_lanes() {
+            Some(Kernel::new(
+                gpu,
+                "dense_matmul_lanes",
+                LANES_SHADER,
+                "dense_matmul_lanes",
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { kernel, lanes })
     }
 
     /// Records `out[m, n] (+)= alpha * sum_k a(m, k) * b(k, n)` for the
@@ -161,8 +176,12 @@ impl DenseMatmul {
             out_offset,
             alpha,
         };
-        let workgroups = [groups(n, TILE), groups(m, TILE), 1];
-        self.kernel.encode(
+        let (kernel, tile) = match &self.lanes {
+            Some(lanes) => (lanes, LANES_TILE),
+            None => (&self.kernel, TILE),
+        };
+        let workgroups = [groups(n, tile), groups(m, tile), 1];
+        kernel.encode(
             gpu,
             encoder,
             &params,
