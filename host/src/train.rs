@@ -1,11 +1,13 @@
 //! Preference training of the policy on the GPU: LoRA adapters on the
-//! frozen base, the DPO or IPO loss plus an NLL term on the chosen
-//! response, AdamW with gradient clipping, gradient accumulation over
-//! micro-batches and a learning-rate schedule. Adapters are saved in
-//! Hugging Face PEFT's format; the whole training state is saved beside
-//! them so a run resumes bit for bit.
+//! frozen base (or full fine-tuning of an unquantized model), the DPO or
+//! IPO loss plus an NLL term on the chosen response, AdamW with gradient
+//! clipping, gradient accumulation over micro-batches and a learning-rate
+//! schedule. Adapters are saved in Hugging Face PEFT's format and fully
+//! fine-tuned weights as a Hugging Face model. The whole training state is
+//! saved beside them, so a run resumes bit for bit.
 //!
 //! - `lora`: adapter config, flat parameter layout, init, GPU products.
+//! - `full`: the tensors of full fine-tuning.
 //! - `model`: the training forward and backward passes.
 //! - `loss`: DPO, IPO and NLL with their gradients.
 //! - `batch`: tokenized pairs and padded micro-batches.
@@ -21,6 +23,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod dpo;
+pub mod full;
 pub mod lora;
 pub mod loss;
 pub mod merge;
@@ -32,7 +35,7 @@ pub mod schedule;
 
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use laser_gpu::optimizer::{AdamW, AdamWConfig, GradNorm};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -40,6 +43,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use batch::{TokenizedPair, micro_batches, pair_batch};
+use full::FullConfig;
 use lora::{DropoutPass, LoraConfig};
 use loss::{LossConfig, PairLogprobs, pair_loss};
 use model::TrainModel;
@@ -49,7 +53,11 @@ use schedule::{Schedule, ScheduleKind};
 /// defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The adapters of LoRA training; unused in full fine-tuning.
     pub lora: LoraConfig,
+    /// Full fine-tuning in place of LoRA when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<FullConfig>,
     pub loss: LossConfig,
     /// Peak AdamW learning rate.
     pub lr: f32,
@@ -76,7 +84,8 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// LoRA rank 16 and alpha 32 on q and v. DPO with beta 0.1 plus the NLL
+    /// LoRA (not full fine-tuning) with rank 16 and alpha 32 on q and v.
+    /// DPO with beta 0.1 plus the NLL
     /// at weight 1. AdamW with lr 2e-4, betas (0.9, 0.999), eps 1e-8, no
     /// weight decay and clipping at norm 1. A constant schedule without
     /// warm-up. 100 steps of 8 pairs in micro-batches of 2, sequences up to
@@ -84,6 +93,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             lora: LoraConfig::default(),
+            full: None,
             loss: LossConfig::default(),
             lr: 2e-4,
             beta1: 0.9,
@@ -153,24 +163,53 @@ pub struct StepMetrics {
     pub pair_losses: Vec<(usize, f64)>,
 }
 
-/// The trainable state on the GPU: adapter parameters, their gradients,
-/// AdamW moments and the reference adapter, all f32 [P] in the layout of
-/// `model.layout`.
+/// One trained f32 tensor on the GPU with its gradient and AdamW moments.
+struct ParamTensor {
+    /// The tensor's name in the training state: empty for the LoRA
+    /// adapter buffer, the GGUF name in full fine-tuning.
+    name: String,
+    /// The number of f32 values.
+    len: usize,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    /// AdamW first moment.
+    m: wgpu::Buffer,
+    /// AdamW second moment.
+    v: wgpu::Buffer,
+}
+
+impl ParamTensor {
+    /// Returns the state-file name of this tensor's `kind` (`params`,
+    /// `adam_m` or `adam_v`).
+    fn state_name(&self, kind: &str) -> String {
+        if self.name.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{}", self.name)
+        }
+    }
+}
+
+/// The trainable state on the GPU. In LoRA training: the adapter
+/// parameters, their gradients, AdamW moments and the reference adapter,
+/// all f32 [P] in the layout of `model.layout`. In full fine-tuning: the
+/// gradient and AdamW moments of every trained tensor of `model.full`,
+/// whose weights the model holds; the frozen base is the reference.
 pub struct Trainer {
     pub model: TrainModel,
     pub config: TrainConfig,
-    /// f32 [P]
-    params: wgpu::Buffer,
-    /// f32 [P]
-    grads: wgpu::Buffer,
-    /// f32 [P]: AdamW first moment.
-    m: wgpu::Buffer,
-    /// f32 [P]: AdamW second moment.
-    v: wgpu::Buffer,
-    /// f32 [P]: the reference policy's adapter.
-    reference: wgpu::Buffer,
+    /// The LoRA adapter buffer, or every trained tensor of full
+    /// fine-tuning in layout order.
+    tensors: Vec<ParamTensor>,
+    /// Full fine-tuning only: one f32 gradient buffer per tensor of the
+    /// layout, in its order. The buffers of frozen tensors stay zero.
+    full_grads: Vec<wgpu::Buffer>,
+    /// f32 [P]: the reference policy's adapter; LoRA only.
+    reference: Option<wgpu::Buffer>,
     /// f32 [1]: squared global gradient norm.
     sq_norm: wgpu::Buffer,
+    /// f32 [tensors]: the squared gradient norm of each tensor.
+    tensor_sq_norms: wgpu::Buffer,
     grad_norm: GradNorm,
     adamw: AdamW,
     /// Optimizer steps done.
@@ -178,79 +217,180 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Starts training on `model` from `params` (fresh ones from the seed
-    /// when `None`); the reference is the starting adapter.
+    /// Starts training on `model`. LoRA training starts from `params`
+    /// (fresh ones from the seed when `None`), and the reference is the
+    /// starting adapter. Full fine-tuning starts from the model's weights
+    /// and takes no `params`.
     ///
     /// # Errors
     ///
-    /// Fails when `params` does not match the layout or a kernel does not
-    /// compile.
+    /// Fails when `params` does not match the layout, `config` and the
+    /// model disagree on full fine-tuning, or a kernel does not compile.
     pub fn new(model: TrainModel, config: TrainConfig, params: Option<Vec<f32>>) -> Result<Self> {
-        let len = model.layout.len;
-        let params = params.unwrap_or_else(|| model.layout.init(config.seed));
-        ensure!(
-            params.len() == len,
-            "adapter has {} parameters, the layout expects {len}",
-            params.len()
-        );
-        let gpu = &model.gpu;
-        let zeros = vec![0.0f32; len];
+        let gpu = model.gpu.clone();
+        let tensor = |name: &str, params: wgpu::Buffer, grads: wgpu::Buffer, len: usize| {
+            let label = if name.is_empty() { "lora" } else { name };
+            ParamTensor {
+                name: name.to_string(),
+                len,
+                params,
+                grads,
+                m: gpu.buffer_zeroed(&format!("{label}.adam_m"), len as u64 * 4),
+                v: gpu.buffer_zeroed(&format!("{label}.adam_v"), len as u64 * 4),
+            }
+        };
+        let (tensors, full_grads, reference) = match &model.full {
+            Some(full) => {
+                ensure!(
+                    config.full == Some(full.layout.config),
+                    "the model was loaded for full fine-tuning with {:?}, but the training \
+                     settings ask for {:?}",
+                    full.layout.config,
+                    config.full
+                );
+                ensure!(
+                    params.is_none(),
+                    "full fine-tuning starts from the model's weights and takes no adapter"
+                );
+                let full_grads: Vec<wgpu::Buffer> = full
+                    .layout
+                    .tensors
+                    .iter()
+                    .map(|t| gpu.buffer_zeroed(&format!("{}.grad", t.name), t.len() as u64 * 4))
+                    .collect();
+                let tensors = full
+                    .layout
+                    .tensors
+                    .iter()
+                    .zip(&full.params)
+                    .zip(&full_grads)
+                    .filter(|((t, _), _)| t.trainable)
+                    .map(|((t, p), g)| tensor(&t.name, p.clone(), g.clone(), t.len()))
+                    .collect();
+                (tensors, full_grads, None)
+            }
+            None => {
+                ensure!(
+                    config.full.is_none(),
+                    "the training settings ask for full fine-tuning, but the model was loaded \
+                     for LoRA; load it with TrainModel::new_full"
+                );
+                let len = model.layout.len;
+                let params = params.unwrap_or_else(|| model.layout.init(config.seed));
+                ensure!(
+                    params.len() == len,
+                    "adapter has {} parameters, the layout expects {len}",
+                    params.len()
+                );
+                let buffer = gpu.buffer_from("lora.params", &params);
+                let grads = gpu.buffer_zeroed("lora.grads", len as u64 * 4);
+                let reference = gpu.buffer_from("lora.reference", &params);
+                (
+                    vec![tensor("", buffer, grads, len)],
+                    Vec::new(),
+                    Some(reference),
+                )
+            }
+        };
+        let sq_norms_bytes = tensors.len() as u64 * 4;
         Ok(Self {
-            params: gpu.buffer_from("lora.params", &params),
-            grads: gpu.buffer_from("lora.grads", &zeros),
-            m: gpu.buffer_from("lora.adam_m", &zeros),
-            v: gpu.buffer_from("lora.adam_v", &zeros),
-            reference: gpu.buffer_from("lora.reference", &params),
-            sq_norm: gpu.buffer_zeroed("lora.sq_norm", 4),
-            grad_norm: GradNorm::new(gpu)?,
-            adamw: AdamW::new(gpu)?,
+            tensors,
+            full_grads,
+            reference,
+            sq_norm: gpu.buffer_zeroed("train.sq_norm", 4),
+            tensor_sq_norms: gpu.buffer_zeroed("train.tensor_sq_norms", sq_norms_bytes),
+            grad_norm: GradNorm::new(&gpu)?,
+            adamw: AdamW::new(&gpu)?,
             step: 0,
             model,
             config,
         })
     }
 
-    /// Returns the adapter parameter buffer, f32 [P], which an engine can
-    /// share to generate with the adapter.
+    /// Returns the LoRA adapter's parameter buffer, f32 [P], which an
+    /// engine can share to generate with the adapter.
+    ///
+    /// # Panics
+    ///
+    /// Panics in full fine-tuning, which has no adapter.
     pub fn params_buffer(&self) -> &wgpu::Buffer {
-        &self.params
+        assert!(
+            self.model.full.is_none(),
+            "full fine-tuning has no adapter buffer"
+        );
+        &self.tensors[0].params
     }
 
-    /// Reads `(params, m, v, reference)` back from the GPU.
+    /// Reads the LoRA adapter's parameters back from the GPU.
+    ///
+    /// # Errors
+    ///
+    /// Fails in full fine-tuning, which has no adapter, or when the GPU
+    /// fails.
+    pub fn read_adapter(&self) -> Result<Vec<f32>> {
+        ensure!(self.model.full.is_none(), "full fine-tuning has no adapter");
+        let tensor = &self.tensors[0];
+        self.model.gpu.read(&tensor.params, tensor.len as u64 * 4)
+    }
+
+    /// Returns `(state name, buffer, length)` of everything the training
+    /// state holds: the parameters, then both AdamW moments of every
+    /// tensor, then the LoRA reference adapter.
+    fn state_buffers(&self) -> Vec<(String, &wgpu::Buffer, usize)> {
+        let mut buffers = Vec::new();
+        for kind in ["params", "adam_m", "adam_v"] {
+            for tensor in &self.tensors {
+                let buffer = match kind {
+                    "params" => &tensor.params,
+                    "adam_m" => &tensor.m,
+                    _ => &tensor.v,
+                };
+                buffers.push((tensor.state_name(kind), buffer, tensor.len));
+            }
+        }
+        if let Some(reference) = &self.reference {
+            buffers.push(("reference".to_string(), reference, self.tensors[0].len));
+        }
+        buffers
+    }
+
+    /// Reads the training state back from the GPU as named tensors. LoRA
+    /// training names them `params`, `adam_m`, `adam_v` and `reference`.
+    /// Full fine-tuning has `params.{name}`, `adam_m.{name}` and
+    /// `adam_v.{name}` for every trained tensor.
     ///
     /// # Errors
     ///
     /// Fails when the GPU fails.
-    pub fn read_state(&self) -> Result<[Vec<f32>; 4]> {
-        let bytes = self.model.layout.len as u64 * 4;
+    pub fn read_state(&self) -> Result<Vec<(String, Vec<f32>)>> {
         let gpu = &self.model.gpu;
-        Ok([
-            gpu.read(&self.params, bytes)?,
-            gpu.read(&self.m, bytes)?,
-            gpu.read(&self.v, bytes)?,
-            gpu.read(&self.reference, bytes)?,
-        ])
+        self.state_buffers()
+            .into_iter()
+            .map(|(name, buffer, len)| Ok((name, gpu.read(buffer, len as u64 * 4)?)))
+            .collect()
     }
 
-    /// Replaces the state with `(params, m, v, reference)` at step `step`.
+    /// Replaces the state with `state`, named as [`Trainer::read_state`]
+    /// names it, at step `step`.
     ///
     /// # Errors
     ///
-    /// Fails when a vector does not match the layout.
-    pub fn write_state(&mut self, state: &[Vec<f32>; 4], step: u32) -> Result<()> {
-        let len = self.model.layout.len;
-        for values in state {
+    /// Fails when a tensor is missing from `state` or has the wrong length.
+    pub fn write_state(&mut self, state: &[(String, Vec<f32>)], step: u32) -> Result<()> {
+        let saved: std::collections::HashMap<&str, &Vec<f32>> = state
+            .iter()
+            .map(|(name, values)| (name.as_str(), values))
+            .collect();
+        let gpu = &self.model.gpu;
+        for (name, buffer, len) in self.state_buffers() {
+            let values = saved
+                .get(name.as_str())
+                .with_context(|| format!("the saved state has no tensor `{name}`"))?;
             ensure!(
                 values.len() == len,
-                "saved state has {} values, the layout expects {len}",
+                "saved tensor `{name}` has {} values, expected {len}",
                 values.len()
             );
-        }
-        let gpu = &self.model.gpu;
-        for (buffer, values) in [&self.params, &self.m, &self.v, &self.reference]
-            .into_iter()
-            .zip(state)
-        {
             gpu.queue
                 .write_buffer(buffer, 0, bytemuck::cast_slice(values));
         }
@@ -260,7 +400,15 @@ impl Trainer {
 
     /// Makes the current policy the reference, as LASeR does at the start
     /// of each iteration.
+    ///
+    /// # Errors
+    ///
+    /// Fails in full fine-tuning, whose reference is the frozen base, or
+    /// when the GPU fails.
     pub fn refresh_reference(&self) -> Result<()> {
+        let Some(reference) = &self.reference else {
+            bail!("full fine-tuning keeps the base model as its reference");
+        };
         let gpu = &self.model.gpu;
         let mut encoder = gpu
             .device
@@ -268,9 +416,9 @@ impl Trainer {
                 label: Some("reference refresh"),
             });
         encoder.copy_buffer_to_buffer(
-            &self.params,
+            &self.tensors[0].params,
             0,
-            &self.reference,
+            reference,
             0,
             self.model.layout.len as u64 * 4,
         );
@@ -293,7 +441,10 @@ impl Trainer {
         let mut found = std::collections::HashMap::new();
         for group in micro_batches(pairs, indices, self.config.micro_batch) {
             let batch = pair_batch(pairs, &group, self.config.max_len)?;
-            let logprobs = self.model.forward(&self.reference, &batch)?;
+            let logprobs = match &self.reference {
+                Some(reference) => self.model.forward(reference, &batch)?,
+                None => self.model.forward_base(&batch)?,
+            };
             let b = group.len();
             for (j, &i) in group.iter().enumerate() {
                 let chosen = batch.sequence_sum(&logprobs, j);
@@ -336,13 +487,14 @@ impl Trainer {
             .zip(references.iter().copied())
             .collect();
         let gpu = self.model.gpu.clone();
-        let len_bytes = self.model.layout.len as u64 * 4;
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("zero grads"),
             });
-        encoder.clear_buffer(&self.grads, 0, Some(len_bytes));
+        for tensor in &self.tensors {
+            encoder.clear_buffer(&tensor.grads, 0, Some(tensor.len as u64 * 4));
+        }
         gpu.submit(encoder);
 
         let pair_count = indices.len() as f64;
@@ -359,7 +511,12 @@ impl Trainer {
                 step: self.step,
                 micro_batch: micro_batch as u32,
             };
-            let logprobs = self.model.forward_train(&self.params, &batch, pass)?;
+            let logprobs = if self.model.full.is_some() {
+                self.model.forward_full(&batch)?
+            } else {
+                self.model
+                    .forward_train(&self.tensors[0].params, &batch, pass)?
+            };
             let b = group.len();
             let t = batch.seq_len as usize;
             let mut d_logprob = vec![0.0f32; logprobs.len()];
@@ -391,34 +548,40 @@ impl Trainer {
                     }
                 }
             }
-            self.model
-                .backward(&self.params, &self.grads, &batch, &d_logprob)?;
+            if self.model.full.is_some() {
+                self.model
+                    .backward_full(&self.full_grads, &batch, &d_logprob)?;
+            } else {
+                let tensor = &self.tensors[0];
+                self.model
+                    .backward(&tensor.params, &tensor.grads, &batch, &d_logprob)?;
+            }
             tokens += batch.rows() as usize;
         }
 
         let adamw = self.config.adamw(self.step);
-        let n = self.model.layout.len as u32;
+        let sq_norm = self.global_sq_norm()?;
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("adamw"),
             });
-        self.grad_norm
-            .encode(&gpu, &mut encoder, &self.grads, &self.sq_norm, n);
-        self.adamw.encode(
-            &gpu,
-            &mut encoder,
-            &adamw,
-            self.step + 1,
-            &self.params,
-            &self.grads,
-            &self.m,
-            &self.v,
-            &self.sq_norm,
-            n,
-        );
+        for tensor in &self.tensors {
+            self.adamw.encode(
+                &gpu,
+                &mut encoder,
+                &adamw,
+                self.step + 1,
+                &tensor.params,
+                &tensor.grads,
+                &tensor.m,
+                &tensor.v,
+                &self.sq_norm,
+                tensor.len as u32,
+            );
+        }
         gpu.submit(encoder);
-        let sq_norm: Vec<f32> = gpu.read(&self.sq_norm, 4)?;
+        gpu.wait()?;
         self.step += 1;
 
         Ok(StepMetrics {
@@ -428,11 +591,36 @@ impl Trainer {
             margin: margin_sum / pair_count,
             accuracy: correct as f64 / pair_count,
             chosen_nll: nll_sum / pair_count,
-            grad_norm: f64::from(sq_norm[0]).sqrt(),
+            grad_norm: f64::from(sq_norm).sqrt(),
             tokens,
             seconds: started.elapsed().as_secs_f64(),
             pair_losses,
         })
+    }
+
+    /// Computes the squared global gradient norm: each tensor's squared
+    /// norm on the GPU, summed on the CPU in f64 in tensor order, and
+    /// stored into `sq_norm` for AdamW's clipping. Returns it.
+    fn global_sq_norm(&self) -> Result<f32> {
+        let gpu = &self.model.gpu;
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("grad norm"),
+            });
+        for (i, tensor) in self.tensors.iter().enumerate() {
+            let n = tensor.len as u32;
+            self.grad_norm
+                .encode(gpu, &mut encoder, &tensor.grads, &self.sq_norm, n);
+            encoder.copy_buffer_to_buffer(&self.sq_norm, 0, &self.tensor_sq_norms, i as u64 * 4, 4);
+        }
+        gpu.submit(encoder);
+        let bytes = self.tensors.len() as u64 * 4;
+        let per_tensor: Vec<f32> = gpu.read(&self.tensor_sq_norms, bytes)?;
+        let sq_norm = per_tensor.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+        gpu.queue
+            .write_buffer(&self.sq_norm, 0, bytemuck::bytes_of(&sq_norm));
+        Ok(sq_norm)
     }
 }
 

@@ -59,13 +59,24 @@ pub struct DpoArgs {
     pub pairs: PathBuf,
 
     /// Folder for the adapter (PEFT format), the training state and
-    /// `metrics.jsonl`.
+    /// `metrics.jsonl`; with `--full`, for the model (Hugging Face format)
+    /// in place of the adapter.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
     /// Continue the run saved in `--out` with the same options.
     #[arg(long)]
     pub resume: bool,
+
+    /// Full fine-tuning: train every weight matrix, the token embedding
+    /// and the LM head in f32 instead of LoRA adapters. Needs an f32, f16
+    /// or bf16 model; the LoRA options do not apply.
+    #[arg(long)]
+    pub full: bool,
+
+    /// With `--full`, train the RMSNorm weights too.
+    #[arg(long, requires = "full")]
+    pub train_norms: bool,
 
     #[command(flatten)]
     pub train: TrainOptions,

@@ -1,14 +1,17 @@
-//! `laser-host dpo`: trains a LoRA adapter on a file of preference pairs,
-//! with a progress bar and per-step metrics.
+//! `laser-host dpo`: trains a LoRA adapter (or, with `--full`, every
+//! weight) on a file of preference pairs, with a progress bar and per-step
+//! metrics.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use laser_model::checkpoint::Checkpoint;
 
 use crate::cli::{DpoArgs, TrainOptions};
 use crate::train::TrainConfig;
 use crate::train::dpo::{self, RunOptions};
+use crate::train::full::FullConfig;
 use crate::train::lora::{LoraConfig, LoraLayout};
 use crate::train::loss::LossConfig;
+use crate::train::merge;
 use crate::train::model::TrainModel;
 
 /// Returns the training config of `options` with everything else at its
@@ -53,7 +56,15 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         "--beta must be positive, got {}",
         args.beta
     );
+    ensure!(
+        !args.full || args.train.dropout == 0.0,
+        "--dropout applies to LoRA adapters; full fine-tuning (--full) has no dropout"
+    );
+    let full = args.full.then_some(FullConfig {
+        train_norms: args.train_norms,
+    });
     let config = TrainConfig {
+        full,
         loss: LossConfig {
             kind: args.loss,
             beta: args.beta,
@@ -74,12 +85,26 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     let tokenizer = checkpoint.tokenizer()?;
     let template = checkpoint.chat_template()?;
     let pairs = dpo::load_pairs(&args.pairs, &tokenizer, &template)?;
-    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
-    let model = TrainModel::new(gpu, &checkpoint, layout)?;
+    let model = match full {
+        Some(full) => {
+            let model = TrainModel::new_full(gpu, &checkpoint, full)?;
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("failed to create {}", args.out.display()))?;
+            merge::write_tokenizer_files(&checkpoint, &args.out)?;
+            model
+        }
+        None => {
+            let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
+            TrainModel::new(gpu, &checkpoint, layout)?
+        }
+    };
+    let trained = match &model.full {
+        Some(full) => format!("{} weights (full fine-tuning)", full.layout.trainable_len()),
+        None => format!("{} adapter parameters", model.layout.len),
+    };
     eprintln!(
-        "{} preference pairs, {} adapter parameters, {} steps of {} pairs",
+        "{} preference pairs, {trained}, {} steps of {} pairs",
         pairs.len(),
-        model.layout.len,
         config.steps,
         config.pairs_per_step
     );
@@ -106,8 +131,9 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         ));
     })?;
     bar.finish();
+    let written = if args.full { "model" } else { "adapter" };
     eprintln!(
-        "adapter written to {} after {} steps; metrics in {}",
+        "{written} written to {} after {} steps; metrics in {}",
         args.out.display(),
         trainer.step,
         args.out.join(dpo::METRICS_FILE).display()

@@ -1,5 +1,6 @@
 //! The resumable training state: adapter parameters, AdamW moments, the
-//! reference adapter, the step and the config, in one safetensors file
+//! reference adapter, the step and the config (in full fine-tuning, the
+//! trained weights and their AdamW moments), in one safetensors file
 //! written atomically, so a run killed at any moment resumes from its last
 //! complete checkpoint. The pair order, the adapter init and the LoRA
 //! dropout masks are functions of the seed and the step (see
@@ -18,9 +19,6 @@ use super::{TrainConfig, Trainer};
 /// The training state file, beside the PEFT adapter files.
 pub const STATE_FILE: &str = "training_state.safetensors";
 
-/// Tensor names of the state, in the order of [`Trainer::read_state`].
-const NAMES: [&str; 4] = ["params", "adam_m", "adam_v", "reference"];
-
 /// The metadata key holding [`StateHeader`] as JSON.
 const HEADER_KEY: &str = "laser_host_training_state";
 
@@ -38,12 +36,11 @@ struct StateHeader {
 /// Fails when the GPU fails or the file cannot be written.
 pub fn save(dir: &Path, trainer: &Trainer) -> Result<()> {
     let state = trainer.read_state()?;
-    let views = NAMES
+    let views = state
         .iter()
-        .zip(&state)
         .map(|(name, values)| {
             Ok((
-                *name,
+                name.as_str(),
                 TensorView::new(Dtype::F32, vec![values.len()], bytemuck::cast_slice(values))?,
             ))
         })
@@ -64,8 +61,9 @@ pub fn save(dir: &Path, trainer: &Trainer) -> Result<()> {
 pub struct SavedState {
     pub step: u32,
     pub config: TrainConfig,
-    /// `(params, m, v, reference)`, each f32 [P].
-    pub tensors: [Vec<f32>; 4],
+    /// Every tensor of the state by name, as [`Trainer::read_state`] names
+    /// them.
+    pub tensors: Vec<(String, Vec<f32>)>,
 }
 
 /// Reads the training state in `dir`, or `None` when there is none.
@@ -89,17 +87,14 @@ pub fn load(dir: &Path) -> Result<Option<SavedState>> {
     let StateHeader { step, config } = serde_json::from_str(text)
         .with_context(|| format!("{}: invalid `{HEADER_KEY}` metadata", path.display()))?;
     let file = SafeTensors::deserialize(&bytes)?;
-    let mut tensors: [Vec<f32>; 4] = Default::default();
-    for (slot, name) in tensors.iter_mut().zip(NAMES) {
-        let view = file
-            .tensor(name)
-            .with_context(|| format!("{}: missing tensor `{name}`", path.display()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in file.tensors() {
         ensure!(
             view.dtype() == Dtype::F32,
             "{}: tensor `{name}` is not F32",
             path.display()
         );
-        *slot = bytemuck::pod_collect_to_vec(view.data());
+        tensors.push((name, bytemuck::pod_collect_to_vec(view.data())));
     }
     Ok(Some(SavedState {
         step,

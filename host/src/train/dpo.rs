@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::batch::TokenizedPair;
 use super::model::TrainModel;
-use super::{StepMetrics, TrainConfig, Trainer, checkpoint, peft, step_indices};
+use super::{StepMetrics, TrainConfig, Trainer, checkpoint, full, peft, step_indices};
 
 /// Per-step metrics, one JSON object a line.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -151,20 +151,24 @@ pub fn run(
     Ok(trainer)
 }
 
-/// Writes the PEFT adapter and the training state into `dir`.
+/// Writes the PEFT adapter (in full fine-tuning, the weights as
+/// `model.safetensors` and `config.json`) and the training state into
+/// `dir`.
 ///
 /// # Errors
 ///
 /// Fails on a GPU or file failure.
 pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
-    let [params, ..] = trainer.read_state()?;
-    peft::save(
-        dir,
-        &trainer.model.layout,
-        &trainer.model.config,
-        &params,
-        base_model,
-    )?;
+    let model = &trainer.model;
+    match &model.full {
+        Some(full) => {
+            full::save_model(dir, &model.gpu, &model.config, &full.layout, &full.params)?;
+        }
+        None => {
+            let params = trainer.read_adapter()?;
+            peft::save(dir, &model.layout, &model.config, &params, base_model)?;
+        }
+    }
     checkpoint::save(dir, trainer)
 }
 

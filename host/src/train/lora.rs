@@ -82,6 +82,19 @@ impl Target {
         }
     }
 
+    /// The module name in GGUF files: `blk.{i}.{module}.weight`.
+    pub fn gguf_module(self) -> &'static str {
+        match self {
+            Self::Q => "attn_q",
+            Self::K => "attn_k",
+            Self::V => "attn_v",
+            Self::O => "attn_output",
+            Self::Gate => "ffn_gate",
+            Self::Up => "ffn_up",
+            Self::Down => "ffn_down",
+        }
+    }
+
     /// The parent module in Hugging Face llama checkpoints.
     pub fn hf_parent(self) -> &'static str {
         match self {
@@ -220,6 +233,16 @@ impl LoraLayout {
             tensors,
             len: offset,
         })
+    }
+
+    /// Returns a layout without adapters, for passes of the base model
+    /// alone.
+    pub fn empty() -> Self {
+        Self {
+            config: LoraConfig::default(),
+            tensors: Vec::new(),
+            len: 0,
+        }
     }
 
     /// The adapters of block `layer`, in forward-pass order.

@@ -1,7 +1,8 @@
 //! Merging a LoRA adapter into its base model: `W' = W + (alpha / r) B A`
 //! for every adapted projection, written as a Hugging Face folder
 //! (`model.safetensors` in f32 with Hugging Face tensor names,
-//! `config.json`, `tokenizer.json`, `tokenizer_config.json`).
+//! `config.json`, `tokenizer.json`, `tokenizer_config.json`). Full
+//! fine-tuning writes its weights with the same [`write_model`].
 //!
 //! GGUF llama files store the rows of the Q and K weights permuted for the
 //! adjacent-pair RoPE. The merged Q and K are put back in Hugging Face
@@ -13,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use laser_model::checkpoint::Checkpoint;
-use laser_model::config::Arch;
+use laser_model::config::{Arch, ModelConfig};
 use safetensors::{Dtype, tensor::TensorView};
 
 use super::lora::{LoraLayout, Target};
@@ -54,16 +55,9 @@ fn hf_name(gguf: &str) -> String {
 
 /// Returns the adapter target of a block matrix's GGUF module name.
 fn target_of(module: &str) -> Option<Target> {
-    Some(match module {
-        "attn_q" => Target::Q,
-        "attn_k" => Target::K,
-        "attn_v" => Target::V,
-        "attn_output" => Target::O,
-        "ffn_gate" => Target::Gate,
-        "ffn_up" => Target::Up,
-        "ffn_down" => Target::Down,
-        _ => return None,
-    })
+    Target::ALL
+        .into_iter()
+        .find(|target| target.gguf_module() == module)
 }
 
 /// Writes `checkpoint` with the adapters `params` (laid out by `layout`)
@@ -85,30 +79,55 @@ pub fn merge(
     for (name, shape) in laser_model::checkpoint::expected_tensors(config) {
         let len = shape.iter().product();
         let mut values = load_f32(checkpoint, &name, len)?;
-        let block_module = name
-            .strip_prefix("blk.")
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(layer, rest)| Some((layer.parse::<usize>().ok()?, rest.rsplit_once('.')?)));
-        if let Some((layer, (module, "weight"))) = block_module
-            && let Some(target) = target_of(module)
+        if let Some((layer, target)) = block_matrix(&name)
+            && let Some(tensor) = layout.find(layer, target)
         {
-            if let Some(tensor) = layout.find(layer, target) {
-                // W [out, in] += scale * B [out, r] A [r, in]
-                let (n, k) = (tensor.out_features, tensor.in_features);
-                let a = &params[tensor.a_offset..tensor.a_offset + r * k];
-                let b = &params[tensor.b_offset..tensor.b_offset + n * r];
-                for i in 0..n {
-                    for j in 0..k {
-                        let delta: f64 = (0..r)
-                            .map(|l| f64::from(b[i * r + l]) * f64::from(a[l * k + j]))
-                            .sum();
-                        values[i * k + j] += (f64::from(scale) * delta) as f32;
-                    }
+            // W [out, in] += scale * B [out, r] A [r, in]
+            let (n, k) = (tensor.out_features, tensor.in_features);
+            let a = &params[tensor.a_offset..tensor.a_offset + r * k];
+            let b = &params[tensor.b_offset..tensor.b_offset + n * r];
+            for i in 0..n {
+                for j in 0..k {
+                    let delta: f64 = (0..r)
+                        .map(|l| f64::from(b[i * r + l]) * f64::from(a[l * k + j]))
+                        .sum();
+                    values[i * k + j] += (f64::from(scale) * delta) as f32;
                 }
             }
-            if let Some(heads) = permuted_heads(target, config) {
-                values = gguf_rows_to_hf(&values, heads, shape[1]);
-            }
+        }
+        tensors.insert(name, (shape, values));
+    }
+    write_model(config, tensors, out)?;
+    write_tokenizer_files(checkpoint, out)
+}
+
+/// Returns `(layer, target)` of a block weight matrix's GGUF name, or
+/// `None` for any other tensor.
+fn block_matrix(name: &str) -> Option<(usize, Target)> {
+    let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let module = rest.strip_suffix(".weight")?;
+    Some((layer.parse().ok()?, target_of(module)?))
+}
+
+/// Writes `model.safetensors` (f32, Hugging Face names) and `config.json`
+/// into `out` from `tensors`, every tensor of a model with `config` keyed
+/// by its GGUF name, in GGUF row order. Q and K rows (and biases) are put
+/// back in Hugging Face order where GGUF permutes them.
+///
+/// # Errors
+///
+/// Fails when a file cannot be written.
+pub fn write_model(
+    config: &ModelConfig,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    out: &Path,
+) -> Result<()> {
+    let mut hf_tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+    for (name, (shape, mut values)) in tensors {
+        if let Some((_, target)) = block_matrix(&name)
+            && let Some(heads) = permuted_heads(target, config)
+        {
+            values = gguf_rows_to_hf(&values, heads, shape[1]);
         }
         if let Some(rest) = name.strip_suffix(".bias")
             && let Some(target) = target_of(rest.rsplit_once('.').map_or(rest, |(_, m)| m))
@@ -116,10 +135,9 @@ pub fn merge(
         {
             values = gguf_rows_to_hf(&values, heads, 1);
         }
-        tensors.insert(hf_name(&name), (shape, values));
+        hf_tensors.insert(hf_name(&name), (shape, values));
     }
-
-    let views = tensors
+    let views = hf_tensors
         .iter()
         .map(|(name, (shape, values))| {
             Ok((
@@ -129,8 +147,8 @@ pub fn merge(
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .context("failed to serialize the merged model")?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).context("failed to serialize the model")?;
     crate::atomic::write(&out.join("model.safetensors"), &bytes)?;
 
     let (architecture, model_type) = match config.arch {
@@ -160,8 +178,16 @@ pub fn merge(
     crate::atomic::write(
         &out.join("config.json"),
         &serde_json::to_vec_pretty(&hf_config)?,
-    )?;
+    )
+}
 
+/// Writes the tokenizer of `checkpoint` into `out` as `tokenizer.json`
+/// and `tokenizer_config.json` (chat template, BOS and EOS tokens).
+///
+/// # Errors
+///
+/// Fails when the tokenizer cannot be read or a file cannot be written.
+pub fn write_tokenizer_files(checkpoint: &Checkpoint, out: &Path) -> Result<()> {
     let tokenizer = checkpoint.tokenizer()?;
     tokenizer.save_json(&out.join("tokenizer.json"))?;
     let template = checkpoint.chat_template()?;

@@ -3,7 +3,9 @@
 //! pass needs. The backward pass goes from per-token log-probability
 //! gradients down to the LoRA parameters of every block. The base weights
 //! are frozen and stay in their stored format; only the adapters get
-//! gradients.
+//! gradients. In full fine-tuning (see [`super::full`]) the same passes
+//! run on trainable f32 copies of every weight instead, and the backward
+//! pass gives every weight its gradient.
 //!
 //! Dimension letters: B sequences, T padded sequence length, M = B * T
 //! rows, C width, H query heads, G key/value heads, D head size, F
@@ -17,14 +19,18 @@
 use anyhow::{Result, ensure};
 use laser_gpu::Gpu;
 use laser_gpu::attention::AttentionBackward;
-use laser_gpu::dense::DenseMatmul;
-use laser_gpu::elementwise::{Add, Dropout, SwiGluBackward};
+use laser_gpu::dense::{DenseMatmul, DenseShape, Operand};
+use laser_gpu::elementwise::{
+    Add, Dropout, GatherRows, GatherRowsBackward, RowGroups, SwiGluBackward,
+};
 use laser_gpu::norm::RmsNormBackward;
+use laser_gpu::qmatrix::QMatrix;
 use laser_gpu::rope::{RopeBackward, RopeLayout};
 use laser_gpu::sampling::{TokenLogprobBackward, TokenLogprobChunk};
 use laser_model::checkpoint::Checkpoint;
 use laser_model::config::{self, ModelConfig};
 
+use super::full::{FullConfig, FullLayout, FullWeights};
 use super::lora::{
     DropoutPass, LoraBackwardArgs, LoraDropout, LoraLayout, Target, lora_backward,
     lora_forward_dropout,
@@ -115,6 +121,18 @@ impl SequenceBatch {
     }
 }
 
+/// The parameters a pass reads, or the gradients its backward pass adds
+/// to.
+#[derive(Clone, Copy)]
+enum Tensors<'a> {
+    /// The frozen base alone.
+    Base,
+    /// The frozen base with the LoRA adapters of this flat f32 buffer.
+    Lora(&'a wgpu::Buffer),
+    /// Every tensor of the full layout, one f32 buffer each.
+    Full(&'a [wgpu::Buffer]),
+}
+
 /// The training kernels that inference does not compile.
 struct TrainKernels {
     dense: DenseMatmul,
@@ -124,6 +142,8 @@ struct TrainKernels {
     swiglu_backward: SwiGluBackward,
     add: Add,
     dropout: Dropout,
+    gather_rows: GatherRows,
+    gather_rows_backward: GatherRowsBackward,
     token_logprob_chunk: TokenLogprobChunk,
     token_logprob_backward: TokenLogprobBackward,
 }
@@ -138,6 +158,8 @@ impl TrainKernels {
             swiglu_backward: SwiGluBackward::new(gpu)?,
             add: Add::new(gpu)?,
             dropout: Dropout::new(gpu)?,
+            gather_rows: GatherRows::new(gpu)?,
+            gather_rows_backward: GatherRowsBackward::new(gpu)?,
             token_logprob_chunk: TokenLogprobChunk::new(gpu)?,
             token_logprob_backward: TokenLogprobBackward::new(gpu)?,
         })
@@ -219,6 +241,10 @@ struct Buffers {
     /// f32 [M, max(C, H*D, F)]: an adapter's dropped-out input, or its
     /// input gradient before dropout; only when the layout has dropout.
     lora_x: Option<wgpu::Buffer>,
+    /// u32 [M], [M + 1], [M]: the batch's rows grouped by token, as
+    /// [`RowGroups`] has them, for the embedding gradient; only in full
+    /// fine-tuning.
+    token_groups: Option<[wgpu::Buffer; 3]>,
     /// f32 [R, C]: rows of xf for one logits chunk.
     head_x: wgpu::Buffer,
     /// f32 [R, V]
@@ -238,7 +264,13 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new(gpu: &Gpu, config: &ModelConfig, layout: &LoraLayout, max_rows: u32) -> Self {
+    fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        layout: &LoraLayout,
+        full: bool,
+        max_rows: u32,
+    ) -> Self {
         let m = u64::from(max_rows);
         let (c, h, g, d, f) = dims(config);
         let r = u64::from(layout.config.rank);
@@ -292,6 +324,13 @@ impl Buffers {
             dh: gpu.buffer_zeroed("train.dh", m * r * 4),
             lora_x: (layout.config.dropout > 0.0)
                 .then(|| floats("train.lora_x", c.max(h * d).max(f))),
+            token_groups: full.then(|| {
+                [
+                    gpu.buffer_zeroed("train.token_ids", m * 4),
+                    gpu.buffer_zeroed("train.token_starts", (m + 1) * 4),
+                    gpu.buffer_zeroed("train.token_rows", m * 4),
+                ]
+            }),
             head_x: gpu.buffer_zeroed("train.head_x", head * u64::from(c) * 4),
             head_logits: gpu.buffer_zeroed("train.head_logits", head * v * 4),
             head_state: gpu.buffer_zeroed("train.head_state", head * 3 * 4),
@@ -324,6 +363,9 @@ impl Buffers {
             total += block.lora_h.iter().map(|(_, b)| b.size()).sum::<u64>();
         }
         total += self.lora_x.as_ref().map_or(0, wgpu::Buffer::size);
+        if let Some(groups) = &self.token_groups {
+            total += groups.iter().map(wgpu::Buffer::size).sum::<u64>();
+        }
         let others = [
             &self.tokens,
             &self.positions,
@@ -363,12 +405,17 @@ pub struct TrainModel {
     pub gpu: Gpu,
     pub config: ModelConfig,
     pub layout: LoraLayout,
+    /// The trainable weights of full fine-tuning; `None` in LoRA training.
+    pub full: Option<FullWeights>,
     weights: Weights,
     kernels: Kernels,
     train_kernels: TrainKernels,
     buffers: Option<Buffers>,
     /// The batch whose activations the buffers hold.
     last_batch: Option<SequenceBatch>,
+    /// Whether those activations come from a full pass
+    /// ([`TrainModel::forward_full`]).
+    last_full: bool,
     /// The dropout of the last forward pass, which its backward pass
     /// repeats; `None` without dropout.
     dropout: Option<DropoutPass>,
@@ -390,18 +437,41 @@ impl TrainModel {
             gpu,
             config,
             layout,
+            full: None,
             weights,
             kernels,
             train_kernels,
             buffers: None,
             last_batch: None,
+            last_full: false,
             dropout: None,
         })
     }
 
-    /// The GPU bytes held by the base weights and the training buffers.
+    /// Uploads `checkpoint` for full fine-tuning: the frozen base, which
+    /// gives the reference log-probabilities, and a trainable f32 copy of
+    /// every tensor.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a weight is quantized, the model has attention biases, a
+    /// tensor does not fit in one storage binding, or as [`TrainModel::new`].
+    pub fn new_full(gpu: Gpu, checkpoint: &Checkpoint, config: FullConfig) -> Result<Self> {
+        let layout = FullLayout::new(config, checkpoint)?;
+        let params = layout.upload(&gpu, checkpoint)?;
+        let mut model = Self::new(gpu, checkpoint, LoraLayout::empty())?;
+        model.full = Some(FullWeights { layout, params });
+        Ok(model)
+    }
+
+    /// The GPU bytes held by the base weights, the trainable weights of
+    /// full fine-tuning and the training buffers.
     pub fn gpu_bytes(&self) -> u64 {
-        self.weights.gpu_bytes() + self.buffers.as_ref().map_or(0, Buffers::gpu_bytes)
+        let full = self
+            .full
+            .as_ref()
+            .map_or(0, |f| f.params.iter().map(wgpu::Buffer::size).sum());
+        self.weights.gpu_bytes() + full + self.buffers.as_ref().map_or(0, Buffers::gpu_bytes)
     }
 
     /// Makes sure the buffers hold `rows` rows.
@@ -417,7 +487,9 @@ impl TrainModel {
         );
         if self.buffers.as_ref().is_none_or(|b| b.max_rows < rows) {
             self.buffers = None;
-            self.buffers = Some(Buffers::new(&self.gpu, &self.config, &self.layout, rows));
+            let full = self.full.is_some();
+            let buffers = Buffers::new(&self.gpu, &self.config, &self.layout, full, rows);
+            self.buffers = Some(buffers);
         }
         Ok(())
     }
@@ -439,7 +511,7 @@ impl TrainModel {
     /// Fails when a token is outside the vocabulary, the batch does not fit
     /// on the device, or the GPU fails.
     pub fn forward(&mut self, params: &wgpu::Buffer, batch: &SequenceBatch) -> Result<Vec<f32>> {
-        self.forward_pass(params, batch, None)
+        self.forward_pass(Tensors::Lora(params), batch, None)
     }
 
     /// Runs [`TrainModel::forward`] as a training pass: with the layout's
@@ -456,12 +528,57 @@ impl TrainModel {
         batch: &SequenceBatch,
         pass: DropoutPass,
     ) -> Result<Vec<f32>> {
-        self.forward_pass(params, batch, Some(pass))
+        self.forward_pass(Tensors::Lora(params), batch, Some(pass))
+    }
+
+    /// Runs [`TrainModel::forward`] on the frozen base weights without
+    /// adapters: the reference model of full fine-tuning.
+    ///
+    /// # Errors
+    ///
+    /// As [`TrainModel::forward`].
+    pub fn forward_base(&mut self, batch: &SequenceBatch) -> Result<Vec<f32>> {
+        self.forward_pass(Tensors::Base, batch, None)
+    }
+
+    /// Runs [`TrainModel::forward`] on the trainable weights of full
+    /// fine-tuning, keeping the activations for
+    /// [`TrainModel::backward_full`].
+    ///
+    /// # Errors
+    ///
+    /// Fails when the model was not made by [`TrainModel::new_full`], or as
+    /// [`TrainModel::forward`].
+    pub fn forward_full(&mut self, batch: &SequenceBatch) -> Result<Vec<f32>> {
+        let weights = self.full_params()?;
+        self.forward_pass(Tensors::Full(&weights), batch, None)
+    }
+
+    /// Returns handles to the trainable weights of full fine-tuning.
+    fn full_params(&self) -> Result<Vec<wgpu::Buffer>> {
+        match &self.full {
+            Some(full) => Ok(full.params.clone()),
+            None => anyhow::bail!("this model was not loaded for full fine-tuning"),
+        }
+    }
+
+    /// Returns the full fine-tuning layout.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the model has none, which a pass on [`Tensors::Full`]
+    /// rules out.
+    fn full_layout(&self) -> &FullLayout {
+        &self
+            .full
+            .as_ref()
+            .expect("a full pass runs on a full model")
+            .layout
     }
 
     fn forward_pass(
         &mut self,
-        params: &wgpu::Buffer,
+        params: Tensors<'_>,
         batch: &SequenceBatch,
         pass: Option<DropoutPass>,
     ) -> Result<Vec<f32>> {
@@ -494,6 +611,7 @@ impl TrainModel {
         self.gpu.submit(encoder);
         let logprobs: Vec<f32> = self.gpu.read(&buffers.logprobs, u64::from(m) * 4)?;
         self.last_batch = Some(batch.clone());
+        self.last_full = matches!(params, Tensors::Full(_));
         Ok(logprobs
             .iter()
             .zip(&batch.mask)
@@ -506,7 +624,7 @@ impl TrainModel {
     fn encode_forward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        params: &wgpu::Buffer,
+        params: Tensors<'_>,
         batch: &SequenceBatch,
     ) {
         let buffers = self.buffers.as_ref().expect("reserved by forward");
@@ -517,14 +635,21 @@ impl TrainModel {
         let eps = self.config.rms_eps;
 
         // x = token_embd[tokens]: [M, C]
-        k.embedding.encode(
-            gpu,
-            encoder,
-            &self.weights.token_embd,
-            &buffers.tokens,
-            &buffers.blocks[0].x_in,
-            m,
-        );
+        if let Tensors::Full(weights) = params {
+            let table = &weights[self.full_layout().position("token_embd.weight")];
+            let x = &buffers.blocks[0].x_in;
+            let gather = &self.train_kernels.gather_rows;
+            gather.encode(gpu, encoder, table, &buffers.tokens, x, m, c);
+        } else {
+            k.embedding.encode(
+                gpu,
+                encoder,
+                &self.weights.token_embd,
+                &buffers.tokens,
+                &buffers.blocks[0].x_in,
+                m,
+            );
+        }
 
         for (i, block) in self.weights.blocks.iter().enumerate() {
             let output = match buffers.blocks.get(i + 1) {
@@ -539,7 +664,7 @@ impl TrainModel {
             gpu,
             encoder,
             &buffers.x_out,
-            &self.weights.output_norm,
+            self.norm_weight(params, &self.weights.output_norm, "output_norm.weight"),
             &buffers.xf,
             m,
             c,
@@ -548,7 +673,7 @@ impl TrainModel {
 
         // logprobs[r] = log_softmax(xf[r] W_headᵀ)[targets[r]], R rows at a time.
         for (start, rows) in head_chunks(batch) {
-            self.encode_head_logprobs(encoder, start, rows);
+            self.encode_head_logprobs(encoder, params, start, rows);
             let bytes = u64::from(rows) * 4;
             encoder.copy_buffer_to_buffer(
                 &buffers.head_logprobs,
@@ -564,7 +689,7 @@ impl TrainModel {
     fn encode_block_forward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        params: &wgpu::Buffer,
+        params: Tensors<'_>,
         batch: &SequenceBatch,
         i: usize,
         block: &Block,
@@ -574,17 +699,26 @@ impl TrainModel {
         let act = &buffers.blocks[i];
         let gpu = &self.gpu;
         let k = &self.kernels;
-        let mm = &k.matmul;
         let m = batch.rows();
         let (c, h, g, d, f) = dims(&self.config);
         let eps = self.config.rms_eps;
         let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let residual_bytes = u64::from(m) * u64::from(c) * 4;
+        let matrix = |encoder: &mut wgpu::CommandEncoder,
+                      target: Target,
+                      x: &wgpu::Buffer,
+                      out: &wgpu::Buffer,
+                      accumulate: bool| {
+            self.encode_matrix(encoder, params, (i, block), target, (x, out), m, accumulate);
+        };
         let lora = |encoder: &mut wgpu::CommandEncoder,
                     target: Target,
                     x: &wgpu::Buffer,
                     out: &wgpu::Buffer| {
+            let Tensors::Lora(params) = params else {
+                return;
+            };
             if let Some(tensor) = self.layout.find(i, target) {
                 let h = lora_h(act, target);
                 lora_forward_dropout(
@@ -601,50 +735,16 @@ impl TrainModel {
         };
 
         // xn1 = rms_norm(x_in) * attn_norm
-        k.rms_norm.encode(
-            gpu,
-            encoder,
-            &act.x_in,
-            &block.attn_norm,
-            &act.xn1,
-            m,
-            c,
-            eps,
-        );
+        let attn_norm = self.norm_weight(params, &block.attn_norm, &norm_name(i, "attn_norm"));
+        k.rms_norm
+            .encode(gpu, encoder, &act.x_in, attn_norm, &act.xn1, m, c, eps);
 
         // q, k, v = xn1 Wᵀ (+ bias) + LoRA
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn1,
-            &block.attn_q,
-            block.attn_q_bias.as_ref(),
-            &act.q,
-            m,
-            false,
-        );
+        matrix(encoder, Target::Q, &act.xn1, &act.q, false);
         lora(encoder, Target::Q, &act.xn1, &act.q);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn1,
-            &block.attn_k,
-            block.attn_k_bias.as_ref(),
-            &act.k,
-            m,
-            false,
-        );
+        matrix(encoder, Target::K, &act.xn1, &act.k, false);
         lora(encoder, Target::K, &act.xn1, &act.k);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn1,
-            &block.attn_v,
-            block.attn_v_bias.as_ref(),
-            &act.v,
-            m,
-            false,
-        );
+        matrix(encoder, Target::V, &act.xn1, &act.v, false);
         lora(encoder, Target::V, &act.xn1, &act.v);
 
         // Rotate q and k by each row's position within its sequence.
@@ -692,74 +792,37 @@ impl TrainModel {
 
         // x_mid = x_in + attn Woᵀ + LoRA
         encoder.copy_buffer_to_buffer(&act.x_in, 0, &act.x_mid, 0, residual_bytes);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.attn,
-            &block.attn_output,
-            None,
-            &act.x_mid,
-            m,
-            true,
-        );
+        matrix(encoder, Target::O, &act.attn, &act.x_mid, true);
         lora(encoder, Target::O, &act.attn, &act.x_mid);
 
         // xn2 = rms_norm(x_mid) * ffn_norm
-        k.rms_norm.encode(
-            gpu,
-            encoder,
-            &act.x_mid,
-            &block.ffn_norm,
-            &act.xn2,
-            m,
-            c,
-            eps,
-        );
+        let ffn_norm = self.norm_weight(params, &block.ffn_norm, &norm_name(i, "ffn_norm"));
+        k.rms_norm
+            .encode(gpu, encoder, &act.x_mid, ffn_norm, &act.xn2, m, c, eps);
 
         // hidden = silu(xn2 Wgateᵀ + LoRA) * (xn2 Wupᵀ + LoRA): [M, F]
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn2,
-            &block.ffn_gate,
-            None,
-            &act.gate,
-            m,
-            false,
-        );
+        matrix(encoder, Target::Gate, &act.xn2, &act.gate, false);
         lora(encoder, Target::Gate, &act.xn2, &act.gate);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn2,
-            &block.ffn_up,
-            None,
-            &act.up,
-            m,
-            false,
-        );
+        matrix(encoder, Target::Up, &act.xn2, &act.up, false);
         lora(encoder, Target::Up, &act.xn2, &act.up);
         k.swiglu
             .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
 
         // output = x_mid + hidden Wdownᵀ + LoRA
         encoder.copy_buffer_to_buffer(&act.x_mid, 0, output, 0, residual_bytes);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.hidden,
-            &block.ffn_down,
-            None,
-            output,
-            m,
-            true,
-        );
+        matrix(encoder, Target::Down, &act.hidden, output, true);
         lora(encoder, Target::Down, &act.hidden, output);
     }
 
     /// Records the logits and log-probabilities of `rows` rows of xf from
     /// row `start` into the head buffers.
-    fn encode_head_logprobs(&self, encoder: &mut wgpu::CommandEncoder, start: u32, rows: u32) {
+    fn encode_head_logprobs(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: Tensors<'_>,
+        start: u32,
+        rows: u32,
+    ) {
         let buffers = self.buffers.as_ref().expect("reserved by forward");
         let gpu = &self.gpu;
         let c = self.config.n_embd as u64;
@@ -779,17 +842,32 @@ impl TrainModel {
             0,
             rows64 * 4,
         );
-        let lm_head = self.weights.lm_head();
-        self.kernels.matmul.encode(
-            gpu,
-            encoder,
-            &buffers.head_x,
-            lm_head,
-            None,
-            &buffers.head_logits,
-            rows,
-            false,
-        );
+        if let Tensors::Full(weights) = params {
+            // logits = head_x Wᵀ: [R, V], with W [V, C].
+            let lm_head = &weights[self.full_layout().lm_head()];
+            let shape = DenseShape {
+                m: rows,
+                n: v,
+                k: c as u32,
+                alpha: 1.0,
+                accumulate: false,
+            };
+            let (x, w) = (Operand::rows(&buffers.head_x), Operand::rows(lm_head));
+            let dense = &self.train_kernels.dense;
+            dense.encode(gpu, encoder, x, w, &buffers.head_logits, 0, shape);
+        } else {
+            let lm_head = self.weights.lm_head();
+            self.kernels.matmul.encode(
+                gpu,
+                encoder,
+                &buffers.head_x,
+                lm_head,
+                None,
+                &buffers.head_logits,
+                rows,
+                false,
+            );
+        }
         self.train_kernels.token_logprob_chunk.encode(
             gpu,
             encoder,
@@ -820,9 +898,50 @@ impl TrainModel {
         batch: &SequenceBatch,
         d_logprob: &[f32],
     ) -> Result<()> {
+        let tensors = (Tensors::Lora(params), Tensors::Lora(grads));
+        self.backward_pass(tensors, batch, d_logprob)
+    }
+
+    /// Adds to `grads` the gradient of `sum_r d_logprob[r] * logprob[r]`
+    /// in every tensor of the full layout, for the batch of the last
+    /// [`TrainModel::forward_full`] call. `grads` has one f32 buffer per
+    /// tensor of the layout, in its order; the buffers of frozen tensors
+    /// are left as they are.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the model was not made by [`TrainModel::new_full`],
+    /// `grads` does not match its layout, or as [`TrainModel::backward`].
+    pub fn backward_full(
+        &mut self,
+        grads: &[wgpu::Buffer],
+        batch: &SequenceBatch,
+        d_logprob: &[f32],
+    ) -> Result<()> {
+        let weights = self.full_params()?;
+        ensure!(
+            grads.len() == weights.len(),
+            "{} gradient buffers for {} tensors",
+            grads.len(),
+            weights.len()
+        );
+        let tensors = (Tensors::Full(&weights), Tensors::Full(grads));
+        self.backward_pass(tensors, batch, d_logprob)
+    }
+
+    fn backward_pass(
+        &mut self,
+        (params, grads): (Tensors<'_>, Tensors<'_>),
+        batch: &SequenceBatch,
+        d_logprob: &[f32],
+    ) -> Result<()> {
         ensure!(
             self.last_batch.as_ref() == Some(batch),
             "the backward pass needs the activations of the same batch's forward pass"
+        );
+        ensure!(
+            self.last_full == matches!(params, Tensors::Full(_)),
+            "a full backward pass needs a full forward pass, and a LoRA one a LoRA forward pass"
         );
         ensure!(
             d_logprob.len() == batch.mask.len(),
@@ -851,8 +970,8 @@ impl TrainModel {
     fn encode_backward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        params: &wgpu::Buffer,
-        grads: &wgpu::Buffer,
+        params: Tensors<'_>,
+        grads: Tensors<'_>,
         batch: &SequenceBatch,
     ) {
         let buffers = self.buffers.as_ref().expect("reserved by forward");
@@ -869,7 +988,7 @@ impl TrainModel {
         encoder.clear_buffer(&buffers.dxn, 0, Some(u64::from(m) * c64 * 4));
         for (start, rows) in head_chunks(batch) {
             let (start64, rows64) = (u64::from(start), u64::from(rows));
-            self.encode_head_logprobs(encoder, start, rows);
+            self.encode_head_logprobs(encoder, params, start, rows);
             encoder.copy_buffer_to_buffer(
                 &buffers.d_logprob,
                 start64 * 4,
@@ -889,16 +1008,20 @@ impl TrainModel {
                 v,
                 0,
             );
-            let lm_head = self.weights.lm_head();
-            self.kernels.matmul.transposed_encode(
-                gpu,
-                encoder,
-                &buffers.head_d_logits,
-                lm_head,
-                &buffers.head_dx,
-                rows,
-                false,
-            );
+            if let (Tensors::Full(weights), Tensors::Full(grads)) = (params, grads) {
+                self.encode_full_head_backward(encoder, (weights, grads), rows);
+            } else {
+                let lm_head = self.weights.lm_head();
+                self.kernels.matmul.transposed_encode(
+                    gpu,
+                    encoder,
+                    &buffers.head_d_logits,
+                    lm_head,
+                    &buffers.head_dx,
+                    rows,
+                    false,
+                );
+            }
             encoder.copy_buffer_to_buffer(
                 &buffers.head_dx,
                 0,
@@ -909,14 +1032,15 @@ impl TrainModel {
         }
 
         // dx = rms_norm_backward(x_out, dxf)
+        let name = "output_norm.weight";
         tk.rms_norm_backward.encode(
             gpu,
             encoder,
             &buffers.x_out,
-            &self.weights.output_norm,
+            self.norm_weight(params, &self.weights.output_norm, name),
             &buffers.dxn,
             &buffers.dx,
-            &buffers.d_norm_weight,
+            self.norm_grad(grads, &buffers.d_norm_weight, name),
             m,
             c,
             eps,
@@ -925,6 +1049,68 @@ impl TrainModel {
         for (i, block) in self.weights.blocks.iter().enumerate().rev() {
             self.encode_block_backward(encoder, params, grads, batch, i, block);
         }
+
+        // d_token_embd[token] += dx of every row that reads it.
+        if let Tensors::Full(grads) = grads {
+            let groups = RowGroups::new(&batch.tokens);
+            let [ids, starts, rows] = buffers
+                .token_groups
+                .as_ref()
+                .expect("allocated in full fine-tuning");
+            for (buffer, values) in [
+                (ids, &groups.ids),
+                (starts, &groups.starts),
+                (rows, &groups.rows),
+            ] {
+                gpu.queue
+                    .write_buffer(buffer, 0, bytemuck::cast_slice(values));
+            }
+            let table = &grads[self.full_layout().position("token_embd.weight")];
+            let count = groups.ids.len() as u32;
+            let indices = (ids, starts, rows);
+            tk.gather_rows_backward
+                .encode(gpu, encoder, &buffers.dx, indices, table, count, c);
+        }
+    }
+
+    /// Records, for one chunk of `rows` logits rows in full fine-tuning,
+    /// `head_dx = d_logits W` and `dW += d_logitsᵀ head_x` for the LM head
+    /// W [V, C] of `(weights, grads)`.
+    fn encode_full_head_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (weights, grads): (&[wgpu::Buffer], &[wgpu::Buffer]),
+        rows: u32,
+    ) {
+        let buffers = self.buffers.as_ref().expect("reserved by forward");
+        let dense = &self.train_kernels.dense;
+        let gpu = &self.gpu;
+        let head = self.full_layout().lm_head();
+        let (c, v) = (self.config.n_embd as u32, self.config.vocab_size as u32);
+
+        // head_dx = d_logits W: [R, C], with W read as [K = V, N = C].
+        let shape = DenseShape {
+            m: rows,
+            n: c,
+            k: v,
+            alpha: 1.0,
+            accumulate: false,
+        };
+        let d_logits = Operand::rows(&buffers.head_d_logits);
+        let w = Operand::k_major_at(&weights[head], 0);
+        dense.encode(gpu, encoder, d_logits, w, &buffers.head_dx, 0, shape);
+
+        // dW += d_logitsᵀ head_x: [V, C], summed over the R rows.
+        let shape = DenseShape {
+            m: v,
+            n: c,
+            k: rows,
+            alpha: 1.0,
+            accumulate: true,
+        };
+        let d_logits_t = Operand::k_major_at(&buffers.head_d_logits, 0);
+        let x = Operand::k_major_at(&buffers.head_x, 0);
+        dense.encode(gpu, encoder, d_logits_t, x, &grads[head], 0, shape);
     }
 
     /// Records block `i`'s backward pass: `dx` enters as the gradient of
@@ -933,8 +1119,8 @@ impl TrainModel {
     fn encode_block_backward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        params: &wgpu::Buffer,
-        grads: &wgpu::Buffer,
+        params: Tensors<'_>,
+        grads: Tensors<'_>,
         batch: &SequenceBatch,
         i: usize,
         block: &Block,
@@ -942,7 +1128,6 @@ impl TrainModel {
         let buffers = self.buffers.as_ref().expect("reserved by forward");
         let act = &buffers.blocks[i];
         let gpu = &self.gpu;
-        let mm = &self.kernels.matmul;
         let tk = &self.train_kernels;
         let m = batch.rows();
         let (c, h, g, d, f) = dims(&self.config);
@@ -950,11 +1135,31 @@ impl TrainModel {
         let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let b = buffers;
+        let matrix = |encoder: &mut wgpu::CommandEncoder,
+                      target: Target,
+                      x: &wgpu::Buffer,
+                      dy: &wgpu::Buffer,
+                      dx: &wgpu::Buffer,
+                      accumulate: bool| {
+            let io = (x, dy, dx);
+            self.encode_matrix_backward(
+                encoder,
+                (params, grads),
+                (i, block),
+                target,
+                io,
+                m,
+                accumulate,
+            );
+        };
         let lora = |encoder: &mut wgpu::CommandEncoder,
                     target: Target,
                     x: &wgpu::Buffer,
                     dy: &wgpu::Buffer,
                     dx: &wgpu::Buffer| {
+            let (Tensors::Lora(params), Tensors::Lora(grads)) = (params, grads) else {
+                return;
+            };
             if let Some(tensor) = self.layout.find(i, target) {
                 let args = LoraBackwardArgs {
                     x,
@@ -979,7 +1184,7 @@ impl TrainModel {
         };
 
         // Feed-forward: dhidden = dx Wdown + LoRA.
-        mm.transposed_encode(gpu, encoder, &b.dx, &block.ffn_down, &b.dhidden, m, false);
+        matrix(encoder, Target::Down, &act.hidden, &b.dx, &b.dhidden, false);
         lora(encoder, Target::Down, &act.hidden, &b.dx, &b.dhidden);
 
         // dgate, dup = swiglu_backward(gate, up, dhidden)
@@ -995,20 +1200,21 @@ impl TrainModel {
         );
 
         // dxn2 = dgate Wgate + dup Wup + LoRA
-        mm.transposed_encode(gpu, encoder, &b.dgate, &block.ffn_gate, &b.dxn, m, false);
-        mm.transposed_encode(gpu, encoder, &b.dup, &block.ffn_up, &b.dxn, m, true);
+        matrix(encoder, Target::Gate, &act.xn2, &b.dgate, &b.dxn, false);
+        matrix(encoder, Target::Up, &act.xn2, &b.dup, &b.dxn, true);
         lora(encoder, Target::Gate, &act.xn2, &b.dgate, &b.dxn);
         lora(encoder, Target::Up, &act.xn2, &b.dup, &b.dxn);
 
         // dx += rms_norm_backward(x_mid, dxn2): now the gradient of x_mid.
+        let name = norm_name(i, "ffn_norm");
         tk.rms_norm_backward.encode(
             gpu,
             encoder,
             &act.x_mid,
-            &block.ffn_norm,
+            self.norm_weight(params, &block.ffn_norm, &name),
             &b.dxn,
             &b.dnorm,
-            &b.d_norm_weight,
+            self.norm_grad(grads, &b.d_norm_weight, &name),
             m,
             c,
             eps,
@@ -1016,7 +1222,7 @@ impl TrainModel {
         tk.add.encode(gpu, encoder, &b.dx, &b.dnorm, m * c);
 
         // Attention: dattn = dx Wo + LoRA.
-        mm.transposed_encode(gpu, encoder, &b.dx, &block.attn_output, &b.dattn, m, false);
+        matrix(encoder, Target::O, &act.attn, &b.dx, &b.dattn, false);
         lora(encoder, Target::O, &act.attn, &b.dx, &b.dattn);
 
         // dq, dk, dv of causal attention, then back through RoPE.
@@ -1063,22 +1269,23 @@ impl TrainModel {
         );
 
         // dxn1 = dq Wq + dk Wk + dv Wv + LoRA
-        mm.transposed_encode(gpu, encoder, &b.dq, &block.attn_q, &b.dxn, m, false);
-        mm.transposed_encode(gpu, encoder, &b.dk, &block.attn_k, &b.dxn, m, true);
-        mm.transposed_encode(gpu, encoder, &b.dv, &block.attn_v, &b.dxn, m, true);
+        matrix(encoder, Target::Q, &act.xn1, &b.dq, &b.dxn, false);
+        matrix(encoder, Target::K, &act.xn1, &b.dk, &b.dxn, true);
+        matrix(encoder, Target::V, &act.xn1, &b.dv, &b.dxn, true);
         lora(encoder, Target::Q, &act.xn1, &b.dq, &b.dxn);
         lora(encoder, Target::K, &act.xn1, &b.dk, &b.dxn);
         lora(encoder, Target::V, &act.xn1, &b.dv, &b.dxn);
 
         // dx += rms_norm_backward(x_in, dxn1): now the gradient of x_in.
+        let name = norm_name(i, "attn_norm");
         tk.rms_norm_backward.encode(
             gpu,
             encoder,
             &act.x_in,
-            &block.attn_norm,
+            self.norm_weight(params, &block.attn_norm, &name),
             &b.dxn,
             &b.dnorm,
-            &b.d_norm_weight,
+            self.norm_grad(grads, &b.d_norm_weight, &name),
             m,
             c,
             eps,
@@ -1088,6 +1295,127 @@ impl TrainModel {
 }
 
 impl TrainModel {
+    /// Records `out (+)= x Wᵀ (+ bias)` over `rows` rows for the weight
+    /// `target` of block `layer`: the frozen base weight, or its trainable
+    /// f32 copy in a full pass. `io` is `(x, out)`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_matrix(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: Tensors<'_>,
+        (layer, block): (usize, &Block),
+        target: Target,
+        (x, out): (&wgpu::Buffer, &wgpu::Buffer),
+        rows: u32,
+        accumulate: bool,
+    ) {
+        let gpu = &self.gpu;
+        if let Tensors::Full(weights) = params {
+            // out = x Wᵀ with W [out, in] read as [N, K].
+            let weight = &weights[self.full_layout().matrix(layer, target)];
+            let (k, n) = target.features(&self.config);
+            let shape = DenseShape {
+                m: rows,
+                n: n as u32,
+                k: k as u32,
+                alpha: 1.0,
+                accumulate,
+            };
+            let (x, w) = (Operand::rows(x), Operand::rows(weight));
+            self.train_kernels
+                .dense
+                .encode(gpu, encoder, x, w, out, 0, shape);
+            return;
+        }
+        let (weight, bias) = base_matrix(block, target);
+        self.kernels
+            .matmul
+            .encode(gpu, encoder, x, weight, bias, out, rows, accumulate);
+    }
+
+    /// Records the backward pass of [`TrainModel::encode_matrix`]:
+    /// `dx (+)= dy W` and, in a full pass, `dW += dyᵀ x` into the weight's
+    /// gradient buffer. `io` is `(x, dy, dx)`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_matrix_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (params, grads): (Tensors<'_>, Tensors<'_>),
+        (layer, block): (usize, &Block),
+        target: Target,
+        (x, dy, dx): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        rows: u32,
+        accumulate: bool,
+    ) {
+        let gpu = &self.gpu;
+        let (Tensors::Full(weights), Tensors::Full(grads)) = (params, grads) else {
+            let (weight, _) = base_matrix(block, target);
+            self.kernels
+                .matmul
+                .transposed_encode(gpu, encoder, dy, weight, dx, rows, accumulate);
+            return;
+        };
+        let dense = &self.train_kernels.dense;
+        let index = self.full_layout().matrix(layer, target);
+        let (k, n) = target.features(&self.config);
+        let (k, n) = (k as u32, n as u32);
+
+        // dx = dy W: [M, in], with W [out, in] read as [K = out, N = in].
+        let shape = DenseShape {
+            m: rows,
+            n: k,
+            k: n,
+            alpha: 1.0,
+            accumulate,
+        };
+        let w = Operand::k_major_at(&weights[index], 0);
+        dense.encode(gpu, encoder, Operand::rows(dy), w, dx, 0, shape);
+
+        // dW += dyᵀ x: [out, in], summed over the M rows.
+        let shape = DenseShape {
+            m: n,
+            n: k,
+            k: rows,
+            alpha: 1.0,
+            accumulate: true,
+        };
+        let (dy_t, x) = (Operand::k_major_at(dy, 0), Operand::k_major_at(x, 0));
+        dense.encode(gpu, encoder, dy_t, x, &grads[index], 0, shape);
+    }
+
+    /// Returns the RMSNorm weight `name`: its copy among the full weights
+    /// in a full pass, `frozen` otherwise.
+    fn norm_weight<'a>(
+        &'a self,
+        params: Tensors<'a>,
+        frozen: &'a wgpu::Buffer,
+        name: &str,
+    ) -> &'a wgpu::Buffer {
+        match params {
+            Tensors::Full(weights) => &weights[self.full_layout().position(name)],
+            Tensors::Base | Tensors::Lora(_) => frozen,
+        }
+    }
+
+    /// Returns where the gradient of RMSNorm weight `name` goes: its
+    /// gradient buffer when full fine-tuning trains norms, `discard`
+    /// otherwise.
+    fn norm_grad<'a>(
+        &'a self,
+        grads: Tensors<'a>,
+        discard: &'a wgpu::Buffer,
+        name: &str,
+    ) -> &'a wgpu::Buffer {
+        if let Tensors::Full(grads) = grads {
+            let layout = self.full_layout();
+            let index = layout.position(name);
+            if layout.tensors[index].trainable {
+                return &grads[index];
+            }
+        }
+        discard
+    }
+
     /// Returns the dropout of block `layer`'s adapter on `target` in the
     /// current pass, or `None` when the pass has no dropout.
     fn lora_dropout(&self, layer: usize, target: Target) -> Option<LoraDropout<'_>> {
@@ -1102,6 +1430,25 @@ impl TrainModel {
                 .expect("allocated when the layout has dropout"),
         })
     }
+}
+
+/// Returns the frozen weight of `target` in a block, and its bias if it
+/// has one.
+fn base_matrix(block: &Block, target: Target) -> (&QMatrix, Option<&wgpu::Buffer>) {
+    match target {
+        Target::Q => (&block.attn_q, block.attn_q_bias.as_ref()),
+        Target::K => (&block.attn_k, block.attn_k_bias.as_ref()),
+        Target::V => (&block.attn_v, block.attn_v_bias.as_ref()),
+        Target::O => (&block.attn_output, None),
+        Target::Gate => (&block.ffn_gate, None),
+        Target::Up => (&block.ffn_up, None),
+        Target::Down => (&block.ffn_down, None),
+    }
+}
+
+/// Returns the GGUF name of block `layer`'s RMSNorm weight `module`.
+fn norm_name(layer: usize, module: &str) -> String {
+    format!("blk.{layer}.{module}.weight")
 }
 
 /// Returns the saved `x Aᵀ` buffer of `target` in a block.

@@ -32,8 +32,8 @@ pub struct ReferenceTrainModel {
     blocks: Vec<Block>,
     /// [C]
     output_norm: Vec<f64>,
-    /// [V, C]
-    output: Vec<f64>,
+    /// [V, C]; `None` when the LM head is tied to `token_embd`.
+    output: Option<Vec<f64>>,
 }
 
 impl ReferenceTrainModel {
@@ -77,9 +77,9 @@ impl ReferenceTrainModel {
         }
         let output_norm = load("output_norm.weight", c)?;
         let output = if config.tied_embeddings {
-            token_embd.clone()
+            None
         } else {
-            load("output.weight", config.vocab_size * c)?
+            Some(load("output.weight", config.vocab_size * c)?)
         };
         Ok(Self {
             config,
@@ -166,7 +166,8 @@ impl ReferenceTrainModel {
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
         }
         let xf = rms_norm(&x, &self.output_norm, c, eps);
-        let logits = matmul(&xf, &self.output, t, v, c);
+        let lm_head = self.output.as_ref().unwrap_or(&self.token_embd);
+        let logits = matmul(&xf, lm_head, t, v, c);
         (0..t.saturating_sub(1))
             .map(|pos| {
                 let row = &logits[pos * v..(pos + 1) * v];
@@ -217,6 +218,45 @@ impl ReferenceTrainModel {
                 }
             })
             .collect()
+    }
+
+    /// Returns the weights of the tensor with GGUF name `name` (the LM head
+    /// of a tied model is `token_embd.weight`), so tests can take finite
+    /// differences in any weight.
+    ///
+    /// # Panics
+    ///
+    /// Panics on a name the model does not have, or a bias.
+    pub fn tensor_mut(&mut self, name: &str) -> &mut [f64] {
+        match name {
+            "token_embd.weight" => return &mut self.token_embd,
+            "output_norm.weight" => return &mut self.output_norm,
+            "output.weight" => {
+                return self
+                    .output
+                    .as_mut()
+                    .expect("a tied model has no output.weight");
+            }
+            _ => {}
+        }
+        let (layer, module) = name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(layer, rest)| {
+                Some((layer.parse::<usize>().ok()?, rest.strip_suffix(".weight")?))
+            })
+            .unwrap_or_else(|| panic!("no weight `{name}` in the reference model"));
+        match module {
+            "attn_norm" => &mut self.blocks[layer].attn_norm,
+            "ffn_norm" => &mut self.blocks[layer].ffn_norm,
+            _ => {
+                let target = Target::ALL
+                    .into_iter()
+                    .find(|t| t.gguf_module() == module)
+                    .unwrap_or_else(|| panic!("no weight `{name}` in the reference model"));
+                self.weight_mut(layer, target)
+            }
+        }
     }
 
     /// Adds `scale * (x Aᵀ) Bᵀ` of block `layer`'s adapter on `target`, if

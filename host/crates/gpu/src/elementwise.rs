@@ -1,6 +1,6 @@
 //! Elementwise and row-copy kernels of the transformer block: the SwiGLU
-//! activation and its backward pass, the residual add, gathering rows, and
-//! the seeded dropout of LoRA training.
+//! activation and its backward pass, the residual add, gathering rows and
+//! its backward pass, and the seeded dropout of LoRA training.
 
 use anyhow::Result;
 
@@ -12,6 +12,8 @@ const SWIGLU_BACKWARD_SHADER: &str = include_str!("../../../../shaders/swiglu_ba
 const ADD_SHADER: &str = include_str!("../../../../shaders/add.wgsl");
 const GATHER_ROWS_SHADER: &str = include_str!("../../../../shaders/gather_rows.wgsl");
 const DROPOUT_SHADER: &str = include_str!("../../../../shaders/dropout.wgsl");
+const GATHER_ROWS_BACKWARD_SHADER: &str =
+    include_str!("../../../../shaders/gather_rows_backward.wgsl");
 
 /// Threads per workgroup of the elementwise kernels.
 const WORKGROUP_SIZE: u32 = 256;
@@ -203,6 +205,90 @@ impl GatherRows {
     }
 }
 
+/// Rows of a gather grouped by the table row they read, as
+/// [`GatherRowsBackward`] takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowGroups {
+    /// u32 [U]: the distinct table rows, ascending.
+    pub ids: Vec<u32>,
+    /// u32 [U + 1]: group `u` is `rows[starts[u]..starts[u + 1]]`.
+    pub starts: Vec<u32>,
+    /// u32 [R]: the gathered rows, grouped, ascending within a group.
+    pub rows: Vec<u32>,
+}
+
+impl RowGroups {
+    /// Groups the rows of a gather by `indices[r]`, the table row that row
+    /// `r` reads.
+    pub fn new(indices: &[u32]) -> Self {
+        let mut order: Vec<u32> = (0..indices.len() as u32).collect();
+        order.sort_by_key(|&r| (indices[r as usize], r));
+        let mut ids = Vec::new();
+        let mut starts = Vec::new();
+        for (j, &r) in order.iter().enumerate() {
+            let id = indices[r as usize];
+            if ids.last() != Some(&id) {
+                ids.push(id);
+                starts.push(j as u32);
+            }
+        }
+        starts.push(order.len() as u32);
+        Self {
+            ids,
+            starts,
+            rows: order,
+        }
+    }
+}
+
+/// Backward pass of [`GatherRows`]: adds each gathered row's gradient to
+/// the table row it was read from, deterministically.
+pub struct GatherRowsBackward {
+    kernel: Kernel,
+}
+
+impl GatherRowsBackward {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile on this device.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = Kernel::new(
+            gpu,
+            "gather_rows_backward",
+            GATHER_ROWS_BACKWARD_SHADER,
+            "gather_rows_backward",
+        )?;
+        Ok(Self { kernel })
+    }
+
+    /// Records `d_table[ids[u], :] += sum_j d_out[rows[j], :]` over each
+    /// group `u < groups` of a [`RowGroups`] uploaded as `ids`, `starts`
+    /// and `rows` (u32). `d_out` is f32 `[R, c]` and `d_table` f32
+    /// `[V, c]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        d_out: &wgpu::Buffer,
+        (ids, starts, rows): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        d_table: &wgpu::Buffer,
+        groups: u32,
+        c: u32,
+    ) {
+        let params = GatherRowsParams {
+            r: groups,
+            c,
+            _pad: [0; 2],
+        };
+        let grid = row_grid(c.div_ceil(WORKGROUP_SIZE), groups);
+        let buffers = [d_out, ids, starts, rows, d_table];
+        self.kernel.encode(gpu, encoder, &params, &buffers, grid);
+    }
+}
+
 /// A dropout mask that is a pure function of a 32-bit key and the element
 /// index, so a backward pass recomputes the forward pass's mask from the
 /// key alone.
@@ -287,6 +373,25 @@ impl Dropout {
         let groups = split_groups(n.div_ceil(WORKGROUP_SIZE));
         self.kernel.encode(gpu, encoder, &params, &[x, out], groups);
     }
+}
+
+/// Computes [`GatherRowsBackward`] on the CPU: returns `d_table` f32
+/// `[V, c]` plus, for each `r`, row `r` of `d_out` added to row
+/// `indices[r]`.
+pub fn gather_rows_backward_reference(
+    d_out: &[f32],
+    indices: &[u32],
+    d_table: &[f32],
+    c: usize,
+) -> Vec<f32> {
+    let mut sums: Vec<f64> = d_table.iter().map(|&v| f64::from(v)).collect();
+    for (r, &id) in indices.iter().enumerate() {
+        let table_row = &mut sums[id as usize * c..(id as usize + 1) * c];
+        for (sum, &d) in table_row.iter_mut().zip(&d_out[r * c..(r + 1) * c]) {
+            *sum += f64::from(d);
+        }
+    }
+    sums.into_iter().map(|v| v as f32).collect()
 }
 
 /// Computes [`Dropout`] on the CPU: returns `initial + dropout(x)`, or
@@ -486,6 +591,49 @@ mod tests {
         let actual = read_f32(&acc_buf, n);
         let expected: Vec<f32> = acc.iter().map(|a| a + 1.0).collect();
         assert_close("add past 65535 workgroups", &actual, &expected, 0.0, 0.0);
+    }
+
+    #[test]
+    fn row_groups_sort_by_table_row() {
+        let groups = RowGroups::new(&[5, 2, 5, 0, 2, 5]);
+        assert_eq!(groups.ids, vec![0, 2, 5]);
+        assert_eq!(groups.starts, vec![0, 1, 3, 6]);
+        assert_eq!(groups.rows, vec![3, 1, 4, 0, 2, 5]);
+    }
+
+    /// Repeated and unused table rows, and a row width that is not a
+    /// multiple of the workgroup.
+    #[test]
+    fn gather_rows_backward_matches_reference() {
+        let gpu = gpu();
+        let op = GatherRowsBackward::new(gpu).unwrap();
+        let mut rng = rng(36);
+        let (v, c) = (11, 300);
+        let indices = [4u32, 9, 4, 0, 4, 10, 9];
+        let d_out = uniform_vec(&mut rng, indices.len() * c, 1.0);
+        let d_table = uniform_vec(&mut rng, v * c, 1.0);
+        let groups = RowGroups::new(&indices);
+        let d_out_buf = gpu.buffer_from("d_out", &d_out);
+        let ids_buf = gpu.buffer_from("ids", &groups.ids);
+        let starts_buf = gpu.buffer_from("starts", &groups.starts);
+        let rows_buf = gpu.buffer_from("rows", &groups.rows);
+        let d_table_buf = gpu.buffer_from("d_table", &d_table);
+        let group_count = groups.ids.len() as u32;
+        run(|enc| {
+            op.encode(
+                gpu,
+                enc,
+                &d_out_buf,
+                (&ids_buf, &starts_buf, &rows_buf),
+                &d_table_buf,
+                group_count,
+                c as u32,
+            )
+        });
+
+        let expected = gather_rows_backward_reference(&d_out, &indices, &d_table, c);
+        let actual = read_f32(&d_table_buf, v * c);
+        assert_close("gather_rows_backward", &actual, &expected, 1e-6, 1e-6);
     }
 
     /// The GPU mask equals the CPU mirror element for element, drops about
