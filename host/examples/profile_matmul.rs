@@ -27,10 +27,7 @@ fn cpu_seconds() -> f64 {
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new()?;
     let rows: Vec<u32> = match std::env::args().nth(1).filter(|arg| !arg.starts_with("--")) {
-        Some(list) => list
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()?,
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
         None => vec![1, 2, 4, 8, 16, 32, 64, 128, 512],
     };
     // `--transposed` measures the backward product dy · w instead.
