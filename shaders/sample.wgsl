@@ -20,7 +20,9 @@
 //      about 2.5 ms for top-k alone (sampling_throughput, lavapipe on 2
 //      busy cores).
 //   4. u in [0, 1) comes from Philox4x32-10 keyed by (seed_lo, seed_hi) at
-//      counter (step, row, 0, 0). A scan of per-thread kept mass over
+//      counter (step, 0, 0, 0), so a draw does not depend on where its row
+//      sits in the batch; rows that need different draws get different
+//      seeds. A scan of per-thread kept mass over
 //      contiguous id chunks finds the chunk holding u * total, and that
 //      thread walks its chunk to the token.
 //
@@ -392,7 +394,7 @@ fn sample(
         chunk_start = red_f[lid - 1u];
     }
     let total = red_f[WG - 1u];
-    let u = f32(philox(vec4<u32>(p.step, row, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi)) >> 8u)
+    let u = f32(philox(vec4<u32>(p.step, 0u, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi)) >> 8u)
         * (1.0 / 16777216.0);
     let point = u * total;
 

@@ -90,7 +90,7 @@ impl Sampler {
     /// `logprobs[r] = log_softmax(logits[r])[tokens[r]]` at temperature 1.
     /// `logits` is f32 `[B, v]`, `params` is [`SampleParams`] `[B]`,
     /// `tokens` u32 `[B]` and `logprobs` f32 `[B]`. The draw depends only on
-    /// the logits, the row's settings and `r`.
+    /// the row's logits and settings, not on `r`.
     #[allow(clippy::too_many_arguments)]
     pub fn encode(
         &self,
@@ -290,10 +290,11 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     [c0, c1, c2, c3]
 }
 
-/// Returns the uniform draw in `[0, 1)` that row `row` uses: the top 24
-/// bits of Philox at counter `(step, row, 0, 0)`, key `(seed_lo, seed_hi)`.
-pub fn sample_uniform(params: &SampleParams, row: u32) -> f32 {
-    let word = philox4x32_10([params.step, row, 0, 0], [params.seed_lo, params.seed_hi])[0];
+/// Returns the uniform draw in `[0, 1)` that a row with `params` uses: the
+/// top 24 bits of Philox at counter `(step, 0, 0, 0)`, key `(seed_lo,
+/// seed_hi)`. The row's place in the batch plays no part.
+pub fn sample_uniform(params: &SampleParams) -> f32 {
+    let word = philox4x32_10([params.step, 0, 0, 0], [params.seed_lo, params.seed_hi])[0];
     (word >> 8) as f32 / 16_777_216.0
 }
 
@@ -328,7 +329,7 @@ pub fn sample_reference(logits: &[f32], params: &[SampleParams], v: usize) -> (V
         let token = if p.temperature <= 0.0 || p.top_k == 1 {
             argmax(row)
         } else {
-            draw_reference(row, p, sample_uniform(p, r as u32))
+            draw_reference(row, p, sample_uniform(p))
         };
         tokens.push(token as u32);
         logprobs.push((f64::from(row[token]) - log_sum_exp(row)) as f32);
