@@ -130,6 +130,35 @@ fn batched_generation_equals_single() {
 }
 
 #[test]
+fn repeated_prompts_share_prefill_without_changing_samples() {
+    // Slots 0 and 2 hold the same prompt, so slot 2 copies slot 0's KV
+    // cache instead of running the prompt itself; it must sample exactly
+    // what it samples when its prompt is not repeated.
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let sampling = SamplingConfig {
+        temperature: 0.8,
+        seed: 5,
+        max_new_tokens: 6,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let first = TOKENS[..5].to_vec();
+    let other = TOKENS[2..].to_vec();
+    let repeated = engine
+        .generate(&[first.clone(), other.clone(), first.clone()], &sampling)
+        .unwrap();
+    let distinct = engine
+        .generate(&[other.clone(), TOKENS[..3].to_vec(), first], &sampling)
+        .unwrap();
+    assert_eq!(repeated[2].tokens, distinct[2].tokens);
+    assert_eq!(repeated[2].logprobs, distinct[2].logprobs);
+    assert_ne!(
+        repeated[0].tokens, repeated[2].tokens,
+        "each slot samples with its own seed"
+    );
+}
+
+#[test]
 fn continuation_logprobs_match_log_softmax() {
     let (mut engine, reference, _dir) = load(&TinySpec::default());
     let (prompt, continuation) = (TOKENS[..5].to_vec(), TOKENS[5..].to_vec());

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod reference;
 pub mod weights;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -385,11 +386,24 @@ impl Engine {
             .map(|(slot, prompt)| SequenceState::new(slot as u32, prompt.len() as u32, sampling))
             .collect();
 
-        // Prefill: every prompt token of every sequence, in chunks. The last
-        // prompt row of each sequence yields its first sampled token.
+        // Sequences with the same prompt (n samples of one prompt) share its
+        // prefill: only the first of them runs the prompt through the
+        // blocks, and the others copy its KV cache and sample their first
+        // token from the same logits with their own seed.
+        let mut first_with: HashMap<&[u32], usize> = HashMap::new();
+        let source: Vec<usize> = prompts
+            .iter()
+            .enumerate()
+            .map(|(slot, prompt)| *first_with.entry(prompt.as_slice()).or_insert(slot))
+            .collect();
+
+        // Prefill: every prompt token of every distinct prompt, in chunks.
+        // The last prompt row of each sequence yields its first sampled
+        // token.
         let all_rows: Vec<Row> = prompts
             .iter()
             .enumerate()
+            .filter(|&(slot, _)| source[slot] == slot)
             .flat_map(|(slot, prompt)| {
                 prompt.iter().enumerate().map(move |(pos, &token)| Row {
                     token,
@@ -402,14 +416,21 @@ impl Engine {
             let mut encoder = self.encoder("prefill");
             self.run_blocks(&mut encoder, chunk)?;
             self.gpu.submit(encoder);
+            let source = &source;
             let last_rows: Vec<(u32, u32)> = chunk
                 .iter()
                 .enumerate()
                 .filter(|(_, row)| row.position + 1 == prompts[row.slot as usize].len() as u32)
-                .map(|(i, row)| (i as u32, row.slot))
+                .flat_map(|(i, row)| {
+                    let shared = row.slot as usize;
+                    (0..prompts.len())
+                        .filter(move |&slot| source[slot] == shared)
+                        .map(move |slot| (i as u32, slot as u32))
+                })
                 .collect();
             self.sample_rows(&last_rows, &mut state, sampling)?;
         }
+        self.copy_shared_prefixes(prompts, &source);
 
         // Decode: one row per unfinished sequence until all have stopped.
         loop {
@@ -440,6 +461,39 @@ impl Engine {
             .into_iter()
             .map(|s| s.into_generation(&self.tokenizer))
             .collect()
+    }
+
+    /// Copies the prompt's KV cache entries from slot `source[slot]` to every
+    /// slot whose prompt was prefilled there.
+    fn copy_shared_prefixes(&self, prompts: &[Vec<u32>], source: &[usize]) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let row_bytes = (self.config.n_head_kv * self.config.head_dim * 4) as u64;
+        let slot_bytes = u64::from(cache.max_len) * row_bytes;
+        let copies: Vec<(usize, usize)> = source
+            .iter()
+            .enumerate()
+            .filter(|&(slot, &from)| from != slot)
+            .map(|(slot, &from)| (slot, from))
+            .collect();
+        let Some(longest) = copies.iter().map(|&(slot, _)| prompts[slot].len()).max() else {
+            return;
+        };
+        // WebGPU forbids copies within one buffer, so each goes through a
+        // scratch buffer.
+        let scratch = self
+            .gpu
+            .buffer_zeroed("shared prompt scratch", longest as u64 * row_bytes);
+        let mut encoder = self.encoder("copy shared prompts");
+        for (slot, from) in copies {
+            let bytes = prompts[slot].len() as u64 * row_bytes;
+            for buffer in cache.keys.iter().chain(&cache.values) {
+                encoder.copy_buffer_to_buffer(buffer, from as u64 * slot_bytes, &scratch, 0, bytes);
+                encoder.copy_buffer_to_buffer(&scratch, 0, buffer, slot as u64 * slot_bytes, bytes);
+            }
+        }
+        self.gpu.submit(encoder);
     }
 
     /// Samples one token for each (row of the residual stream, slot) pair and
