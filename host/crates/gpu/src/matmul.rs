@@ -6,8 +6,8 @@
 //! `dequant_*.wgsl` snippet prepended, so the weights are dequantized as they
 //! are read and stay in their stored format in GPU memory.
 //!
-//! On CPU adapters with 8-lane subgroups (lavapipe), Q4_0, Q4_1 and Q8_0
-//! weights go through `matmul_gemv_lanes.wgsl` and
+//! On CPU adapters with 8-lane subgroups (lavapipe), F32, F16, Q4_0, Q4_1
+//! and Q8_0 weights go through `matmul_gemv_lanes.wgsl` and
 //! `matmul_transposed_lanes.wgsl` at every row count. Elsewhere a few
 //! activation rows (decode) go through `matmul_gemv.wgsl`, which reads the
 //! weights once, and more rows (prefill) through the tiled
@@ -101,6 +101,8 @@ struct Pipelines {
 /// `matmul_gemv_lanes.wgsl`, for the types it supports.
 fn block_snippet(dtype: DType) -> Option<&'static str> {
     match dtype {
+        DType::F32 => Some(include_str!("../../../../shaders/dequant_block_f32.wgsl")),
+        DType::F16 => Some(include_str!("../../../../shaders/dequant_block_f16.wgsl")),
         DType::Q4_0 => Some(include_str!("../../../../shaders/dequant_block_q4_0.wgsl")),
         DType::Q4_1 => Some(include_str!("../../../../shaders/dequant_block_q4_1.wgsl")),
         DType::Q8_0 => Some(include_str!("../../../../shaders/dequant_block_q8_0.wgsl")),
