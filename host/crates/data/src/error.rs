@@ -70,6 +70,20 @@ pub enum LoadError {
         /// The fault, with the value found and the form expected.
         message: String,
     },
+    /// Two files loaded together contain an instance with the same id.
+    #[error(
+        "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together",
+        path.display(),
+        first_path.display()
+    )]
+    DuplicateId {
+        /// The later file, as given.
+        path: PathBuf,
+        /// The repeated id.
+        id: String,
+        /// The earlier file that contains the id.
+        first_path: PathBuf,
+    },
 }
 
 /// Formats ` (qid "...")` for an item that has a `qid`, or nothing.

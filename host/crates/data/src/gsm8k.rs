@@ -14,7 +14,7 @@ use crate::record::{jsonl_records, quote};
 use crate::{AnswerKind, Instance, LoadError, answer};
 
 /// The category of every GSM8K instance.
-pub const CATEGORY: &str = "math";
+pub const CATEGORY: &str = "gsm8k";
 
 /// The marker that starts the final line of a GSM8K solution.
 pub const FINAL_ANSWER_MARKER: &str = "####";
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(instances[0].id, "gsm8k-0");
         assert_eq!(instances[0].prompt, "How many?");
         assert_eq!(instances[0].reference.as_deref(), Some("1080"));
-        assert_eq!(instances[0].category.as_deref(), Some("math"));
+        assert_eq!(instances[0].category.as_deref(), Some("gsm8k"));
         assert_eq!(instances[0].answer_kind, AnswerKind::Number);
     }
 

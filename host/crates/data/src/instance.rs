@@ -20,7 +20,7 @@ pub struct Instance {
     /// [`crate::answer::canonical_reference`]), or `None` when unknown.
     pub reference: Option<String>,
     /// A label used to group instances in reports and in the reward model
-    /// selection, such as `math` or `yes-no`.
+    /// selection, such as `gsm8k` or `yes-no`.
     pub category: Option<String>,
     /// How answers are extracted from a response and compared.
     pub answer_kind: AnswerKind,

@@ -10,7 +10,9 @@
 //!   absent it is inferred from the reference: a number gives `number`,
 //!   yes/no/true/false gives `yes-no`, a single letter A to E gives
 //!   `choice`, and anything else, or no reference, gives `free`.
-//! - `category` (string, optional): a grouping label.
+//! - `category` (string, optional): a grouping label. When the field is
+//!   absent it defaults to the file stem (`mine` for `tasks/mine.jsonl`),
+//!   and `null` leaves the instance without a category.
 //! - `id` (string or number, optional): defaults to `<file stem>-<index>`.
 //!
 //! Other fields are ignored. An [`Instance`] serialized with serde_json
@@ -50,14 +52,14 @@ pub fn parse(text: &str, source: &Path) -> Result<Vec<Instance>, LoadError> {
     for (line, record) in jsonl_records(text) {
         let default_id = format!("{stem}-{}", instances.len());
         let instance = record
-            .and_then(|record| parse_record(&record, default_id))
+            .and_then(|record| parse_record(&record, default_id, &stem))
             .map_err(|message| LoadError::record(source, line, message))?;
         instances.push(instance);
     }
     non_empty(instances, source)
 }
 
-fn parse_record(record: &Record, default_id: String) -> Result<Instance, String> {
+fn parse_record(record: &Record, default_id: String, stem: &str) -> Result<Instance, String> {
     let prompt = record.non_empty_string("prompt")?.to_owned();
     let id = match record.get("id") {
         None => default_id,
@@ -98,7 +100,13 @@ fn parse_record(record: &Record, default_id: String) -> Result<Instance, String>
             })
         })
         .transpose()?;
-    let category = record.optional_string("category")?.map(str::to_owned);
+    // `optional_string` reads an explicit null as `None`, so `has` checks
+    // for the key itself to keep null apart from an absent field.
+    let category = if record.has("category") {
+        record.optional_string("category")?.map(str::to_owned)
+    } else {
+        Some(stem.to_owned())
+    };
     Ok(Instance {
         id,
         prompt,
@@ -160,7 +168,7 @@ mod tests {
         let instance = parse_one(r#"{"prompt": "  Write a haiku.  ", "extra": [1, 2]}"#);
         assert_eq!(instance.prompt, "Write a haiku.");
         assert_eq!(instance.reference, None);
-        assert_eq!(instance.category, None);
+        assert_eq!(instance.category.as_deref(), Some("mine"));
         assert_eq!(instance.answer_kind, AnswerKind::Free);
         assert_eq!(instance.id, "mine-0");
     }
@@ -174,6 +182,12 @@ mod tests {
         assert_eq!(instance.answer_kind, AnswerKind::Free);
         assert_eq!(instance.reference.as_deref(), Some("12"));
         assert_eq!(instance.category.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn null_category_means_none() {
+        let instance = parse_one(r#"{"prompt": "p", "category": null}"#);
+        assert_eq!(instance.category, None);
     }
 
     #[test]
@@ -216,7 +230,8 @@ mod tests {
 
     #[test]
     fn serialized_instances_read_back() {
-        let instances = crate::builtin(3, 12);
+        let mut instances = crate::builtin(3, 12);
+        instances[0].category = None;
         let text: String = instances
             .iter()
             .map(|instance| serde_json::to_string(instance).unwrap() + "\n")

@@ -40,5 +40,5 @@ pub use answer::{extract, is_correct};
 pub use builtin::builtin;
 pub use error::LoadError;
 pub use instance::{AnswerKind, Instance};
-pub use load::{Format, load};
+pub use load::{Format, load, load_all};
 pub use split::{EvalSize, Split, split, split_instances};

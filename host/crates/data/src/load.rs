@@ -1,6 +1,7 @@
 //! Reading a task data file in any supported format, with the format given
 //! or detected from the content and the extension.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -80,6 +81,41 @@ pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instan
     let path = path.as_ref();
     let bytes = read_bytes(path)?;
     parse(&bytes, path, format)
+}
+
+/// Loads several data files into one set, in the order given and each file
+/// in file order. Each file is read by [`load`] with its own format, so its
+/// instances keep their answer kind and default category.
+///
+/// # Errors
+///
+/// Returns the first error of [`load`], and [`LoadError::DuplicateId`] when
+/// an instance id of one file is also an id in an earlier file (such as the
+/// same file given twice).
+pub fn load_all<P: AsRef<Path>>(
+    sources: &[(P, Option<Format>)],
+) -> Result<Vec<Instance>, LoadError> {
+    let mut instances = Vec::new();
+    let mut file_of_id: HashMap<String, usize> = HashMap::new();
+    for (index, (path, format)) in sources.iter().enumerate() {
+        let loaded = load(path, *format)?;
+        // Only ids of earlier files count as duplicates, because a single
+        // file may repeat an id.
+        for instance in &loaded {
+            if let Some(&first) = file_of_id.get(&instance.id) {
+                return Err(LoadError::DuplicateId {
+                    path: path.as_ref().to_path_buf(),
+                    id: instance.id.clone(),
+                    first_path: sources[first].0.as_ref().to_path_buf(),
+                });
+            }
+        }
+        for instance in &loaded {
+            file_of_id.entry(instance.id.clone()).or_insert(index);
+        }
+        instances.extend(loaded);
+    }
+    Ok(instances)
 }
 
 /// Parses the contents of a data file. `source` is used only in error
@@ -227,6 +263,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::AnswerKind;
 
     fn detect(text: &str, name: &str) -> Result<Format, LoadError> {
         detect_format(text, Path::new(name))
@@ -320,6 +357,107 @@ mod tests {
         let bytes = "\u{FEFF}{\"prompt\": \"What is 2 + 2?\", \"reference\": \"4\"}\n".as_bytes();
         let instances = parse(bytes, Path::new("d.jsonl"), None).unwrap();
         assert_eq!(instances.len(), 1);
+    }
+
+    /// Writes a GSM8K, a StrategyQA and a generic JSONL file of two
+    /// records each into `dir`, and returns their paths in that order.
+    fn write_three_formats(dir: &Path) -> [std::path::PathBuf; 3] {
+        let gsm8k = dir.join("train.jsonl");
+        std::fs::write(
+            &gsm8k,
+            "{\"question\": \"What is 2 + 3?\", \"answer\": \"2+3=5\\n#### 5\"}\n\
+             {\"question\": \"What is 4 * 4?\", \"answer\": \"#### 16\"}\n",
+        )
+        .unwrap();
+        let strategyqa = dir.join("train.json");
+        std::fs::write(
+            &strategyqa,
+            r#"[{"qid": "q1", "question": "Is ice cold?", "answer": true},
+                {"qid": "q2", "question": "Can a cat fly?", "answer": false}]"#,
+        )
+        .unwrap();
+        let generic = dir.join("capitals.jsonl");
+        std::fs::write(
+            &generic,
+            "{\"prompt\": \"Capital of France?\", \"reference\": \"Paris\"}\n\
+             {\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\", \"category\": \"primes\"}\n",
+        )
+        .unwrap();
+        [gsm8k, strategyqa, generic]
+    }
+
+    #[test]
+    fn load_all_keeps_each_file_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let [gsm8k, strategyqa, generic] = write_three_formats(dir.path());
+        let sources = [(gsm8k, None), (strategyqa, None), (generic, None)];
+        let instances = load_all(&sources).unwrap();
+
+        let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["gsm8k-0", "gsm8k-1", "q1", "q2", "capitals-0", "capitals-1"]
+        );
+        let categories: Vec<Option<&str>> =
+            instances.iter().map(|i| i.category.as_deref()).collect();
+        assert_eq!(
+            categories,
+            [
+                Some("gsm8k"),
+                Some("gsm8k"),
+                Some("strategyqa"),
+                Some("strategyqa"),
+                Some("capitals"),
+                Some("primes"),
+            ]
+        );
+        let kinds: Vec<AnswerKind> = instances.iter().map(|i| i.answer_kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                AnswerKind::Number,
+                AnswerKind::Number,
+                AnswerKind::YesNo,
+                AnswerKind::YesNo,
+                AnswerKind::Free,
+                AnswerKind::YesNo,
+            ]
+        );
+        assert!(crate::is_correct(&instances[0], "So 5.\nAnswer: 5"));
+        assert!(crate::is_correct(
+            &instances[3],
+            "Cats have no wings.\nAnswer: No"
+        ));
+        assert!(crate::is_correct(&instances[4], "Answer: paris."));
+    }
+
+    #[test]
+    fn load_all_applies_given_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let [gsm8k, strategyqa, _] = write_three_formats(dir.path());
+        let sources = [(gsm8k, Some(Format::Jsonl)), (strategyqa, None)];
+        let error = load_all(&sources).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}:1: missing field \"prompt\"", sources[0].0.display())
+        );
+    }
+
+    #[test]
+    fn load_all_rejects_file_given_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let [gsm8k, strategyqa, _] = write_three_formats(dir.path());
+        let sources = [(&gsm8k, None), (&strategyqa, None), (&gsm8k, None)];
+        let error = load_all(&sources).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: instance id \"gsm8k-0\" is also in {}, so the two files cannot be loaded \
+                 together",
+                gsm8k.display(),
+                gsm8k.display()
+            )
+        );
     }
 
     proptest! {

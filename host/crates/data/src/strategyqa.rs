@@ -15,7 +15,7 @@ use crate::record::{Record, json_error_message};
 use crate::{AnswerKind, Instance, LoadError};
 
 /// The category of every StrategyQA instance.
-pub const CATEGORY: &str = "yes-no";
+pub const CATEGORY: &str = "strategyqa";
 
 /// Loads a StrategyQA JSON file. Instances keep the item's `qid` as id.
 ///
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(instances[0].id, "a1");
         assert_eq!(instances[0].reference.as_deref(), Some("yes"));
         assert_eq!(instances[1].reference.as_deref(), Some("no"));
-        assert_eq!(instances[1].category.as_deref(), Some("yes-no"));
+        assert_eq!(instances[1].category.as_deref(), Some("strategyqa"));
         assert_eq!(instances[1].answer_kind, AnswerKind::YesNo);
     }
 

@@ -34,7 +34,7 @@ fn gsm8k_train_loads_fully() {
         assert_eq!(instance.answer_kind, AnswerKind::Number, "{}", instance.id);
         assert_eq!(
             instance.category.as_deref(),
-            Some("math"),
+            Some("gsm8k"),
             "{}",
             instance.id
         );
