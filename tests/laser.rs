@@ -186,6 +186,98 @@ fn missing_data_file_is_named() {
 }
 
 #[test]
+fn mixed_data_keeps_file_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let gsm8k = dir.path().join("train.jsonl");
+    std::fs::write(
+        &gsm8k,
+        "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n\
+         {\"question\": \"What is 4 * 4?\", \"answer\": \"#### 16\"}\n",
+    )
+    .unwrap();
+    let strategyqa = dir.path().join("train.json");
+    std::fs::write(
+        &strategyqa,
+        r#"[{"qid": "q1", "question": "Is ice cold?", "answer": true},
+            {"qid": "q2", "question": "Can a cat fly?", "answer": false}]"#,
+    )
+    .unwrap();
+    let generic = dir.path().join("capitals.jsonl");
+    std::fs::write(
+        &generic,
+        "{\"prompt\": \"Capital of France?\", \"reference\": \"Paris\"}\n\
+         {\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\", \"category\": \"primes\"}\n",
+    )
+    .unwrap();
+
+    let out = dir.path().join("run");
+    let mut extra = vec!["--eval-size", "0", "--iterations", "1"];
+    for path in [&gsm8k, &strategyqa, &generic] {
+        extra.extend(["--data", path.to_str().unwrap()]);
+    }
+    let output = run(&out, &extra);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let mut categories: Vec<(String, String)> = read(&out.join("selections.jsonl"))
+        .lines()
+        .map(|line| {
+            let selection: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = selection["id"].as_str().unwrap().to_owned();
+            let category = selection["category"].as_str().unwrap().to_owned();
+            (id, category)
+        })
+        .collect();
+    categories.sort();
+    let expected = [
+        ("capitals-0", "capitals"),
+        ("capitals-1", "primes"),
+        ("gsm8k-0", "gsm8k"),
+        ("gsm8k-1", "gsm8k"),
+        ("q1", "strategyqa"),
+        ("q2", "strategyqa"),
+    ]
+    .map(|(id, category)| (id.to_owned(), category.to_owned()));
+    assert_eq!(categories, expected);
+
+    let report = read(&out.join("report.md"));
+    for category in ["capitals", "gsm8k", "primes", "strategyqa"] {
+        assert!(report.contains(&format!("| {category} |")), "{report}");
+    }
+    let config: serde_json::Value = serde_json::from_str(&read(&out.join("config.json"))).unwrap();
+    assert_eq!(config["data"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn data_format_count_must_match_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        &dir.path().join("run"),
+        &[
+            "--data",
+            "a.jsonl",
+            "--data",
+            "b.json",
+            "--data",
+            "c.jsonl",
+            "--data-format",
+            "gsm8k",
+            "--data-format",
+            "strategyqa",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("got 2 --data-format values for 3 --data files"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn existing_run_folder_needs_resume() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");

@@ -209,15 +209,18 @@ pub struct RunArgs {
     pub model: ModelArgs,
 
     /// Training data: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
-    /// and optional `reference` and `category`. Default: the built-in task
-    /// set (arithmetic, yes/no facts, multiple choice).
+    /// and optional `reference` and `category`. Repeat it to mix data sets.
+    /// Each record's category defaults to gsm8k, strategyqa or the JSONL
+    /// file's stem. Default: the built-in task set (arithmetic, yes/no
+    /// facts, multiple choice).
     #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
 
-    /// The data file's format: gsm8k, strategyqa or jsonl. Default: detected
-    /// from the file.
+    /// The data files' format: gsm8k, strategyqa or jsonl. Given once, it
+    /// applies to every --data file; repeated, the Nth value applies to the
+    /// Nth file. Default: detected from each file.
     #[arg(long, value_name = "FORMAT")]
-    pub data_format: Option<String>,
+    pub data_format: Vec<String>,
 
     /// How many built-in instances to generate when --data is not given.
     #[arg(long, default_value_t = 96)]
@@ -354,14 +357,15 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// The data file; default: the built-in task set.
+    /// The data file; repeat it to mix data sets. Default: the built-in
+    /// task set.
     #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
 
-    /// The data file's format: gsm8k, strategyqa or jsonl. Default: detected
-    /// from the file.
+    /// The data files' format: gsm8k, strategyqa or jsonl, once for every
+    /// --data file or once per file. Default: detected from each file.
     #[arg(long, value_name = "FORMAT")]
-    pub data_format: Option<String>,
+    pub data_format: Vec<String>,
 
     /// How many built-in instances to generate when --data is not given.
     #[arg(long, default_value_t = 96)]

@@ -92,12 +92,15 @@ pub enum PairMode {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
     pub mode: Mode,
-    /// The data file, or `None` for the built-in task set.
-    pub data: Option<PathBuf>,
-    /// The data file's format (gsm8k, strategyqa, jsonl); `None` detects it.
-    #[serde(default)]
-    pub data_format: Option<String>,
-    /// The number of built-in instances when `data` is `None`.
+    /// The data files, mixed in this order; empty for the built-in task set.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub data: Vec<PathBuf>,
+    /// The data files' formats (gsm8k, strategyqa, jsonl). An empty list
+    /// detects each file's format, one format applies to every file, and
+    /// otherwise there is one per file.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub data_format: Vec<String>,
+    /// The number of built-in instances when `data` is empty.
     pub builtin_count: usize,
     pub model: PathBuf,
     pub plugins: PathBuf,
@@ -131,6 +134,26 @@ pub struct RunConfig {
     /// Weight of the NLL term on the chosen response.
     pub nll_weight: f32,
     pub learning_rate: f32,
+}
+
+/// Reads a list field that older `config.json` files store as one value or
+/// null, so that runs started before mixed data sets still resume.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(match Option::<OneOrMany<T>>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(value)) => vec![value],
+        Some(OneOrMany::Many(values)) => values,
+    })
 }
 
 /// One batch's outcome, a line of `metrics.jsonl`.
@@ -1144,10 +1167,12 @@ fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>
 
 /// Loads the data and splits it into training and held-out instances.
 pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
-    let instances = match &config.data {
-        Some(path) => laser_data::load(path, parse_format(config.data_format.as_deref())?)?,
-        None => laser_data::builtin(config.seed, config.builtin_count),
-    };
+    let instances = load_instances(
+        &config.data,
+        &config.data_format,
+        config.seed,
+        config.builtin_count,
+    )?;
     let eval_size = config.eval_size.min(instances.len().saturating_sub(1));
     if eval_size < config.eval_size {
         eprintln!(
@@ -1165,18 +1190,68 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
     Ok((split.train, split.eval))
 }
 
-/// Parses a `--data-format` value.
+/// Loads and mixes the `--data` files, or generates `builtin_count`
+/// built-in instances from `seed` when there are none.
 ///
 /// # Errors
 ///
-/// Fails on a name other than gsm8k, strategyqa or jsonl.
-pub fn parse_format(name: Option<&str>) -> Result<Option<laser_data::Format>> {
-    name.map(|n| {
-        n.parse::<laser_data::Format>().map_err(|_| {
-            anyhow::anyhow!("unknown --data-format {n:?}: expected gsm8k, strategyqa or jsonl")
+/// Fails on invalid `--data-format` values (see [`data_sources`]) and on
+/// the errors of [`laser_data::load_all`].
+pub fn load_instances(
+    data: &[PathBuf],
+    formats: &[String],
+    seed: u64,
+    builtin_count: usize,
+) -> Result<Vec<Instance>> {
+    let sources = data_sources(data, formats)?;
+    if sources.is_empty() {
+        return Ok(laser_data::builtin(seed, builtin_count));
+    }
+    Ok(laser_data::load_all(&sources)?)
+}
+
+/// Pairs each `--data` file with its `--data-format`: no format detects
+/// each file's format, one applies to every file, and otherwise the Nth
+/// format applies to the Nth file.
+///
+/// # Errors
+///
+/// Fails on a name other than gsm8k, strategyqa or jsonl, on formats
+/// without files, and on several formats but not one per file.
+pub fn data_sources(
+    data: &[PathBuf],
+    formats: &[String],
+) -> Result<Vec<(PathBuf, Option<laser_data::Format>)>> {
+    let formats: Vec<laser_data::Format> = formats
+        .iter()
+        .map(|name| {
+            name.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown --data-format {name:?}: expected gsm8k, strategyqa or jsonl"
+                )
+            })
         })
-    })
-    .transpose()
+        .collect::<Result<_>>()?;
+    ensure!(
+        formats.is_empty() || !data.is_empty(),
+        "--data-format needs a --data file"
+    );
+    ensure!(
+        formats.len() <= 1 || formats.len() == data.len(),
+        "got {} --data-format values for {} --data files: give one for all files or one per file",
+        formats.len(),
+        data.len()
+    );
+    let format_of = |index: usize| match formats.len() {
+        0 => None,
+        1 => Some(formats[0]),
+        _ => Some(formats[index]),
+    };
+    Ok(data
+        .iter()
+        .enumerate()
+        .map(|(index, path)| (path.clone(), format_of(index)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -1226,5 +1301,39 @@ mod tests {
         let mean =
             ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Mean, 1.0).unwrap();
         assert_eq!(mean, vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn old_single_data_file_config_reads() {
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(default, deserialize_with = "one_or_many")]
+            data: Vec<PathBuf>,
+        }
+        let read = |json: &str| serde_json::from_str::<Fields>(json).unwrap().data;
+        assert_eq!(read(r#"{"data": "a.jsonl"}"#), [PathBuf::from("a.jsonl")]);
+        assert_eq!(read(r#"{"data": null}"#), Vec::<PathBuf>::new());
+        assert_eq!(read("{}"), Vec::<PathBuf>::new());
+        assert_eq!(
+            read(r#"{"data": ["a.jsonl", "b.json"]}"#),
+            [PathBuf::from("a.jsonl"), PathBuf::from("b.json")]
+        );
+    }
+
+    #[test]
+    fn one_data_format_applies_to_all_files() {
+        let files = [PathBuf::from("a"), PathBuf::from("b")];
+        let formats = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|name| (*name).to_owned()).collect()
+        };
+        let detected = data_sources(&files, &[]).unwrap();
+        assert_eq!(detected[1], (files[1].clone(), None));
+        let shared = data_sources(&files, &formats(&["jsonl"])).unwrap();
+        assert_eq!(shared[1].1, Some(laser_data::Format::Jsonl));
+        let each = data_sources(&files, &formats(&["gsm8k", "strategyqa"])).unwrap();
+        assert_eq!(each[0].1, Some(laser_data::Format::Gsm8k));
+        assert_eq!(each[1].1, Some(laser_data::Format::StrategyQa));
+        assert!(data_sources(&[], &formats(&["gsm8k"])).is_err());
+        assert!(data_sources(&files, &formats(&["csv"])).is_err());
     }
 }

@@ -7,11 +7,8 @@ use crate::laser::eval;
 
 pub(crate) fn run(args: &EvalArgs, verbose: bool) -> Result<()> {
     anyhow::ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
-    let format = crate::laser::parse_format(args.data_format.as_deref())?;
-    let instances = match &args.data {
-        Some(path) => laser_data::load(path, format)?,
-        None => laser_data::builtin(args.seed, args.builtin_count),
-    };
+    let instances =
+        crate::laser::load_instances(&args.data, &args.data_format, args.seed, args.builtin_count)?;
     let count = args.eval_size.min(instances.len().saturating_sub(1)).max(1);
     let split =
         laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;

@@ -85,12 +85,12 @@ pub(crate) fn config_from_args(
             "--rms names reward model {name:?} twice"
         );
     }
-    crate::laser::parse_format(args.data_format.as_deref())?;
+    crate::laser::data_sources(&args.data, &args.data_format)?;
     ensure!(
         args.max_new_tokens >= 1,
         "--max-new-tokens must be at least 1"
     );
-    if let Some(data) = &args.data {
+    for data in &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
     }
     let model = super::model_path(&args.model)?;
