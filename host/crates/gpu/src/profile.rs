@@ -1,9 +1,11 @@
 //! Per-kernel GPU time, for finding what a forward pass or a training step
-//! spends its time on. Set `LASER_HOST_PROFILE=1` on an adapter with
-//! timestamp queries (lavapipe has them): every compute pass then records
-//! its start and end, the times are collected whenever the host waits for
-//! the GPU, and a table of total time per kernel goes to stderr when the
-//! last handle to the device is dropped.
+//! spends its time on.
+//!
+//! With `LASER_HOST_PROFILE=1` on an adapter with timestamp queries
+//! (lavapipe has them), every compute pass records its start and end. The
+//! host collects the times whenever it waits for the GPU, and prints a
+//! table of total time per kernel to stderr when the last handle to the
+//! device is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -58,14 +60,18 @@ impl Profiler {
     }
 
     /// Reads back the timestamps of the passes recorded so far and adds
-    /// them to the totals. Call only after the GPU has finished them; a
-    /// pass that has not run yet reads as no time.
+    /// them to the totals. Call only after the GPU has finished them.
+    ///
+    /// NOTE: a pass recorded but not yet submitted when this runs reads as
+    /// no time, and its query slot may be reused, so profile commands that
+    /// submit what they record before waiting (all of the engine's do).
     pub(crate) fn collect(&self, device: &wgpu::Device, queue: &wgpu::Queue) {
         let mut state = self.state.lock().unwrap_or_else(|err| err.into_inner());
         if state.pending.is_empty() {
             return;
         }
         let passes = state.pending.len() as u32;
+
         let bytes = u64::from(2 * passes) * u64::from(wgpu::QUERY_SIZE);
         let resolved = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile resolve"),
@@ -79,6 +85,7 @@ impl Profiler {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("profile resolve"),
         });
@@ -93,6 +100,7 @@ impl Profiler {
         }
         encoder.copy_buffer_to_buffer(&resolved, 0, &staging, 0, bytes);
         queue.submit([encoder.finish()]);
+
         let slice = staging.slice(..);
         slice.map_async(wgpu::MapMode::Read, |_| {});
         if device.poll(wgpu::PollType::wait_indefinitely()).is_err() {
@@ -104,6 +112,7 @@ impl Profiler {
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&data);
         drop(data);
         staging.unmap();
+
         let pending = std::mem::take(&mut state.pending);
         for (kernel, pair) in pending.into_iter().zip(ticks.chunks_exact(2)) {
             let seconds = pair[1].saturating_sub(pair[0]) as f64 * self.period_ns * 1e-9;
