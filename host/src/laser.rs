@@ -416,13 +416,13 @@ impl Run {
                     .iter()
                     .map(|(arm, count)| format!("{arm} {count}"))
                     .collect();
-                let summary = format!(
-                    "reward {} picks {}",
-                    metrics
-                        .bandit_reward
-                        .map_or("-".into(), |r| format!("{r:.3}")),
-                    picks.join(", ")
+                // A batch has no reward when it formed no preference pair
+                // (every response tied) or its reward model failed.
+                let reward = metrics.bandit_reward.map_or_else(
+                    || "none (selector not updated)".to_string(),
+                    |r| format!("{r:.3}"),
                 );
+                let summary = format!("reward {reward}, picks {}", picks.join(", "));
                 // Progress bars are hidden when stderr is not a terminal (a
                 // log file, nohup), so print one line per batch there.
                 if !std::io::stderr().is_terminal() {
