@@ -520,3 +520,39 @@ fn train_resume_rejects_missing_policy() {
     assert!(!output.status.success());
     assert!(stderr.contains("policy-000004"), "{stderr}");
 }
+
+#[test]
+fn tied_reward_model_gets_lowest_reward() {
+    // The verifier scores all of the tiny model's responses 0, so its
+    // prompts form no preference pair. Once `length` has earned rewards,
+    // such prompts get the run's lowest reward instead of none, so LinUCB
+    // learns the verifier is no better and does not pick it forever.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = subcommand("train", &out, &["--rms", "length,verifier"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<serde_json::Value> = read(&out.join("selections.jsonl"))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let rewarded = |arm: &str| {
+        rows.iter()
+            .filter(|row| row["arm"] == arm && row["reward"].is_number())
+            .count()
+    };
+    assert!(rewarded("length") > 0, "length was never rewarded");
+    assert!(rewarded("verifier") > 0, "the verifier was never rewarded");
+    let state: serde_json::Value = serde_json::from_str(&read(&out.join("state.json"))).unwrap();
+    let lowest = state["lowest_reward"].as_f64().expect("lowest_reward is set");
+    for row in rows.iter().filter(|row| row["arm"] == "verifier") {
+        if let Some(reward) = row["reward"].as_f64() {
+            assert!(reward >= lowest, "verifier reward {reward} below {lowest}");
+        }
+    }
+}

@@ -713,6 +713,7 @@ impl Run {
             }
             loss = outcome.loss;
             margin = outcome.margin;
+            self.reward_tied_prompts(&picks, &final_scores, &mut rewards);
         }
         lap("train", &mut seconds);
 
@@ -806,6 +807,42 @@ impl Run {
     }
 
     /// Trains on `pairs`; returns the loss per instance.
+    /// Gives the run's lowest reward so far to each prompt whose reward
+    /// model scored it but formed no preference pair, because all its
+    /// responses tied. Without any reward such an arm would keep its
+    /// untried confidence bound and be picked again and again; a reward
+    /// model that cannot tell responses apart yields no training signal,
+    /// so it earns no more than the worst pair did. Before the first reward
+    /// of a run there is no floor, and such prompts stay unrewarded.
+    fn reward_tied_prompts(
+        &mut self,
+        picks: &[Pick],
+        final_scores: &[Option<Vec<f64>>],
+        rewards: &mut [Option<f64>],
+    ) {
+        let batch_lowest = rewards
+            .iter()
+            .flatten()
+            .copied()
+            .fold(None, |low: Option<f64>, r| {
+                Some(low.map_or(r, |low| low.min(r)))
+            });
+        let lowest = match (self.state.lowest_reward, batch_lowest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.state.lowest_reward = lowest;
+        let Some(floor) = lowest else {
+            return;
+        };
+        for (i, pick) in picks.iter().enumerate() {
+            if matches!(pick, Pick::Single(_)) && final_scores[i].is_some() && rewards[i].is_none()
+            {
+                rewards[i] = Some(floor);
+            }
+        }
+    }
+
     fn train_step(
         &mut self,
         prompts: &[Vec<u32>],

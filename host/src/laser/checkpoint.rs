@@ -56,6 +56,10 @@ pub struct RunState {
     /// before the folders were numbered, which used [`LEGACY_POLICY_DIR`].
     #[serde(default)]
     pub policy_dir: Option<String>,
+    /// The lowest bandit reward of the run so far, given to prompts whose
+    /// reward model formed no preference pair (`train` only).
+    #[serde(default)]
+    pub lowest_reward: Option<f64>,
 }
 
 impl RunState {
