@@ -549,7 +549,9 @@ fn tied_reward_model_gets_lowest_reward() {
     assert!(rewarded("length") > 0, "length was never rewarded");
     assert!(rewarded("verifier") > 0, "the verifier was never rewarded");
     let state: serde_json::Value = serde_json::from_str(&read(&out.join("state.json"))).unwrap();
-    let lowest = state["lowest_reward"].as_f64().expect("lowest_reward is set");
+    let lowest = state["lowest_reward"]
+        .as_f64()
+        .expect("lowest_reward is set");
     for row in rows.iter().filter(|row| row["arm"] == "verifier") {
         if let Some(reward) = row["reward"].as_f64() {
             assert!(reward >= lowest, "verifier reward {reward} below {lowest}");
