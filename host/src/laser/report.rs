@@ -285,7 +285,16 @@ fn line_chart(
     chart
         .configure_mesh()
         .x_desc(x_label)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Batches and iterations are whole numbers: label only whole ticks,
+        // at most 11 of them, so short runs do not repeat a rounded label.
+        .x_labels((x_max.ceil() as usize + 1).min(11))
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(plot_error(path))?;
     for (i, (name, data)) in series.iter().enumerate() {
