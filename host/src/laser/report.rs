@@ -299,13 +299,27 @@ fn line_chart(
         .map_err(plot_error(path))?;
     for (i, (name, data)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
-            .map_err(plot_error(path))?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+        // A batch or iteration without a value breaks the line, so no
+        // segment suggests values that were never measured.
+        let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
+        for &(x, y) in data {
+            match segments.last_mut() {
+                Some(segment) if segment.last().is_some_and(|&(last, _)| x - last <= 1.0) => {
+                    segment.push((x, y));
+                }
+                _ => segments.push(vec![(x, y)]),
+            }
+        }
+        for (j, segment) in segments.into_iter().enumerate() {
+            let drawn = chart
+                .draw_series(LineSeries::new(segment, color.stroke_width(2)))
+                .map_err(plot_error(path))?;
+            if j == 0 {
+                drawn.label(name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            }
+        }
         // Markers keep single points visible.
         chart
             .draw_series(
