@@ -35,9 +35,9 @@ use laser_plugins::{
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
-use crate::engine::{Engine, Pooling, SamplingConfig};
+use crate::engine::{Engine, Generation, Pooling, SamplingConfig};
 use crate::train::TrainConfig;
-use crate::train::loss::{LossConfig, LossKind};
+use crate::train::loss::{LossConfig, LossKind, PairLogprobs, pair_loss};
 use crate::train::policy::PolicyTrainer;
 use checkpoint::RunState;
 use service::EngineService;
@@ -713,7 +713,15 @@ impl Run {
             }
             loss = outcome.loss;
             margin = outcome.margin;
-            self.reward_tied_prompts(&picks, &final_scores, &mut rewards);
+            let loss_config = policy_config(&config).loss;
+            let tie = TiedBatch {
+                picks: &picks,
+                final_scores: &final_scores,
+                generations: &generations,
+                picked: &picked,
+                n,
+            };
+            self.reward_tied_prompts(&tie, &loss_config, &mut rewards);
         }
         lap("train", &mut seconds);
 
@@ -807,17 +815,18 @@ impl Run {
     }
 
     /// Trains on `pairs`; returns the loss per instance.
-    /// Gives the run's lowest reward so far to each prompt whose reward
-    /// model scored it but formed no preference pair, because all its
-    /// responses tied. Without any reward such an arm would keep its
-    /// untried confidence bound and be picked again and again; a reward
-    /// model that cannot tell responses apart yields no training signal,
-    /// so it earns no more than the worst pair did. Before the first reward
-    /// of a run there is no floor, and such prompts stay unrewarded.
+    /// Rewards each prompt whose reward model scored it but formed no
+    /// preference pair, because all its responses tied. Without a reward
+    /// such an arm would keep its untried confidence bound and be picked
+    /// again and again. A model that cannot tell responses apart gives no
+    /// training signal, so the prompt gets the negative loss of a pair that
+    /// teaches nothing (the picked response against itself: zero margin,
+    /// plus the weighted NLL of that response), and no more than the lowest
+    /// reward of the run so far.
     fn reward_tied_prompts(
         &mut self,
-        picks: &[Pick],
-        final_scores: &[Option<Vec<f64>>],
+        tie: &TiedBatch<'_>,
+        loss_config: &LossConfig,
         rewards: &mut [Option<f64>],
     ) {
         let batch_lowest = rewards
@@ -831,16 +840,32 @@ impl Run {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.state.lowest_reward = lowest;
-        let Some(floor) = lowest else {
-            return;
-        };
-        for (i, pick) in picks.iter().enumerate() {
-            if matches!(pick, Pick::Single(_)) && final_scores[i].is_some() && rewards[i].is_none()
+        for (i, pick) in tie.picks.iter().enumerate() {
+            if !matches!(pick, Pick::Single(_))
+                || tie.final_scores[i].is_none()
+                || rewards[i].is_some()
             {
-                rewards[i] = Some(floor);
+                continue;
             }
+            let generation = &tie.generations[i * tie.n + tie.picked[i]];
+            let logprob: f64 = generation.logprobs.iter().map(|&l| f64::from(l)).sum();
+            let tokens = generation.logprobs.len();
+            let degenerate = PairLogprobs {
+                policy_chosen: logprob,
+                policy_rejected: logprob,
+                reference_chosen: logprob,
+                reference_rejected: logprob,
+                chosen_tokens: tokens,
+                rejected_tokens: tokens,
+            };
+            let reward = -pair_loss(loss_config, &degenerate).loss;
+            rewards[i] = Some(lowest.map_or(reward, |lowest| reward.min(lowest)));
         }
+        self.state.lowest_reward = rewards
+            .iter()
+            .flatten()
+            .copied()
+            .fold(lowest, |low, r| Some(low.map_or(r, |low| low.min(r))));
     }
 
     fn train_step(
@@ -1010,6 +1035,16 @@ fn policy_config(config: &RunConfig) -> TrainConfig {
         seed: config.seed,
         ..TrainConfig::default()
     }
+}
+
+/// What [`Run::reward_tied_prompts`] reads of one batch: each prompt's
+/// pick, final scores and picked response among its `n` generations.
+struct TiedBatch<'a> {
+    picks: &'a [Pick],
+    final_scores: &'a [Option<Vec<f64>>],
+    generations: &'a [Generation],
+    picked: &'a [usize],
+    n: usize,
 }
 
 /// The outcome of one training step.
