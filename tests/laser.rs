@@ -565,3 +565,22 @@ fn tied_reward_model_still_gets_reward() {
         }
     }
 }
+
+#[test]
+fn invalid_training_settings_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("--learning-rate", "nan"),
+        ("--beta", "-1"),
+        ("--nll-weight", "inf"),
+    ];
+    for (option, value) in cases {
+        let out = dir.path().join(option.trim_start_matches('-'));
+        let setting = format!("{option}={value}");
+        let output = subcommand("train", &out, &[&setting]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{setting} was accepted");
+        assert!(stderr.contains(option), "{setting}: {stderr}");
+        assert!(!out.exists(), "{setting} left a run folder");
+    }
+}

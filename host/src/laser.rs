@@ -221,6 +221,40 @@ pub struct Run {
     policy: Option<PolicyTrainer>,
 }
 
+impl RunConfig {
+    /// Rejects settings that would poison or reverse training: NaN or
+    /// infinite values, a non-positive learning rate or beta, and negative
+    /// weights or temperatures.
+    ///
+    /// # Errors
+    ///
+    /// Names the first invalid option and its value.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("--learning-rate", f64::from(self.learning_rate)),
+            ("--beta", f64::from(self.beta)),
+        ];
+        for (option, value) in positive {
+            ensure!(
+                value.is_finite() && value > 0.0,
+                "{option} must be a positive number, got {value}"
+            );
+        }
+        let non_negative = [
+            ("--nll-weight", f64::from(self.nll_weight)),
+            ("--temperature", f64::from(self.temperature)),
+            ("--ensemble-lambda", self.ensemble_lambda),
+        ];
+        for (option, value) in non_negative {
+            ensure!(
+                value.is_finite() && value >= 0.0,
+                "{option} must be a number of at least 0, got {value}"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Run {
     /// Starts a new run in `out`, or resumes the one there when `resume`.
     ///
@@ -231,6 +265,7 @@ impl Run {
     pub fn open(config: RunConfig, engine: Engine, out: &Path, resume: bool) -> Result<Self> {
         // Everything that can fail on bad input is checked before a new run
         // folder is created, so a failed start leaves no folder behind.
+        config.validate()?;
         let state = if resume {
             RunState::load(out)?
         } else {
