@@ -81,7 +81,8 @@ impl Gpu {
         // Subgroup operations speed up reductions where present; every kernel
         // also works without them.
         let mut features = adapter.features() & wgpu::Features::SUBGROUP;
-        let profile = std::env::var_os("LASER_HOST_PROFILE").is_some_and(|value| value != "0");
+        let profile = std::env::var_os("LASER_HOST_PROFILE")
+            .is_some_and(|value| !value.is_empty() && value != "0");
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if profile && !timestamps {
             tracing::warn!("LASER_HOST_PROFILE is set, but this adapter has no timestamp queries");
