@@ -131,9 +131,9 @@ fn batched_generation_equals_single() {
 
 #[test]
 fn repeated_prompts_share_prefill_without_changing_samples() {
-    // Slots 0 and 2 hold the same prompt, so slot 2 copies slot 0's KV
-    // cache instead of running the prompt itself; it must sample exactly
-    // what it samples when its prompt is not repeated.
+    // Slots 0 and 2 have the same prompt, so slot 2 copies slot 0's KV
+    // cache instead of running the prompt itself. It must still sample
+    // exactly what it samples when its prompt is not repeated.
     let (mut engine, _reference, _dir) = load(&TinySpec::default());
     let sampling = SamplingConfig {
         temperature: 0.8,

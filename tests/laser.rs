@@ -525,9 +525,8 @@ fn train_resume_rejects_missing_policy() {
 fn tied_reward_model_still_gets_reward() {
     // The verifier scores all of the tiny model's responses 0, so its
     // prompts form no preference pair. Listed first, it is LinUCB's first
-    // pick; its prompts must still get a reward (the negative loss of a
-    // pair that teaches nothing), or its untried bound would win every
-    // later pick and `length` would never run.
+    // pick. Its prompts must still get a reward, because otherwise its
+    // untried bound would win every later pick and `length` would never run.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let output = subcommand("train", &out, &["--rms", "verifier,length"])
@@ -542,6 +541,7 @@ fn tied_reward_model_still_gets_reward() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+
     let rewarded = |arm: &str| {
         rows.iter()
             .filter(|row| row["arm"] == arm && row["reward"].is_number())

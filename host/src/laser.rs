@@ -849,15 +849,13 @@ impl Run {
         Ok(metrics)
     }
 
-    /// Trains on `pairs`; returns the loss per instance.
     /// Rewards each prompt whose reward model scored it but formed no
     /// preference pair, because all its responses tied. Without a reward
     /// such an arm would keep its untried confidence bound and be picked
     /// again and again. A model that cannot tell responses apart gives no
-    /// training signal, so the prompt gets the negative loss of a pair that
-    /// teaches nothing (the picked response against itself: zero margin,
-    /// plus the weighted NLL of that response), and no more than the lowest
-    /// reward of the run so far.
+    /// training signal. So the prompt gets the negative loss of its picked
+    /// response paired with itself (zero margin plus the weighted NLL),
+    /// capped at the lowest reward of the run so far.
     fn reward_tied_prompts(
         &mut self,
         tie: &TiedBatch<'_>,
@@ -903,6 +901,7 @@ impl Run {
             .fold(lowest, |low, r| Some(low.map_or(r, |low| low.min(r))));
     }
 
+    /// Trains on `pairs`; returns the loss per instance.
     fn train_step(
         &mut self,
         prompts: &[Vec<u32>],
@@ -1072,8 +1071,9 @@ fn policy_config(config: &RunConfig) -> TrainConfig {
     }
 }
 
-/// What [`Run::reward_tied_prompts`] reads of one batch: each prompt's
-/// pick, final scores and picked response among its `n` generations.
+/// The parts of one batch that [`Run::reward_tied_prompts`] reads: each
+/// prompt's pick, final scores and picked response among its `n`
+/// generations.
 struct TiedBatch<'a> {
     picks: &'a [Pick],
     final_scores: &'a [Option<Vec<f64>>],

@@ -46,7 +46,7 @@ const LANES_TILES: [u32; 4] = [1, 2, 4, 8];
 /// Weight rows in one workgroup of `matmul_gemv_lanes.wgsl`.
 const LANES_WORKGROUP: u32 = 64;
 /// Activation rows a workgroup of `matmul_transposed_lanes.wgsl` can take,
-/// one pipeline each; every row holds 32 accumulators a thread.
+/// one pipeline each; every row keeps 32 accumulators a thread.
 const TRANSPOSED_LANES_TILES: [u32; 3] = [1, 2, 4];
 /// Values of k one workgroup of `matmul_transposed_lanes.wgsl` covers.
 const TRANSPOSED_LANES_K: u32 = 256;
@@ -409,7 +409,7 @@ fn dispatch_chunk(
     dispatch(gpu, encoder, label, pipeline, &bind_group, workgroups);
 }
 
-/// Returns the smallest tile of `tiles` that holds `m` rows, else the
+/// Returns the smallest tile of `tiles` that fits `m` rows, else the
 /// largest, with its pipeline from `pipelines` (one per tile).
 fn pick_tile<'a>(
     tiles: &[u32],
