@@ -150,10 +150,7 @@ impl<B: Bandit> Driver<B> {
             .collect::<Result<_>>()?;
 
         let chosen: Vec<usize> = match self.config.granularity {
-            Granularity::Instance => prepared
-                .iter()
-                .map(|x| self.bandit.choose_among(x, enabled))
-                .collect::<Result<_>>()?,
+            Granularity::Instance => self.bandit.choose_batch_among(&prepared, enabled)?,
             Granularity::Batch if prepared.is_empty() => Vec::new(),
             Granularity::Batch => {
                 let arm = self.bandit.choose_among(&mean(&prepared), enabled)?;

@@ -171,6 +171,25 @@ pub trait Bandit: Serialize + DeserializeOwned {
     /// algorithms that read the context.
     fn choose_among(&mut self, context: &[f64], enabled: &[bool]) -> Result<usize>;
 
+    /// Chooses an arm for each of `contexts`, all before any of their
+    /// rewards is known, among the arms whose `enabled` entry is true. By
+    /// default each context is chosen for alone; an algorithm may spread a
+    /// batch over arms instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bandit::choose_among`].
+    fn choose_batch_among(
+        &mut self,
+        contexts: &[Vec<f64>],
+        enabled: &[bool],
+    ) -> Result<Vec<usize>> {
+        contexts
+            .iter()
+            .map(|x| self.choose_among(x, enabled))
+            .collect()
+    }
+
     /// Chooses an arm for `context` among all arms.
     ///
     /// # Errors

@@ -7,6 +7,16 @@
 //!   p_k(x) = x^T A_k^-1 b_k + alpha * sqrt(x^T A_k^-1 x)
 //! and the arm with the largest score is chosen (lowest index on ties).
 //! A_k^-1 is updated by Sherman-Morrison in O(d^2); it is never re-inverted.
+//!
+//! Prompts of one batch are chosen before any of their rewards is known.
+//! With `pending_updates` on (the default), each choice in a batch is
+//! followed by a provisional update of the chosen arm with the reward it
+//! predicts, x^T theta_k: the arm's estimate stays as it was, but its
+//! confidence width at that context shrinks, so the next prompts of the
+//! batch spread over arms the way sequential choices would (the batch
+//! upper-confidence rule of Desautels et al., JMLR 2014, for linear
+//! models). The provisional updates are dropped once the batch is chosen;
+//! only real rewards enter the saved state.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +32,9 @@ pub struct LinUcbConfig {
     pub alpha: f64,
     /// Context dimension d. Default: unset, taken from the first context.
     pub dimension: Option<usize>,
+    /// Within one batch, shrink a chosen arm's width before choosing for
+    /// the next prompt. Default true.
+    pub pending_updates: bool,
 }
 
 impl Default for LinUcbConfig {
@@ -29,6 +42,7 @@ impl Default for LinUcbConfig {
         Self {
             alpha: 1.0,
             dimension: None,
+            pending_updates: true,
         }
     }
 }
@@ -78,21 +92,7 @@ impl LinUcb {
     /// Context errors: empty, non-finite, or of the wrong dimension.
     pub fn scores(&mut self, context: &[f64]) -> Result<Vec<f64>> {
         self.stats.prepare(context)?;
-        let alpha = self.config.alpha;
-        let scores = self
-            .stats
-            .arms
-            .iter()
-            .map(|arm| {
-                // Exploitation: x^T theta_k with theta_k = A_k^-1 b_k.
-                let mean = dot(context, &arm.theta());
-
-                // Exploration: alpha * sqrt(x^T A_k^-1 x).
-                let width = arm.variance(context).sqrt();
-                mean + alpha * width
-            })
-            .collect();
-        Ok(scores)
+        Ok(upper_bounds(&self.stats, self.config.alpha, context))
     }
 
     /// Returns A_k^-1 of arm `arm` (d x d, row-major), once the dimension
@@ -124,6 +124,34 @@ impl Bandit for LinUcb {
         Ok(argmax_enabled(&scores, enabled))
     }
 
+    fn choose_batch_among(
+        &mut self,
+        contexts: &[Vec<f64>],
+        enabled: &[bool],
+    ) -> Result<Vec<usize>> {
+        if !self.config.pending_updates {
+            return contexts
+                .iter()
+                .map(|x| self.choose_among(x, enabled))
+                .collect();
+        }
+        self.arms.check_mask(enabled)?;
+        for x in contexts {
+            self.stats.prepare(x)?;
+        }
+        let mut provisional = self.stats.clone();
+        let mut chosen = Vec::with_capacity(contexts.len());
+        for x in contexts {
+            let arm = argmax_enabled(&upper_bounds(&provisional, self.config.alpha, x), enabled);
+            // Observing the predicted reward leaves theta_k unchanged:
+            // (A + x x^T)^-1 (b + x x^T theta) = theta when A theta = b.
+            let predicted = dot(x, &provisional.arms[arm].theta());
+            provisional.update(arm, x, predicted);
+            chosen.push(arm);
+        }
+        Ok(chosen)
+    }
+
     fn update(&mut self, arm: usize, context: &[f64], reward: f64) -> Result<()> {
         self.arms.check_index(arm)?;
         check_reward(reward)?;
@@ -131,6 +159,22 @@ impl Bandit for LinUcb {
         self.stats.update(arm, context, reward);
         Ok(())
     }
+}
+
+/// Returns p_k(x) = x^T theta_k + alpha sqrt(x^T A_k^-1 x) for every arm.
+fn upper_bounds(stats: &RidgeArms, alpha: f64, x: &[f64]) -> Vec<f64> {
+    stats
+        .arms
+        .iter()
+        .map(|arm| {
+            // Exploitation: x^T theta_k with theta_k = A_k^-1 b_k.
+            let mean = dot(x, &arm.theta());
+
+            // Exploration: alpha * sqrt(x^T A_k^-1 x).
+            let width = arm.variance(x).sqrt();
+            mean + alpha * width
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -150,6 +194,7 @@ mod tests {
         let config = LinUcbConfig {
             alpha: 0.1,
             dimension: Some(2),
+            ..LinUcbConfig::default()
         };
         let mut bandit = LinUcb::new(config, &["a", "b"]).unwrap();
         for _ in 0..10 {
@@ -160,10 +205,50 @@ mod tests {
     }
 
     #[test]
+    fn batch_spreads_over_untried_arms() {
+        let mut bandit = LinUcb::new(LinUcbConfig::default(), &["a", "b", "c"]).unwrap();
+        let contexts = vec![vec![0.6, 0.8]; 4];
+        let chosen = bandit.choose_batch_among(&contexts, &[true; 3]).unwrap();
+        assert_eq!(chosen, vec![0, 1, 2, 0]);
+        // The provisional updates leave the saved statistics alone.
+        assert_eq!(bandit.inverse(0).unwrap(), &[1.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_without_pending_updates_repeats_choice() {
+        let config = LinUcbConfig {
+            pending_updates: false,
+            ..LinUcbConfig::default()
+        };
+        let mut bandit = LinUcb::new(config, &["a", "b", "c"]).unwrap();
+        let contexts = vec![vec![0.6, 0.8]; 4];
+        let chosen = bandit.choose_batch_among(&contexts, &[true; 3]).unwrap();
+        assert_eq!(chosen, vec![0; 4]);
+    }
+
+    #[test]
+    fn pending_updates_keep_estimate() {
+        let config = LinUcbConfig {
+            alpha: 0.0,
+            ..LinUcbConfig::default()
+        };
+        let mut bandit = LinUcb::new(config, &["a", "b"]).unwrap();
+        for _ in 0..5 {
+            bandit.update(0, &[1.0, 0.0], 1.0).unwrap();
+            bandit.update(1, &[1.0, 0.0], 0.2).unwrap();
+        }
+        // Without exploration the better arm keeps winning inside a batch.
+        let contexts = vec![vec![1.0, 0.0]; 3];
+        let chosen = bandit.choose_batch_among(&contexts, &[true; 2]).unwrap();
+        assert_eq!(chosen, vec![0; 3]);
+    }
+
+    #[test]
     fn disabled_arm_skipped() {
         let config = LinUcbConfig {
             alpha: 0.1,
             dimension: Some(1),
+            ..LinUcbConfig::default()
         };
         let mut bandit = LinUcb::new(config, &["a", "b"]).unwrap();
         bandit.update(0, &[1.0], 1.0).unwrap();
@@ -198,7 +283,7 @@ mod tests {
     fn negative_alpha_rejected() {
         let config = LinUcbConfig {
             alpha: -1.0,
-            dimension: None,
+            ..LinUcbConfig::default()
         };
         let error = LinUcb::new(config, &["a"]).unwrap_err();
         assert!(matches!(

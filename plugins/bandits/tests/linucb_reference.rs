@@ -63,6 +63,7 @@ fn sherman_morrison_matches_explicit_inverse() {
     let config = LinUcbConfig {
         alpha,
         dimension: Some(D),
+        ..LinUcbConfig::default()
     };
     let mut bandit = LinUcb::new(config, &["a", "b", "c"]).unwrap();
     let mut rng = Rng::seed_from_u64(11);

@@ -52,6 +52,7 @@ fn linucb_regret_quarter_of_random() {
         let config = LinUcbConfig {
             alpha: 0.5,
             dimension: None,
+            ..LinUcbConfig::default()
         };
         let mut linucb = LinUcb::new(config, &arm_names()).unwrap();
         let mut random = Random::new(RandomConfig { seed }, &arm_names()).unwrap();

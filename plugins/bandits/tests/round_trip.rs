@@ -222,6 +222,7 @@ fn new_arm_keeps_linucb_statistics() {
     let config = LinUcbConfig {
         alpha: 1.0,
         dimension: Some(D),
+        ..LinUcbConfig::default()
     };
     let mut bandit = LinUcb::new(config, &["a", "b"]).unwrap();
     let mut environment = Environment::new(10);
