@@ -288,6 +288,35 @@ fn existing_run_folder_needs_resume() {
     assert!(stderr.contains("--resume"), "{stderr}");
 }
 
+#[test]
+fn non_empty_out_folder_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.md");
+    std::fs::write(&notes, "mine").unwrap();
+    let output = run(dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(read(&notes), "mine");
+    assert!(!dir.path().join("config.json").exists());
+}
+
+#[test]
+fn resume_rejects_changed_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert!(run(&out, &["--iterations", "1"]).status.success());
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["best-of-n", "--n", "5", "--resume"])
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--n cannot change"), "{stderr}");
+}
+
 /// Runs `compare` of `selectors` over the verifier, format and length
 /// reward models, one iteration on 6 built-in instances.
 fn compare(out: &Path, selectors: &str, eval_size: &str) -> Output {
@@ -354,6 +383,37 @@ fn plugins_check_prints_error_once() {
         1,
         "{stderr}"
     );
+}
+
+#[test]
+fn compare_finishes_only_with_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("compare");
+    let output = compare(&out, "round-robin", "0");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The same command again would show the old table as new results.
+    let output = compare(&out, "round-robin", "0");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--resume"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["compare", "--resume"])
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("| round-robin |"), "{stdout}");
 }
 
 #[test]

@@ -727,6 +727,52 @@ fn lora_gradients_match_projected_full_gradient() {
     }
 }
 
+/// `dpo` refuses settings that would write a NaN adapter, and an --out
+/// folder that holds other files, before it trains.
+#[test]
+fn dpo_rejects_bad_settings_and_busy_out() {
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::default());
+    let pairs = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"2+2?\", \"chosen\": \"4\", \"rejected\": \"5\"}\n",
+    )
+    .unwrap();
+    let fails = |extra: &[&str], out: &std::path::Path, expected: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+            .args(["dpo", "--steps", "1"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--pairs")
+            .arg(&pairs)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    };
+    let out = dir.path().join("adapter");
+    for option in [
+        "--nll-weight",
+        "--alpha",
+        "--weight-decay",
+        "--max-grad-norm",
+    ] {
+        fails(&[option, "NaN"], &out, option);
+    }
+    assert!(!out.exists());
+    // The folder holding the model and the pairs is not empty.
+    fails(&[], dir.path(), "not empty");
+}
+
 /// `dpo`, `generate --adapter` and `merge` as a user runs them on a tiny
 /// model: the adapter files appear, generation with the adapter runs, and
 /// the merged folder loads as a model.

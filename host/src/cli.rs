@@ -28,6 +28,33 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// The ids of the subcommand's options that were typed on the command
+    /// line, as opposed to taken from defaults or the environment. Filled
+    /// by [`Cli::parse_with_sources`].
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the process arguments like [`Parser::parse`], and also
+    /// records which of the subcommand's options were given, so that a
+    /// command can tell a typed option from its default.
+    pub fn parse_with_sources() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let Some((_, sub)) = matches.subcommand() {
+            cli.given = sub
+                .ids()
+                .filter(|id| {
+                    sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|id| id.as_str().to_owned())
+                .collect();
+        }
+        cli
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +417,7 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("selector", |arg| arg.hide(true)))]
 pub struct CompareArgs {
     #[command(flatten)]
     pub run: RunArgs,

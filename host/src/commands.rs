@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
             &args.preference,
             crate::laser::Mode::Train,
             cli.plugins,
+            &cli.given,
             cli.verbose,
         ),
         Command::BestOfN(args) => run::run(
@@ -37,10 +38,11 @@ pub fn run(cli: Cli) -> Result<()> {
             &crate::cli::PreferenceArgs::default(),
             crate::laser::Mode::BestOfN,
             cli.plugins,
+            &cli.given,
             cli.verbose,
         ),
         Command::Eval(args) => eval::run(&args, cli.verbose),
-        Command::Compare(args) => compare::run(&args, cli.plugins, cli.verbose),
+        Command::Compare(args) => compare::run(&args, cli.plugins, &cli.given, cli.verbose),
         Command::Generate(args) => generate::run(&args, cli.verbose),
         Command::Dpo(args) => dpo::run(&args, cli.verbose),
         Command::Merge(args) => merge::run(&args, cli.verbose),
@@ -98,6 +100,31 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Gpu> {
         );
     }
     Ok(gpu)
+}
+
+/// Checks that `out` can take a new run without overwriting anything: it
+/// does not exist yet, or is an empty folder.
+///
+/// # Errors
+///
+/// Names `out` when it is a file or a folder with entries.
+pub(crate) fn ensure_empty_out(out: &std::path::Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        out.is_dir(),
+        "--out {} is a file, not a folder; choose a folder path for --out",
+        out.display()
+    );
+    let mut entries = std::fs::read_dir(out)
+        .with_context(|| format!("failed to read the --out folder {}", out.display()))?;
+    anyhow::ensure!(
+        entries.next().is_none(),
+        "--out {} is not empty; choose a new or empty folder, so that nothing in it is overwritten",
+        out.display()
+    );
+    Ok(())
 }
 
 /// Resolves `--model`, fetching the default model when none is given.

@@ -275,6 +275,7 @@ impl Run {
                 out.display(),
                 out.display()
             );
+            crate::commands::ensure_empty_out(out)?;
             RunState::default()
         };
 

@@ -3,12 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use laser_host::cli::Cli;
 
 fn main() -> ExitCode {
     quiet_wayland_probe();
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_sources();
     let filter = if cli.verbose {
         "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug"
     } else {

@@ -8,12 +8,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::cli::CompareArgs;
 use crate::engine::Engine;
-use crate::laser::{Run, RunSummary};
+use crate::laser::{Run, RunConfig, RunSummary};
 
 /// One row of the table: a selector with its config.
 struct Variant {
@@ -26,10 +27,54 @@ struct Variant {
 /// The phases whose time the table shows, in loop order.
 const PHASES: [&str; 6] = ["context", "choose", "generate", "score", "train", "update"];
 
-pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
-    let base = super::run::config_from_args(&args.run, &args.preference, args.mode, plugins)?;
-    let out = args.run.out.clone();
-    fs::create_dir_all(&out).with_context(|| format!("failed to create {}", out.display()))?;
+/// The settings of a compare, saved in its folder so that `--resume`
+/// finishes it with the same ones.
+#[derive(Serialize, Deserialize)]
+struct CompareSettings {
+    config: RunConfig,
+    selectors: Vec<String>,
+}
+
+/// The file in a compare folder that holds its [`CompareSettings`].
+const SETTINGS_FILE: &str = "compare-config.json";
+
+pub(crate) fn run(
+    args: &CompareArgs,
+    plugins: Option<PathBuf>,
+    given: &[String],
+    verbose: bool,
+) -> Result<()> {
+    ensure!(
+        !given.iter().any(|id| id == "selector"),
+        "compare runs each selector of --selectors; --selector is an option of train and best-of-n"
+    );
+    let (settings, out) = match &args.run.resume {
+        Some(dir) => (saved_settings(dir, plugins.as_deref(), given)?, dir.clone()),
+        None => {
+            let out = args.run.out.clone();
+            ensure!(
+                !out.join(SETTINGS_FILE).exists(),
+                "{} already holds a compare; pass --resume {} to finish it, or choose another --out",
+                out.display(),
+                out.display()
+            );
+            let settings = CompareSettings {
+                config: super::run::config_from_args(
+                    &args.run,
+                    &args.preference,
+                    args.mode,
+                    plugins,
+                )?,
+                selectors: args.selectors.clone(),
+            };
+            super::ensure_empty_out(&out)?;
+            fs::create_dir_all(&out)
+                .with_context(|| format!("failed to create {}", out.display()))?;
+            atomic::write_json(&out.join(SETTINGS_FILE), &settings)?;
+            (settings, out)
+        }
+    };
+    let base = settings.config;
 
     // Expand `fixed` into one variant per reward model, each setting the
     // arm in the selector's config.
@@ -39,7 +84,7 @@ pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -
         base.rms.clone()
     };
     let mut variants: Vec<Variant> = Vec::new();
-    for selector in &args.selectors {
+    for selector in &settings.selectors {
         if selector == "fixed" {
             for rm in &rms {
                 variants.push(Variant {
@@ -90,6 +135,45 @@ pub(crate) fn run(args: &CompareArgs, plugins: Option<PathBuf>, verbose: bool) -
     atomic::write(&out.join("compare.md"), table.as_bytes())?;
     atomic::write_json(&out.join("compare.json"), &rows)?;
     Ok(())
+}
+
+/// Reads the settings of the compare in `dir`, after checking that no
+/// option in `given` (typed on the command line) would be ignored.
+fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Result<CompareSettings> {
+    let ignored: Vec<String> = given
+        .iter()
+        .filter(|id| !["resume", "plugins", "verbose"].contains(&id.as_str()))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    ensure!(
+        ignored.is_empty(),
+        "--resume finishes the compare in {} with the settings in its {SETTINGS_FILE}, so {} \
+         cannot change; drop {}, or start a new compare with --out",
+        dir.display(),
+        ignored.join(", "),
+        if ignored.len() == 1 { "it" } else { "them" }
+    );
+    let path = dir.join(SETTINGS_FILE);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no compare to resume in {}: {} is missing",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    let settings: CompareSettings =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    if let Some(plugins) = plugins {
+        ensure!(
+            super::run::same_path(plugins, &settings.config.plugins),
+            "the compare in {} uses the plugin folder {}, not {}; resume it without --plugins \
+             (and without LASER_HOST_PLUGINS), or with the same folder",
+            dir.display(),
+            settings.config.plugins.display(),
+            plugins.display()
+        );
+    }
+    Ok(settings)
 }
 
 fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {

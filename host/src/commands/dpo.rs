@@ -52,10 +52,45 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         args.lr
     );
     ensure!(
-        args.beta > 0.0,
-        "--beta must be positive, got {}",
+        args.beta > 0.0 && args.beta.is_finite(),
+        "--beta must be a positive number, got {}",
         args.beta
     );
+    let non_negative = [
+        ("--nll-weight", args.nll_weight),
+        ("--weight-decay", f64::from(args.weight_decay)),
+        ("--max-grad-norm", f64::from(args.max_grad_norm)),
+    ];
+    for (option, value) in non_negative {
+        ensure!(
+            value.is_finite() && value >= 0.0,
+            "{option} must be a number of at least 0, got {value}"
+        );
+    }
+    ensure!(
+        args.train.alpha.is_finite() && args.train.alpha > 0.0,
+        "--alpha must be a positive number, got {}",
+        args.train.alpha
+    );
+    if args.resume {
+        if !args
+            .out
+            .join(crate::train::checkpoint::STATE_FILE)
+            .is_file()
+        {
+            eprintln!(
+                "warning: {} holds no training state yet; starting from step 0",
+                args.out.display()
+            );
+        }
+    } else {
+        ensure!(
+            !args.out.join(crate::train::checkpoint::STATE_FILE).exists(),
+            "{} already holds a dpo run; pass --resume to continue it, or choose another --out",
+            args.out.display()
+        );
+        super::ensure_empty_out(&args.out)?;
+    }
     ensure!(
         !args.full || args.train.dropout == 0.0,
         "--dropout applies to LoRA adapters; full fine-tuning (--full) has no dropout"

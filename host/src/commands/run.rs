@@ -1,7 +1,7 @@
 //! `laser-host train` and `laser-host best-of-n`: a LASeR run.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
@@ -9,17 +9,37 @@ use crate::cli::{PreferenceArgs, RunArgs};
 use crate::engine::Engine;
 use crate::laser::{Mode, Run, RunConfig};
 
+/// Options that may come with `--resume`: they do not change the run.
+const RESUME_OPTIONS: [&str; 3] = ["resume", "plugins", "verbose"];
+
 /// Starts a LASeR run in `mode`, or resumes the run in `args.resume`.
-/// `preference` sets the preference training of `train` mode.
+/// `preference` sets the preference training of `train` mode; `given`
+/// names the options typed on the command line.
 pub(crate) fn run(
     args: &RunArgs,
     preference: &PreferenceArgs,
     mode: Mode,
     plugins: Option<PathBuf>,
+    given: &[String],
     verbose: bool,
 ) -> Result<()> {
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
+            // A resumed run keeps its saved settings; an option given beside
+            // --resume would otherwise be ignored without a word.
+            let changed: Vec<String> = given
+                .iter()
+                .filter(|id| !RESUME_OPTIONS.contains(&id.as_str()))
+                .map(|id| format!("--{}", id.replace('_', "-")))
+                .collect();
+            ensure!(
+                changed.is_empty(),
+                "--resume continues the run in {} with the settings in its config.json, so {} cannot \
+                 change; drop {}, or start a new run with --out",
+                dir.display(),
+                changed.join(", "),
+                if changed.len() == 1 { "it" } else { "them" }
+            );
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
@@ -30,6 +50,16 @@ pub(crate) fn run(
             })?;
             let config: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is damaged", path.display()))?;
+            if let Some(plugins) = &plugins {
+                ensure!(
+                    same_path(plugins, &config.plugins),
+                    "the run in {} uses the plugin folder {}, not {}; resume it without --plugins \
+                     (and without LASER_HOST_PLUGINS), or with the same folder",
+                    dir.display(),
+                    config.plugins.display(),
+                    plugins.display()
+                );
+            }
             ensure!(
                 config.mode == mode,
                 "the run in {} is a `{}` run; resume it with `laser-host {} --resume {}`",
@@ -55,6 +85,14 @@ pub(crate) fn run(
         out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Whether `a` and `b` name the same file or folder.
+pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 pub(crate) fn config_from_args(
