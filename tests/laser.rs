@@ -289,6 +289,36 @@ fn existing_run_folder_needs_resume() {
 }
 
 #[test]
+fn prompt_longer_than_context_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.jsonl");
+    // The tiny model's context is 256 tokens.
+    let long = "word ".repeat(400);
+    std::fs::write(
+        &data,
+        format!(
+            "{{\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\"}}\n\
+             {{\"id\": \"too-long\", \"prompt\": \"{long}\"}}\n\
+             {{\"prompt\": \"Is 9 prime?\", \"reference\": \"no\"}}\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let data = data.to_str().unwrap();
+    let output = run(
+        &out,
+        &["--data", data, "--eval-size", "0", "--iterations", "1"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped training instance too-long"),
+        "{stderr}"
+    );
+    assert_eq!(read(&out.join("selections.jsonl")).lines().count(), 2);
+}
+
+#[test]
 fn non_empty_out_folder_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.md");

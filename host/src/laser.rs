@@ -280,6 +280,14 @@ impl Run {
         };
 
         let (train, eval) = load_data(&config)?;
+        let train = drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
+        ensure!(
+            !train.is_empty(),
+            "no training instances fit the model's context of {} tokens with --max-new-tokens {}",
+            engine.config.context_length,
+            config.max_new_tokens
+        );
+        let eval = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
         let mut plugin_dir = PluginDir::new(&config.plugins);
@@ -1296,6 +1304,47 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
         "no training instances left after the eval split"
     );
     Ok((split.train, split.eval))
+}
+
+/// Returns `instances` without those whose prompt, with the chat template
+/// and `max_new_tokens` more, would not fit the model's context, warning
+/// about each. Found here, such a prompt would otherwise stop the run at
+/// its batch, and again at every resume.
+///
+/// # Errors
+///
+/// Fails when a prompt does not render or tokenize.
+fn drop_long_prompts(
+    engine: &Engine,
+    instances: Vec<Instance>,
+    max_new_tokens: u32,
+    split: &str,
+) -> Result<Vec<Instance>> {
+    let context = engine.config.context_length;
+    let mut kept = Vec::with_capacity(instances.len());
+    let mut dropped = 0;
+    for instance in instances {
+        let tokens = engine.chat_prompt(&laser_data::prompt::render(&instance))?;
+        if tokens.len() + max_new_tokens as usize <= context {
+            kept.push(instance);
+            continue;
+        }
+        dropped += 1;
+        if dropped <= 5 {
+            eprintln!(
+                "warning: skipped {split} instance {}: its prompt is {} tokens, which with \
+                 --max-new-tokens {max_new_tokens} exceeds the model's context of {context}",
+                instance.id,
+                tokens.len()
+            );
+        }
+    }
+    if dropped > 5 {
+        eprintln!(
+            "warning: skipped {dropped} {split} instances in all whose prompts do not fit the context"
+        );
+    }
+    Ok(kept)
 }
 
 /// Loads and mixes the `--data` files, or generates `builtin_count`
