@@ -174,6 +174,25 @@ fn unknown_reward_model_is_named() {
 }
 
 #[test]
+fn misplaced_plugin_names_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--rms", "linucb"], "is a selector, not a reward model"),
+        (&["--rms", ","], "--rms holds an empty name"),
+        (
+            &["--selector", "length"],
+            "is a reward model, not a selector",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let output = run(&dir.path().join("run"), extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+}
+
+#[test]
 fn missing_data_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(

@@ -308,6 +308,16 @@ impl Run {
                 LoadedPlugin::RewardModel(rm) => rms.push(rm),
             }
         }
+        let is_rm = rms
+            .iter()
+            .any(|rm| rm.meta().manifest.name == config.selector);
+        ensure!(
+            selector.is_some() || !is_rm,
+            "--selector {:?} is a reward model, not a selector; the selectors in {} are: {}",
+            config.selector,
+            config.plugins.display(),
+            other_selectors.join(", ")
+        );
         let mut selector = selector.with_context(|| {
             format!(
                 "selector {:?} not found in {}; the selectors there are: {}",
@@ -316,7 +326,8 @@ impl Run {
                 other_selectors.join(", ")
             )
         })?;
-        let arms = pick_arms(&config, rms)?;
+        other_selectors.push(config.selector.clone());
+        let arms = pick_arms(&config, rms, &other_selectors)?;
         if !config.selector_config.is_empty() {
             selector
                 .reconfigure(&config.selector_config)
@@ -484,7 +495,12 @@ impl Run {
                 bar.inc(1);
             }
             if config.eval_size > 0 {
-                let accuracy = self.evaluate(&format!("eval after iteration {}", iteration + 1))?;
+                // Best-of-n leaves the policy as it was, so its greedy
+                // accuracy is the one measured before.
+                let accuracy = match (config.mode, self.state.eval_before) {
+                    (Mode::BestOfN, Some(before)) => before,
+                    _ => self.evaluate(&format!("eval after iteration {}", iteration + 1))?,
+                };
                 self.state.eval_per_iteration.push(accuracy);
             }
             self.state.iteration += 1;
@@ -1239,7 +1255,11 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 
 /// Orders the loaded reward models as arms: the `--rms` order when given,
 /// else load order.
-fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>> {
+fn pick_arms(
+    config: &RunConfig,
+    rms: Vec<RewardModelPlugin>,
+    selectors: &[String],
+) -> Result<Vec<Arm>> {
     let mut by_name: BTreeMap<String, RewardModelPlugin> = rms
         .into_iter()
         .map(|rm| (rm.meta().manifest.name.clone(), rm))
@@ -1251,6 +1271,11 @@ fn pick_arms(config: &RunConfig, rms: Vec<RewardModelPlugin>) -> Result<Vec<Arm>
     };
     let mut arms = Vec::with_capacity(names.len());
     for name in names {
+        ensure!(
+            !selectors.contains(&name),
+            "{name:?} in --rms is a selector, not a reward model; choose the selector with \
+             --selector {name}"
+        );
         let plugin = by_name.remove(&name).with_context(|| {
             format!(
                 "reward model {name:?} not found in {}; `laser-host plugins list {}` shows what is there",

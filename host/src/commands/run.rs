@@ -117,6 +117,22 @@ pub(crate) fn config_from_args(
         "--temperature must be a finite number >= 0, got {}",
         args.temperature
     );
+    ensure!(
+        args.rms.iter().all(|name| !name.trim().is_empty()),
+        "--rms holds an empty name; list reward models separated by commas, such as \
+         --rms likelihood,length"
+    );
+    if args.temperature == 0.0 {
+        eprintln!(
+            "warning: --temperature 0 samples greedily, so the {} samples of a prompt are the same \
+             and reward models have nothing to choose between",
+            args.n
+        );
+    }
+    ensure!(
+        mode != Mode::Train || preference.pairs >= 1,
+        "--pairs must be at least 1: with 0 pairs per prompt nothing trains"
+    );
     for (i, name) in args.rms.iter().enumerate() {
         ensure!(
             !args.rms[..i].contains(name),

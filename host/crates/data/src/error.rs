@@ -70,6 +70,20 @@ pub enum LoadError {
         /// The fault, with the value found and the form expected.
         message: String,
     },
+    /// The file does not parse in the format given for it, and its text
+    /// looks like another format.
+    #[error(
+        "{source}; the file was read as {given} because of --data-format, but it looks like \
+         {detected}: pass --data-format {detected}, or leave the format to detection"
+    )]
+    WrongFormat {
+        /// The error of parsing in the given format.
+        source: Box<LoadError>,
+        /// The format the file was read as.
+        given: crate::Format,
+        /// The format detected from the text.
+        detected: crate::Format,
+    },
     /// Two files loaded together contain an instance with the same id.
     #[error(
         "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together",

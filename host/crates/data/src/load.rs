@@ -130,10 +130,25 @@ pub fn parse(
     format: Option<Format>,
 ) -> Result<Vec<Instance>, LoadError> {
     let text = decode(bytes, source)?;
-    let format = match format {
-        Some(format) => format,
-        None => detect_format(text, source)?,
+    let Some(given) = format else {
+        return parse_as(text, source, detect_format(text, source)?);
     };
+    parse_as(text, source, given).map_err(|error| match detect_format(text, source) {
+        // A record error in a file whose text looks like another format
+        // most likely comes from a wrong --data-format.
+        Ok(detected) if detected != given && parse_as(text, source, detected).is_ok() => {
+            LoadError::WrongFormat {
+                source: Box::new(error),
+                given,
+                detected,
+            }
+        }
+        _ => error,
+    })
+}
+
+/// Parses `text` in `format`.
+fn parse_as(text: &str, source: &Path, format: Format) -> Result<Vec<Instance>, LoadError> {
     match format {
         Format::Gsm8k => gsm8k::parse(text, source),
         Format::StrategyQa => strategyqa::parse(text, source),
@@ -264,6 +279,20 @@ mod tests {
 
     use super::*;
     use crate::AnswerKind;
+
+    #[test]
+    fn wrong_format_names_the_detected_one() {
+        let text = r#"[{"qid": "q1", "question": "Is ice cold?", "answer": true}]"#;
+        let error = parse(
+            text.as_bytes(),
+            Path::new("train.json"),
+            Some(Format::Gsm8k),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("train.json:1: "), "{error}");
+        assert!(error.contains("--data-format strategyqa"), "{error}");
+    }
 
     fn detect(text: &str, name: &str) -> Result<Format, LoadError> {
         detect_format(text, Path::new(name))
@@ -436,11 +465,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let [gsm8k, strategyqa, _] = write_three_formats(dir.path());
         let sources = [(gsm8k, Some(Format::Jsonl)), (strategyqa, None)];
-        let error = load_all(&sources).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("{}:1: missing field \"prompt\"", sources[0].0.display())
-        );
+        let error = load_all(&sources).unwrap_err().to_string();
+        let expected = format!("{}:1: missing field \"prompt\"; ", sources[0].0.display());
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(error.contains("--data-format gsm8k"), "{error}");
     }
 
     #[test]

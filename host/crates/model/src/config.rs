@@ -142,6 +142,10 @@ impl ModelConfig {
 
         let n_embd = required("embedding_length")?;
         let n_head = required("attention.head_count")?;
+        ensure!(
+            n_head > 0,
+            "gguf: {path}: `{arch_name}.attention.head_count` is 0; a model needs at least one attention head"
+        );
         let head_dim = optional("attention.key_length")?;
         if let (Some(k), Some(v)) = (head_dim, optional("attention.value_length")?) {
             ensure!(
