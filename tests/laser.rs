@@ -119,6 +119,23 @@ fn best_of_n_writes_run_folder() {
         serde_json::from_str(&read(&out.join("plugins.json"))).unwrap();
     assert_eq!(plugins.as_array().unwrap().len(), 4);
     assert_eq!(plugins[0]["digest"].as_str().unwrap().len(), 64);
+
+    // `report` rebuilds the same report from the folder alone.
+    let report = read(&out.join("report.md"));
+    assert!(report.contains("| reward model | prompts |"), "{report}");
+    assert!(!report.contains("ensemble"), "{report}");
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(read(&out.join("report.md")), report);
 }
 
 #[test]

@@ -78,6 +78,13 @@ pub enum Command {
     /// Run several selectors on the same data, seed and budget, and
     /// tabulate accuracy, reward-model calls and time per phase.
     Compare(CompareArgs),
+    /// Write report.md and its plots for a run folder, also while the run
+    /// goes on or after it was stopped.
+    Report {
+        /// The run folder.
+        #[arg(value_name = "RUN_DIR")]
+        run: PathBuf,
+    },
     /// Print the top logits at every position of token sequences.
     Logits(LogitsArgs),
     /// Manage model files.

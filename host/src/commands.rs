@@ -43,6 +43,11 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Eval(args) => eval::run(&args, cli.verbose),
         Command::Compare(args) => compare::run(&args, cli.plugins, &cli.given, cli.verbose),
+        Command::Report { run } => {
+            crate::laser::report::write_from_folder(&run)?;
+            println!("{}", run.join("report.md").display());
+            Ok(())
+        }
         Command::Generate(args) => generate::run(&args, cli.verbose),
         Command::Dpo(args) => dpo::run(&args, cli.verbose),
         Command::Merge(args) => merge::run(&args, cli.verbose),

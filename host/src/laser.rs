@@ -431,7 +431,8 @@ impl Run {
         let config = self.config.clone();
         if self.state.eval_before.is_none() && config.eval_size > 0 {
             let accuracy = self.evaluate("eval before")?;
-            self.state.eval_before = Some(accuracy);
+            self.state.eval_before = Some(accuracy.rate());
+            self.state.eval_before_by_category = Some(accuracy.per_category);
             self.save()?;
         }
         let batches_per_iteration = self
@@ -497,11 +498,22 @@ impl Run {
             if config.eval_size > 0 {
                 // Best-of-n leaves the policy as it was, so its greedy
                 // accuracy is the one measured before.
-                let accuracy = match (config.mode, self.state.eval_before) {
-                    (Mode::BestOfN, Some(before)) => before,
-                    _ => self.evaluate(&format!("eval after iteration {}", iteration + 1))?,
+                let (accuracy, by_category) = match (config.mode, self.state.eval_before) {
+                    (Mode::BestOfN, Some(before)) => (
+                        before,
+                        self.state
+                            .eval_before_by_category
+                            .clone()
+                            .unwrap_or_default(),
+                    ),
+                    _ => {
+                        let label = format!("eval after iteration {}", iteration + 1);
+                        let accuracy = self.evaluate(&label)?;
+                        (accuracy.rate(), accuracy.per_category)
+                    }
                 };
                 self.state.eval_per_iteration.push(accuracy);
+                self.state.eval_by_category.push(by_category);
             }
             self.state.iteration += 1;
             self.state.next_batch = 0;
@@ -946,7 +958,7 @@ impl Run {
     }
 
     /// Returns the greedy accuracy on the held-out split.
-    fn evaluate(&self, label: &str) -> Result<f64> {
+    fn evaluate(&self, label: &str) -> Result<eval::Accuracy> {
         let bar = self
             .progress
             .add(indicatif::ProgressBar::new(self.eval.len() as u64));
@@ -976,7 +988,7 @@ impl Run {
         } else {
             eprintln!("{line}");
         }
-        Ok(accuracy.rate())
+        Ok(accuracy)
     }
 
     /// Writes the checkpoint. In `train` mode the policy first goes into

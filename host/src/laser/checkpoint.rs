@@ -60,7 +60,17 @@ pub struct RunState {
     /// reward model formed no preference pair (`train` only).
     #[serde(default)]
     pub lowest_reward: Option<f64>,
+    /// Held-out (correct, total) per category before training, where this
+    /// run measured it.
+    #[serde(default)]
+    pub eval_before_by_category: Option<CategoryCounts>,
+    /// Held-out (correct, total) per category after each iteration.
+    #[serde(default)]
+    pub eval_by_category: Vec<CategoryCounts>,
 }
+
+/// (correct, total) per category.
+pub type CategoryCounts = std::collections::BTreeMap<String, (usize, usize)>;
 
 impl RunState {
     /// Reads the state of the run in `dir` and cuts its JSONL files back to
@@ -70,19 +80,24 @@ impl RunState {
     ///
     /// Fails when `dir` contains no run or its files are damaged.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(STATE_FILE);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!(
-                "no run to resume in {}: {} is missing",
-                dir.display(),
-                path.display()
-            )
-        })?;
-        let state: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged", path.display()))?;
+        let state = Self::read(dir)?;
         truncate_lines(&dir.join(METRICS_FILE), state.metrics_lines)?;
         truncate_lines(&dir.join(SELECTIONS_FILE), state.selection_lines)?;
         Ok(state)
+    }
+
+    /// Reads the state of the run in `dir` and changes nothing, so that it
+    /// is safe while the run goes on.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `dir` contains no run or its state is damaged.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("no run in {}: {} is missing", dir.display(), path.display())
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
     }
 
     /// Writes the state atomically into `dir`.

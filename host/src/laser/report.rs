@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use super::checkpoint::{METRICS_FILE, RunState, SELECTIONS_FILE};
+use super::checkpoint::{CategoryCounts, METRICS_FILE, RunState, SELECTIONS_FILE};
 use super::{BatchMetrics, RunConfig, Selection};
 use crate::atomic;
 
@@ -30,10 +30,15 @@ pub fn write(
     arms: &[String],
     disabled: &[(String, String)],
 ) -> Result<()> {
-    let metrics: Vec<BatchMetrics> = read_jsonl(&dir.join(METRICS_FILE))?;
-    let selections: Vec<Selection> = read_jsonl(&dir.join(SELECTIONS_FILE))?;
+    // Lines past the state's counts belong to a batch still in progress.
+    let metrics: Vec<BatchMetrics> = read_jsonl(&dir.join(METRICS_FILE), state.metrics_lines)?;
+    let selections: Vec<Selection> = read_jsonl(&dir.join(SELECTIONS_FILE), state.selection_lines)?;
     let mut labels: Vec<String> = arms.to_vec();
-    labels.push("ensemble".into());
+    // Spread weights show as `ensemble`; only selectors that spread them
+    // need the column.
+    if selections.iter().any(|s| s.arm == ENSEMBLE) {
+        labels.push(ENSEMBLE.into());
+    }
 
     // Share of each arm per batch, in batch order.
     let share: Vec<Series> = labels
@@ -176,6 +181,7 @@ pub fn write(
     if let Some(after) = state.eval_per_iteration.last() {
         writeln!(md, "- held-out greedy accuracy after: {after:.3}")?;
     }
+    write_category_accuracy(&mut md, state)?;
     let picks: Vec<bool> = selections.iter().filter_map(|s| s.correct).collect();
     if !picks.is_empty() {
         let rate = picks.iter().filter(|&&c| c).count() as f64 / picks.len() as f64;
@@ -188,8 +194,13 @@ pub fn write(
     writeln!(md, "\n![accuracy](accuracy.svg)\n")?;
     writeln!(md, "## Which reward model was picked\n")?;
     writeln!(md, "![share over time](arm_share.svg)\n")?;
-    writeln!(md, "| category | {} |", labels.join(" | "))?;
-    writeln!(md, "|---|{}", "---|".repeat(labels.len()))?;
+    write_arm_table(&mut md, &labels, &selections)?;
+    writeln!(
+        md,
+        "Share of each category's prompts that went to each reward model:\n"
+    )?;
+    writeln!(md, "| category | prompts | {} |", labels.join(" | "))?;
+    writeln!(md, "|---|---|{}", "---|".repeat(labels.len()))?;
     for (category, counts) in &by_category {
         let total: usize = counts.values().sum();
         let cells: Vec<String> = labels
@@ -201,13 +212,27 @@ pub fn write(
                 )
             })
             .collect();
-        writeln!(md, "| {category} | {} |", cells.join(" | "))?;
+        writeln!(md, "| {category} | {total} | {} |", cells.join(" | "))?;
     }
     writeln!(md, "\n![share per category](arm_share_by_category.svg)\n")?;
     writeln!(
         md,
         "## Bandit reward\n\n![bandit reward](bandit_reward.svg)\n"
     )?;
+    let idle: Vec<String> = metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.bandit_reward.is_none())
+        .map(|(x, _)| x.to_string())
+        .collect();
+    if !idle.is_empty() {
+        writeln!(
+            md,
+            "Batches without a reward, where the selector was not updated (every response \
+             tied or the reward model failed): {}.\n",
+            idle.join(", ")
+        )?;
+    }
     if has_loss {
         writeln!(md, "## Training loss\n\n![loss](loss.svg)\n")?;
     }
@@ -231,11 +256,126 @@ pub fn write(
     atomic::write(&dir.join("report.md"), md.as_bytes())
 }
 
-fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+/// Writes the report of the run in `dir` from its files alone, without
+/// changing them, so that it works on a run that is still going and on
+/// one that was stopped. Arms come from `plugins.json`, then any others
+/// the selections name; reasons for disabled reward models are not
+/// recorded there, so that section is left out.
+///
+/// # Errors
+///
+/// Fails when `dir` holds no run or its files are damaged.
+pub fn write_from_folder(dir: &Path) -> Result<()> {
+    let path = dir.join("config.json");
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("no run in {}: {} is missing", dir.display(), path.display()))?;
+    let config: RunConfig =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    let state = RunState::read(dir)?;
+    let mut arms: Vec<String> = Vec::new();
+    let path = dir.join("plugins.json");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let plugins: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        for plugin in plugins {
+            if plugin["role"] == "reward-model"
+                && let Some(label) = plugin["name"].as_str()
+            {
+                let name = label.split('@').next().unwrap_or(label);
+                arms.push(name.to_owned());
+            }
+        }
+    }
+    let selections: Vec<Selection> = read_jsonl(&dir.join(SELECTIONS_FILE), state.selection_lines)?;
+    for selection in &selections {
+        if selection.arm != ENSEMBLE && !arms.contains(&selection.arm) {
+            arms.push(selection.arm.clone());
+        }
+    }
+    write(dir, &config, &state, &arms, &[])
+}
+
+/// The arm name of prompts whose weights were spread over several arms.
+const ENSEMBLE: &str = "ensemble";
+
+/// Writes a table of how often each arm was picked, the mean raw bandit
+/// reward of its prompts and how often its pick was correct.
+fn write_arm_table(md: &mut String, labels: &[String], selections: &[Selection]) -> Result<()> {
+    writeln!(
+        md,
+        "| reward model | prompts | share | mean bandit reward | picked correct |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let mean = |values: &[f64]| {
+        if values.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.3}", values.iter().sum::<f64>() / values.len() as f64)
+        }
+    };
+    for label in labels {
+        let picked: Vec<&Selection> = selections.iter().filter(|s| &s.arm == label).collect();
+        let rewards: Vec<f64> = picked.iter().filter_map(|s| s.reward).collect();
+        let correct: Vec<f64> = picked
+            .iter()
+            .filter_map(|s| s.correct.map(|c| f64::from(u8::from(c))))
+            .collect();
+        writeln!(
+            md,
+            "| {label} | {} | {:.2} | {} | {} |",
+            picked.len(),
+            picked.len() as f64 / selections.len().max(1) as f64,
+            mean(&rewards),
+            mean(&correct)
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Writes held-out accuracy per category, before and after each
+/// iteration, when the run measured it.
+fn write_category_accuracy(md: &mut String, state: &RunState) -> Result<()> {
+    let columns: Vec<(String, &CategoryCounts)> = state
+        .eval_before_by_category
+        .iter()
+        .map(|counts| ("before".to_string(), counts))
+        .chain(
+            state
+                .eval_by_category
+                .iter()
+                .enumerate()
+                .map(|(i, counts)| (format!("after iteration {}", i + 1), counts)),
+        )
+        .collect();
+    let Some((_, first)) = columns.first() else {
+        return Ok(());
+    };
+    writeln!(md, "\nHeld-out greedy accuracy per category:\n")?;
+    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+    writeln!(md, "| category | prompts | {} |", names.join(" | "))?;
+    writeln!(md, "|---|---|{}", "---|".repeat(names.len()))?;
+    for (category, (_, total)) in first.iter() {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, counts)| {
+                counts.get(category).map_or("-".to_string(), |(c, t)| {
+                    format!("{:.3}", *c as f64 / (*t).max(1) as f64)
+                })
+            })
+            .collect();
+        writeln!(md, "| {category} | {total} | {} |", cells.join(" | "))?;
+    }
+    Ok(())
+}
+
+/// Reads the first `limit` records of a JSONL file; a missing file has none.
+fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path, limit: usize) -> Result<Vec<T>> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
     text.lines()
+        .take(limit)
         .enumerate()
         .map(|(i, line)| {
             serde_json::from_str(line)
