@@ -85,7 +85,9 @@ pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instan
 
 /// Loads several data files into one set, in the order given and each file
 /// in file order. Each file is read by [`load`] with its own format, so its
-/// instances keep their answer kind and default category.
+/// instances keep their answer kind and default category. GSM8K files
+/// number their ids by line, so a later one whose ids collide with an
+/// earlier file's gets `gsm8k-<file stem>-<index>` ids instead.
 ///
 /// # Errors
 ///
@@ -98,7 +100,16 @@ pub fn load_all<P: AsRef<Path>>(
     let mut instances = Vec::new();
     let mut file_of_id: HashMap<String, usize> = HashMap::new();
     for (index, (path, format)) in sources.iter().enumerate() {
-        let loaded = load(path, *format)?;
+        let mut loaded = load(path, *format)?;
+        // GSM8K records have no id, so every GSM8K file numbers its lines
+        // the same way; a second one is told apart by its file stem.
+        let stem = path.as_ref().file_stem();
+        let stem_is_new = sources[..index]
+            .iter()
+            .all(|(earlier, _)| earlier.as_ref().file_stem() != stem);
+        if stem_is_new && loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
+            qualify_numbered_ids(&mut loaded, path.as_ref());
+        }
         // Only ids of earlier files count as duplicates, because a single
         // file may repeat an id.
         for instance in &loaded {
@@ -116,6 +127,24 @@ pub fn load_all<P: AsRef<Path>>(
         instances.extend(loaded);
     }
     Ok(instances)
+}
+
+/// Renames ids of the form `gsm8k-<index>`, numbered in file order, to
+/// `gsm8k-<file stem>-<index>`; leaves the ids alone when any is not of
+/// that form. Callers make sure no earlier file has the same stem.
+fn qualify_numbered_ids(instances: &mut [Instance], path: &Path) {
+    let numbered = instances
+        .iter()
+        .enumerate()
+        .all(|(index, instance)| instance.id == format!("gsm8k-{index}"));
+    let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else {
+        return;
+    };
+    if numbered {
+        for (index, instance) in instances.iter_mut().enumerate() {
+            instance.id = format!("gsm8k-{stem}-{index}");
+        }
+    }
 }
 
 /// Parses the contents of a data file. `source` is used only in error
@@ -458,6 +487,19 @@ mod tests {
             "Cats have no wings.\nAnswer: No"
         ));
         assert!(crate::is_correct(&instances[4], "Answer: paris."));
+    }
+
+    #[test]
+    fn two_gsm8k_files_get_distinct_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n";
+        let train = dir.path().join("train.jsonl");
+        let test = dir.path().join("test.jsonl");
+        std::fs::write(&train, line).unwrap();
+        std::fs::write(&test, line).unwrap();
+        let instances = load_all(&[(train, None), (test, None)]).unwrap();
+        let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["gsm8k-0", "gsm8k-test-0"]);
     }
 
     #[test]
