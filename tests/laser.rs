@@ -550,6 +550,55 @@ fn policy_folders(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn eval_picks_best_of_n_with_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = subcommand(
+        "train",
+        &out,
+        &["--rms", "length,format", "--iterations", "1"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let policy = out.join(&policy_folders(&out)[0]);
+    let eval = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_laser-host"))
+            .arg("--plugins")
+            .arg(plugins())
+            .arg("eval")
+            .arg("--model")
+            .arg(model())
+            .arg("--adapter")
+            .arg(&policy)
+            .args(["--builtin-count", "9", "--eval-size", "2", "--seed", "5"])
+            .args(["--max-new-tokens", "4"])
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    for extra in [&[][..], &["--best-of", "3", "--rm", "length"]] {
+        let output = eval(extra);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("of 2)"), "{extra:?}: {stdout}");
+    }
+    let output = eval(&["--best-of", "3"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--rm NAME"), "{stderr}");
+}
+
+#[test]
 fn train_resume_ignores_orphan_policy() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");

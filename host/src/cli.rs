@@ -421,6 +421,25 @@ pub struct EvalArgs {
     /// The maximum number of new tokens per response.
     #[arg(long, default_value_t = 96)]
     pub max_new_tokens: u32,
+
+    /// A PEFT LoRA adapter folder to apply to the model, such as a run's
+    /// `policy-N/` folder.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+
+    /// Sample this many responses per prompt and let the reward model
+    /// `--rm` pick the one to check, instead of answering greedily. Needs
+    /// --plugins.
+    #[arg(long, value_name = "N")]
+    pub best_of: Option<u32>,
+
+    /// The reward model that picks among the --best-of samples.
+    #[arg(long, value_name = "NAME", requires = "best_of")]
+    pub rm: Option<String>,
+
+    /// Sampling temperature of --best-of.
+    #[arg(long, default_value_t = 0.8, requires = "best_of")]
+    pub temperature: f32,
 }
 
 #[derive(Debug, Args)]

@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
             &cli.given,
             cli.verbose,
         ),
-        Command::Eval(args) => eval::run(&args, cli.verbose),
+        Command::Eval(args) => eval::run(&args, cli.plugins, cli.verbose),
         Command::Compare(args) => compare::run(&args, cli.plugins, &cli.given, cli.verbose),
         Command::Report { run } => {
             crate::laser::report::write_from_folder(&run)?;

@@ -1,26 +1,47 @@
-//! `laser-host eval`: greedy accuracy on a held-out split.
+//! `laser-host eval`: accuracy on a held-out split, answering greedily or
+//! picking the best of n samples with a reward model.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, ensure};
+use laser_plugins::{LoadedPlugin, PluginDir, PluginHost};
 
 use crate::cli::EvalArgs;
-use crate::laser::eval;
+use crate::laser::eval::{self, Accuracy, BestOfN};
+use crate::laser::service::EngineService;
 
-pub(crate) fn run(args: &EvalArgs, verbose: bool) -> Result<()> {
-    anyhow::ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
+pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
+    ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
     let instances =
         crate::laser::load_instances(&args.data, &args.data_format, args.seed, args.builtin_count)?;
     let count = args.eval_size.min(instances.len().saturating_sub(1)).max(1);
+    if count < args.eval_size {
+        eprintln!(
+            "warning: --eval-size {} leaves no training data from {} instances; evaluating {count}, \
+             the split a run with this seed holds out",
+            args.eval_size,
+            instances.len()
+        );
+    }
     let split =
         laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
     let mut engine = super::load_engine(&args.model, verbose)?;
+    if let Some(dir) = &args.adapter {
+        engine.load_adapter(dir)?;
+    }
     let bar = indicatif::ProgressBar::new(split.eval.len() as u64);
-    let accuracy = eval::evaluate(
-        &mut engine,
-        &split.eval,
-        args.batch_size,
-        args.max_new_tokens,
-        |done| bar.set_position(done as u64),
-    )?;
+    let progress = |done: usize| bar.set_position(done as u64);
+    let accuracy = match args.best_of {
+        None => eval::evaluate(
+            &mut engine,
+            &split.eval,
+            args.batch_size,
+            args.max_new_tokens,
+            progress,
+        )?,
+        Some(n) => best_of_n(args, n, plugins, engine, &split.eval, progress)?,
+    };
     bar.finish_and_clear();
     println!(
         "accuracy {:.3} ({} of {})",
@@ -35,4 +56,66 @@ pub(crate) fn run(args: &EvalArgs, verbose: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Evaluates best-of-`n` with the reward model `args.rm` from `plugins`.
+fn best_of_n(
+    args: &EvalArgs,
+    n: u32,
+    plugins: Option<PathBuf>,
+    engine: crate::engine::Engine,
+    instances: &[laser_data::Instance],
+    progress: impl FnMut(usize),
+) -> Result<Accuracy> {
+    ensure!(n >= 1, "--best-of must be at least 1");
+    ensure!(
+        args.temperature.is_finite() && args.temperature >= 0.0,
+        "--temperature must be a number of at least 0, got {}",
+        args.temperature
+    );
+    let plugins = plugins.context(
+        "--best-of needs --plugins DIR, the folder that holds the reward model named by --rm",
+    )?;
+    let name = args
+        .rm
+        .as_deref()
+        .context("--best-of needs --rm NAME: the reward model that picks among the samples")?;
+    let engine = Arc::new(Mutex::new(engine));
+    let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
+    let report = PluginDir::new(&plugins)
+        .scan(&host)
+        .with_context(|| format!("failed to read plugin folder {}", plugins.display()))?;
+    let mut names = Vec::new();
+    let mut rm = None;
+    for plugin in report.loaded {
+        if let LoadedPlugin::RewardModel(plugin) = plugin {
+            let plugin_name = plugin.meta().manifest.name.clone();
+            if plugin_name == name {
+                rm = Some(plugin);
+            } else {
+                names.push(plugin_name);
+            }
+        }
+    }
+    let mut rm = rm.with_context(|| {
+        format!(
+            "reward model {name:?} not found in {}; the reward models there are: {}",
+            plugins.display(),
+            names.join(", ")
+        )
+    })?;
+    let mut best_of = BestOfN {
+        rm: &mut rm,
+        n,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    eval::evaluate_best_of_n(
+        &engine,
+        instances,
+        args.batch_size,
+        args.max_new_tokens,
+        &mut best_of,
+        progress,
+    )
 }

@@ -3,9 +3,11 @@
 //! GSM8K, yes/no, multiple-choice letters).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use anyhow::Result;
 use laser_data::Instance;
+use laser_plugins::{RewardModelPlugin, ScoredInstance};
 use serde::Serialize;
 
 use crate::engine::{Engine, SamplingConfig};
@@ -24,6 +26,100 @@ impl Accuracy {
     pub fn rate(&self) -> f64 {
         self.correct as f64 / self.total.max(1) as f64
     }
+
+    /// Counts one checked answer to `instance`.
+    fn record(&mut self, instance: &Instance, ok: bool) {
+        self.correct += usize::from(ok);
+        self.total += 1;
+        let category = instance.category.clone().unwrap_or_else(|| "none".into());
+        let entry = self.per_category.entry(category).or_default();
+        entry.0 += usize::from(ok);
+        entry.1 += 1;
+    }
+}
+
+/// How `evaluate_best_of_n` samples and picks.
+pub struct BestOfN<'a> {
+    /// The reward model that picks among the samples.
+    pub rm: &'a mut RewardModelPlugin,
+    /// Samples per prompt.
+    pub n: u32,
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+/// Samples `best_of.n` responses per instance, lets the reward model pick
+/// the highest-scored one (the first on ties), and checks that one. The
+/// engine is locked only while it generates, because the reward model may
+/// call back into it.
+///
+/// # Errors
+///
+/// Fails when the engine fails, or the reward model fails or returns
+/// scores of the wrong shape.
+pub fn evaluate_best_of_n(
+    engine: &Mutex<Engine>,
+    instances: &[Instance],
+    batch_size: usize,
+    max_new_tokens: u32,
+    best_of: &mut BestOfN<'_>,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Accuracy> {
+    let n = best_of.n as usize;
+    let mut accuracy = Accuracy::default();
+    let mut done = 0;
+    for (index, chunk) in instances.chunks(batch_size.max(1)).enumerate() {
+        let generations = {
+            let mut engine = engine
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
+            let prompts: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|i| engine.chat_prompt(&laser_data::prompt::render(i)))
+                .collect::<Result<_>>()?;
+            let repeated: Vec<Vec<u32>> = prompts
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(p.clone(), n))
+                .collect();
+            let sampling = SamplingConfig {
+                temperature: best_of.temperature,
+                seed: best_of.seed ^ ((index as u64) << 20),
+                max_new_tokens,
+                ..SamplingConfig::default()
+            };
+            engine.generate(&repeated, &sampling)?
+        };
+        let scored: Vec<ScoredInstance> = chunk
+            .iter()
+            .zip(generations.chunks(n))
+            .map(|(instance, samples)| ScoredInstance {
+                instance: laser_plugins::Instance {
+                    id: instance.id.clone(),
+                    prompt: instance.prompt.clone(),
+                    reference: instance.reference.clone(),
+                    category: instance.category.clone(),
+                },
+                candidates: samples.iter().map(|g| g.text.clone()).collect(),
+            })
+            .collect();
+        let scores = best_of
+            .rm
+            .score(&scored)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        for ((instance, samples), row) in chunk.iter().zip(generations.chunks(n)).zip(&scores) {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, s)| if *s > row[best] { i } else { best });
+            accuracy.record(
+                instance,
+                laser_data::is_correct(instance, &samples[best].text),
+            );
+        }
+        done += chunk.len();
+        on_batch(done);
+    }
+    Ok(accuracy)
 }
 
 /// Answers every instance greedily, `batch_size` prompts at a time, and
@@ -52,13 +148,7 @@ pub fn evaluate(
             .collect::<Result<_>>()?;
         let generations = engine.generate(&prompts, &sampling)?;
         for (instance, generation) in chunk.iter().zip(&generations) {
-            let ok = laser_data::is_correct(instance, &generation.text);
-            accuracy.correct += usize::from(ok);
-            accuracy.total += 1;
-            let category = instance.category.clone().unwrap_or_else(|| "none".into());
-            let entry = accuracy.per_category.entry(category).or_default();
-            entry.0 += usize::from(ok);
-            entry.1 += 1;
+            accuracy.record(instance, laser_data::is_correct(instance, &generation.text));
         }
         done += chunk.len();
         on_batch(done);
