@@ -215,7 +215,6 @@ impl Engine {
         let head = &self.head;
         let buffers = [
             &act.tokens,
-            &act.positions,
             &act.rows,
             &act.x,
             &act.xn,

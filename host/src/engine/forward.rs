@@ -1,6 +1,6 @@
 //! The llama-family forward pass on the GPU, as a column of kernel
-//! dispatches: embedding, then per block RMSNorm, Q/K/V projections, RoPE,
-//! KV-cache write, grouped-query attention, output projection with the
+//! dispatches: embedding, then per block RMSNorm, Q/K/V projections, RoPE
+//! with the KV-cache write, grouped-query attention, output projection with the
 //! residual, RMSNorm, SwiGLU feed-forward with the residual; then the final
 //! norm and the LM head.
 //!
@@ -11,12 +11,12 @@
 
 use anyhow::{Result, ensure};
 use laser_gpu::Gpu;
-use laser_gpu::attention::{Attention, KvWrite};
+use laser_gpu::attention::Attention;
 use laser_gpu::elementwise::{GatherRows, SwiGlu};
 use laser_gpu::embedding::Embedding;
 use laser_gpu::matmul::Matmul;
 use laser_gpu::norm::RmsNorm;
-use laser_gpu::rope::{Rope, RopeLayout};
+use laser_gpu::rope::{Rope, RopeKvShape, RopeKvWrite, RopeLayout};
 use laser_gpu::sampling::{Sampler, TokenLogprob};
 use laser_model::config::{self, ModelConfig};
 
@@ -30,7 +30,7 @@ pub struct Kernels {
     pub rms_norm: RmsNorm,
     pub matmul: Matmul,
     pub rope: Rope,
-    pub kv_write: KvWrite,
+    pub rope_kv_write: RopeKvWrite,
     pub attention: Attention,
     pub swiglu: SwiGlu,
     pub gather_rows: GatherRows,
@@ -50,7 +50,7 @@ impl Kernels {
             rms_norm: RmsNorm::new(gpu)?,
             matmul: Matmul::new(gpu)?,
             rope: Rope::new(gpu)?,
-            kv_write: KvWrite::new(gpu)?,
+            rope_kv_write: RopeKvWrite::new(gpu)?,
             attention: Attention::new(gpu)?,
             swiglu: SwiGlu::new(gpu)?,
             gather_rows: GatherRows::new(gpu)?,
@@ -116,8 +116,6 @@ pub struct Activations {
     pub max_rows: u32,
     /// u32 [M]: token ids.
     pub tokens: wgpu::Buffer,
-    /// u32 [M]: positions.
-    pub positions: wgpu::Buffer,
     /// u32 [M, 2]: (slot, position).
     pub rows: wgpu::Buffer,
     /// f32 [M, C]: the residual stream.
@@ -149,7 +147,6 @@ impl Activations {
         Self {
             max_rows,
             tokens: gpu.buffer_zeroed("tokens", m * 4),
-            positions: gpu.buffer_zeroed("positions", m * 4),
             rows: gpu.buffer_zeroed("rows", m * 8),
             x: floats("x", c),
             xn: floats("xn", c),
@@ -216,12 +213,9 @@ pub fn encode_blocks(
         );
     }
     let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
-    let positions: Vec<u32> = rows.iter().map(|r| r.position).collect();
     let slot_positions: Vec<u32> = rows.iter().flat_map(|r| [r.slot, r.position]).collect();
     gpu.queue
         .write_buffer(&act.tokens, 0, bytemuck::cast_slice(&tokens));
-    gpu.queue
-        .write_buffer(&act.positions, 0, bytemuck::cast_slice(&positions));
     gpu.queue
         .write_buffer(&act.rows, 0, bytemuck::cast_slice(&slot_positions));
 
@@ -287,28 +281,20 @@ pub fn encode_blocks(
         );
         lora(encoder, Target::V, &act.xn, &act.v);
 
-        // Rotate q and k by each row's position.
-        kernels
-            .rope
-            .encode(gpu, encoder, &act.q, &act.positions, m, h, d, theta, layout);
-        kernels
-            .rope
-            .encode(gpu, encoder, &act.k, &act.positions, m, g, d, theta, layout);
-
-        // Append k and v to the cache, then attend over it.
+        // Rotate q and k by each row's position and append k and v to the
+        // cache in one pass, then attend over the cache.
         let (k_cache, v_cache) = (&cache.keys[i], &cache.values[i]);
-        kernels.kv_write.encode(
-            gpu,
-            encoder,
-            &act.k,
-            &act.v,
-            &act.rows,
-            k_cache,
-            v_cache,
+        let shape = RopeKvShape {
             m,
-            g,
-            d,
-            cache.max_len,
+            heads: h,
+            kv_heads: g,
+            head_dim: d,
+            max_len: cache.max_len,
+            theta,
+            layout,
+        };
+        kernels.rope_kv_write.encode(
+            gpu, encoder, &act.q, &act.k, &act.v, &act.rows, k_cache, v_cache, shape,
         );
         kernels.attention.encode(
             gpu,

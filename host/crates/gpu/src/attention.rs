@@ -149,7 +149,8 @@ impl Attention {
     /// `h / (heads / kv_heads)`. `q` and `out` are f32 `[M, heads, D]`,
     /// `rows` is u32 `[M, 2]` and the caches are f32 `[S, max_len, G, D]`.
     /// Every `slot < S` and `pos < max_len` (unchecked), and each row's own
-    /// key and value must already be in the cache ([`KvWrite`]).
+    /// key and value must already be in the cache ([`KvWrite`] or
+    /// [`crate::rope::RopeKvWrite`]).
     ///
     /// # Panics
     ///

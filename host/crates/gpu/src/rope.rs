@@ -140,6 +140,120 @@ impl RopeBackward {
 }
 
 /// Shape and frequency arguments shared by [`Rope`] and [`RopeBackward`].
+const ROPE_KV_SHADER: &str = include_str!("../../../../shaders/rope_kv_write.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RopeKvParams {
+    m: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    pair_layout: u32,
+    max_len: u32,
+    _pad: [u32; 2],
+    inv_freq: [f32; MAX_HEAD_DIM as usize / 2],
+}
+
+const _: () = assert!(size_of::<RopeKvParams>() == 32 + 4 * 128);
+
+/// The shapes of one [`RopeKvWrite`] pass.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeKvShape {
+    /// Rows (tokens) in the pass.
+    pub m: u32,
+    /// Query heads H.
+    pub heads: u32,
+    /// Key and value heads G.
+    pub kv_heads: u32,
+    /// Head size D, even and at most [`MAX_HEAD_DIM`].
+    pub head_dim: u32,
+    /// Positions per slot in the cache.
+    pub max_len: u32,
+    pub theta: f32,
+    pub layout: RopeLayout,
+}
+
+/// RoPE on q and k plus the KV-cache append of one layer, in one dispatch
+/// (`rope_kv_write.wgsl`): q is rotated in place, the rotated k and the
+/// unchanged v go to the cache at each row's (slot, position), and the k
+/// buffer itself is left as it was.
+pub struct RopeKvWrite {
+    kernel: Kernel,
+}
+
+impl RopeKvWrite {
+    /// Compiles the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the shader does not compile.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = Kernel::new(gpu, "rope_kv_write", ROPE_KV_SHADER, "rope_kv_write")?;
+        Ok(Self { kernel })
+    }
+
+    /// Encodes the pass. `rows` holds (slot, position) u32 pairs, one per
+    /// row; q is f32 `[m, heads, head_dim]`, k and v f32
+    /// `[m, kv_heads, head_dim]`, the caches f32
+    /// `[slots, max_len, kv_heads, head_dim]`.
+    ///
+    /// # Panics
+    ///
+    /// When the head size is odd or above [`MAX_HEAD_DIM`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        shape: RopeKvShape,
+    ) {
+        let RopeKvShape {
+            m,
+            heads,
+            kv_heads,
+            head_dim,
+            max_len,
+            theta,
+            layout,
+        } = shape;
+        assert!(
+            head_dim % 2 == 0 && head_dim <= MAX_HEAD_DIM,
+            "rope_kv_write: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
+        );
+        let mut inv_freq = [0.0; MAX_HEAD_DIM as usize / 2];
+        let table = rope_inv_freq(head_dim, theta);
+        inv_freq[..table.len()].copy_from_slice(&table);
+        let params = RopeKvParams {
+            m,
+            heads,
+            kv_heads,
+            head_dim,
+            pair_layout: match layout {
+                RopeLayout::Adjacent => 0,
+                RopeLayout::Halves => 1,
+            },
+            max_len,
+            _pad: [0; 2],
+            inv_freq,
+        };
+        let pairs = (heads + 2 * kv_heads) * (head_dim / 2);
+        self.kernel.encode(
+            gpu,
+            encoder,
+            &params,
+            &[q, k, v, rows, k_cache, v_cache],
+            row_grid(pairs.div_ceil(256), m),
+        );
+    }
+}
+
 struct RopeArgs {
     m: u32,
     heads: u32,
@@ -314,6 +428,66 @@ mod tests {
                 let expected = rope_reference(&x, &positions, heads, head_dim, THETA, layout);
                 let label = format!("rope {layout:?} m={m} heads={heads} D={head_dim}");
                 assert_close(&label, &actual, &expected, 2e-6, 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_kv_write_matches_separate_passes() {
+        let gpu = gpu();
+        let mut rng = rng(4);
+        let op = RopeKvWrite::new(gpu).unwrap();
+        for layout in [RopeLayout::Adjacent, RopeLayout::Halves] {
+            for (heads, kv_heads, head_dim) in [(3, 1, 6), (9, 3, 64), (4, 4, 128)] {
+                let (slots, max_len) = (3usize, 5usize);
+                let rows: Vec<(u32, u32)> = vec![(2, 4), (0, 0), (1, 3), (2, 1)];
+                let m = rows.len();
+                let q = uniform_vec(&mut rng, m * heads * head_dim, 1.0);
+                let k = uniform_vec(&mut rng, m * kv_heads * head_dim, 1.0);
+                let v = uniform_vec(&mut rng, m * kv_heads * head_dim, 1.0);
+                let width = kv_heads * head_dim;
+                let cache_len = slots * max_len * width;
+                let k_cache = uniform_vec(&mut rng, cache_len, 1.0);
+                let v_cache = uniform_vec(&mut rng, cache_len, 1.0);
+
+                let positions: Vec<u32> = rows.iter().map(|r| r.1).collect();
+                let q_expected = rope_reference(&q, &positions, heads, head_dim, THETA, layout);
+                let k_rotated = rope_reference(&k, &positions, kv_heads, head_dim, THETA, layout);
+                let (mut k_expected, mut v_expected) = (k_cache.clone(), v_cache.clone());
+                for (r, &(slot, pos)) in rows.iter().enumerate() {
+                    let dst = (slot as usize * max_len + pos as usize) * width;
+                    k_expected[dst..dst + width].copy_from_slice(&k_rotated[r * width..][..width]);
+                    v_expected[dst..dst + width].copy_from_slice(&v[r * width..][..width]);
+                }
+
+                let flat_rows: Vec<u32> = rows.iter().flat_map(|r| [r.0, r.1]).collect();
+                let bufs = [&q, &k, &v, &k_cache, &v_cache].map(|d| gpu.buffer_from("t", d));
+                let rows_buf = gpu.buffer_from("rows", &flat_rows);
+                let shape = RopeKvShape {
+                    m: m as u32,
+                    heads: heads as u32,
+                    kv_heads: kv_heads as u32,
+                    head_dim: head_dim as u32,
+                    max_len: max_len as u32,
+                    theta: THETA,
+                    layout,
+                };
+                run(|enc| {
+                    op.encode(
+                        gpu, enc, &bufs[0], &bufs[1], &bufs[2], &rows_buf, &bufs[3], &bufs[4],
+                        shape,
+                    )
+                });
+                let label = format!("rope_kv_write {layout:?} H={heads} G={kv_heads} D={head_dim}");
+                let q_actual = read_f32(&bufs[0], q.len());
+                assert_close(&format!("{label} q"), &q_actual, &q_expected, 2e-6, 1e-5);
+                let k_actual = read_f32(&bufs[1], k.len());
+                assert_eq!(k_actual, k, "{label}: k changed");
+                let k_cache_actual = read_f32(&bufs[3], cache_len);
+                let label_k = format!("{label} k_cache");
+                assert_close(&label_k, &k_cache_actual, &k_expected, 2e-6, 1e-5);
+                let v_cache_actual = read_f32(&bufs[4], cache_len);
+                assert_eq!(v_cache_actual, v_expected, "{label}: v_cache");
             }
         }
     }
