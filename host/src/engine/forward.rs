@@ -330,32 +330,48 @@ pub fn encode_blocks(
             .rms_norm
             .encode(gpu, encoder, &act.x, &block.ffn_norm, &act.xn, m, c, eps);
 
-        // hidden = silu(xn Wgate^T) * (xn Wup^T): [M, F]
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn,
-            &block.ffn_gate,
-            None,
-            &act.gate,
-            m,
-            false,
-        );
-        lora(encoder, Target::Gate, &act.xn, &act.gate);
-        mm.encode(
-            gpu,
-            encoder,
-            &act.xn,
-            &block.ffn_up,
-            None,
-            &act.up,
-            m,
-            false,
-        );
-        lora(encoder, Target::Up, &act.xn, &act.up);
-        kernels
-            .swiglu
-            .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
+        // hidden = silu(xn Wgate^T) * (xn Wup^T): [M, F], in one pass where
+        // the matmul kernels can and no adapter changes gate or up.
+        let adapted = adapter.is_some_and(|a| {
+            a.layout.find(i, Target::Gate).is_some() || a.layout.find(i, Target::Up).is_some()
+        });
+        let fused = !adapted
+            && mm.encode_swiglu(
+                gpu,
+                encoder,
+                &act.xn,
+                &block.ffn_gate,
+                &block.ffn_up,
+                &act.hidden,
+                m,
+            );
+        if !fused {
+            mm.encode(
+                gpu,
+                encoder,
+                &act.xn,
+                &block.ffn_gate,
+                None,
+                &act.gate,
+                m,
+                false,
+            );
+            lora(encoder, Target::Gate, &act.xn, &act.gate);
+            mm.encode(
+                gpu,
+                encoder,
+                &act.xn,
+                &block.ffn_up,
+                None,
+                &act.up,
+                m,
+                false,
+            );
+            lora(encoder, Target::Up, &act.xn, &act.up);
+            kernels
+                .swiglu
+                .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
+        }
 
         // x += hidden Wdown^T
         mm.encode(

@@ -32,6 +32,7 @@ const TRANSPOSED_SOURCE: &str = include_str!("../../../../shaders/matmul_transpo
 const TRANSPOSED_GEMM_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_gemm.wgsl");
 const LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv_lanes.wgsl");
+const SWIGLU_LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_swiglu_lanes.wgsl");
 const TRANSPOSED_LANES_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_lanes.wgsl");
 
@@ -48,6 +49,9 @@ const LANES_WORKGROUP: u32 = 64;
 /// Activation rows a workgroup of `matmul_transposed_lanes.wgsl` can take,
 /// one pipeline each; every row keeps 32 accumulators a thread.
 const TRANSPOSED_LANES_TILES: [u32; 3] = [1, 2, 4];
+/// Activation rows a workgroup of `matmul_swiglu_lanes.wgsl` can take. It
+/// keeps two sums a row, so its tiles stop below the GEMV kernel's.
+const SWIGLU_LANES_TILES: [u32; 3] = [1, 2, 4];
 /// Values of k one workgroup of `matmul_transposed_lanes.wgsl` covers.
 const TRANSPOSED_LANES_K: u32 = 256;
 /// Output tile edge of `matmul_gemm.wgsl`.
@@ -110,6 +114,17 @@ fn block_snippet(dtype: DType) -> Option<&'static str> {
     }
 }
 
+/// Renames the functions and bindings of a `dequant_block_*.wgsl` snippet
+/// with `suffix`, so that one shader can dequantize two matrices.
+fn rename_block(block: &str, suffix: &str) -> String {
+    block
+        .replace("fn dequant_block(", &format!("fn dequant_block_{suffix}("))
+        .replace("halves8(", &format!("halves8_{suffix}("))
+        .replace("quants[", &format!("quants_{suffix}["))
+        .replace("weights[", &format!("weights_{suffix}["))
+        .replace("&weights)", &format!("&weights_{suffix})"))
+}
+
 /// Matrix products with quantized weights; pipelines are compiled once.
 pub struct Matmul {
     /// Indexed by [`dtype_index`].
@@ -121,6 +136,9 @@ pub struct Matmul {
     /// `matmul_transposed_lanes.wgsl` for each of
     /// [`TRANSPOSED_LANES_TILES`], like `lanes`.
     transposed_lanes: Vec<Vec<wgpu::ComputePipeline>>,
+    /// `matmul_swiglu_lanes.wgsl` for each of [`SWIGLU_LANES_TILES`], like
+    /// `lanes`.
+    swiglu_lanes: Vec<Vec<wgpu::ComputePipeline>>,
     /// Threads sharing one weight row in `matmul_gemv.wgsl`.
     gemv_threads_per_row: u32,
     /// Bound in place of a bias when there is none.
@@ -164,6 +182,7 @@ impl Matmul {
         let mut pipelines = Vec::with_capacity(DTYPES.len());
         let mut lanes = Vec::with_capacity(DTYPES.len());
         let mut transposed_lanes = Vec::with_capacity(DTYPES.len());
+        let mut swiglu_lanes = Vec::with_capacity(DTYPES.len());
         for dtype in DTYPES {
             let block = block_snippet(dtype).filter(|_| lanes_available);
             let compile_tiles = |tiles: &[u32], kernel: &str, source: &str| -> Result<Vec<_>> {
@@ -191,6 +210,27 @@ impl Matmul {
                 "matmul_transposed_lanes",
                 TRANSPOSED_LANES_SOURCE,
             )?);
+            let two_blocks = block.map(|block| {
+                format!(
+                    "{}\n{}",
+                    rename_block(block, "gate"),
+                    rename_block(block, "up")
+                )
+            });
+            swiglu_lanes.push(match &two_blocks {
+                Some(blocks) => SWIGLU_LANES_TILES
+                    .iter()
+                    .map(|tile| {
+                        let label = format!("matmul_swiglu_lanes {dtype} M_TILE {tile}");
+                        let source = format!(
+                            "const M_TILE: u32 = {tile}u;\n{PARAMS_SOURCE}\n{blocks}\n\
+                             {SWIGLU_LANES_SOURCE}"
+                        );
+                        compile(gpu, &label, &source, "matmul_swiglu_lanes")
+                    })
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            });
             let snippet = dequant_snippet(dtype);
             let gemv = format!(
                 "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n\
@@ -223,6 +263,7 @@ impl Matmul {
             pipelines,
             lanes,
             transposed_lanes,
+            swiglu_lanes,
             gemv_threads_per_row,
             no_bias: gpu.buffer_zeroed("matmul no bias", 4),
         })
@@ -307,6 +348,79 @@ impl Matmul {
                 gpu, encoder, &label, pipeline, &params, &buffers, workgroups,
             );
         }
+    }
+
+    /// Records `out[m, n] = silu(x[m] · gate[n]) * (x[m] · up[n])`, the
+    /// gated feed-forward input of SwiGLU, in one pass, and returns true.
+    /// Only the lane kernels of CPU adapters do this: elsewhere, or when
+    /// the two matrices differ in type or shape, it records nothing and
+    /// returns false, and the caller runs the two products and the gating
+    /// apart.
+    ///
+    /// `x` is f32 [M, K] and `out` f32 [M, N]; only the first `m` rows are
+    /// used.
+    ///
+    /// # Panics
+    ///
+    /// Panics when a buffer is smaller than its shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_swiglu(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        gate: &QMatrix,
+        up: &QMatrix,
+        out: &wgpu::Buffer,
+        m: u32,
+    ) -> bool {
+        let pipelines = &self.swiglu_lanes[dtype_index(gate.dtype())];
+        let same_layout = gate.dtype() == up.dtype()
+            && gate.rows() == up.rows()
+            && gate.cols() == up.cols()
+            && gate.chunks().len() == up.chunks().len();
+        if pipelines.is_empty() || !same_layout || gate.cols() % 32 != 0 {
+            return false;
+        }
+        if m == 0 {
+            return true;
+        }
+        let (n, k) = (gate.rows() as u64, gate.cols() as u64);
+        check_size("x", x, u64::from(m) * k);
+        check_size("out", out, u64::from(m) * n);
+
+        let (tile, pipeline) = pick_tile(&SWIGLU_LANES_TILES, pipelines, m);
+        for (gate_chunk, up_chunk) in gate.chunks().iter().zip(up.chunks()) {
+            let params = MatmulParams::new(gate, gate_chunk, m, 0);
+            let [y_groups, z_groups, _] = split_groups(groups(gate_chunk.rows, LANES_WORKGROUP));
+            let label = format!(
+                "matmul_swiglu_lanes {} rows {}",
+                gate.dtype(),
+                gate_chunk.row_offset
+            );
+            let uniform = gpu.uniform(&label, &params);
+            let quant_bytes = 4 * u64::from(gate_chunk.rows) * u64::from(gate.row_words());
+            fn quants(chunk: &Chunk, bytes: u64) -> wgpu::BindingResource<'_> {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &chunk.buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(bytes),
+                })
+            }
+            let resources = [
+                uniform.as_entire_binding(),
+                x.as_entire_binding(),
+                gate_chunk.buffer.as_entire_binding(),
+                up_chunk.buffer.as_entire_binding(),
+                out.as_entire_binding(),
+                quants(gate_chunk, quant_bytes),
+                quants(up_chunk, quant_bytes),
+            ];
+            let bind_group = gpu.bind_group(&label, pipeline, &resources);
+            let workgroups = [m.div_ceil(tile), y_groups, z_groups];
+            dispatch(gpu, encoder, &label, pipeline, &bind_group, workgroups);
+        }
+        true
     }
 
     /// Records `out[m, k] = sum_n dy[m, n] * w[n, k]`, the product with the
@@ -764,6 +878,69 @@ mod tests {
                     let what = format!("{dtype} M={m} {case}");
                     assert_close(&what, &actual, &expected, &scale, TOLERANCE);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_matches_cpu_for_lane_dtypes() {
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(5);
+        for dtype in [
+            DType::F32,
+            DType::F16,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+        ] {
+            // (M, N, blocks of K, rows a chunk): every tile, a partial tile,
+            // and weights split into chunks.
+            for (m, n, blocks, chunk_rows) in [
+                (1, 37, 3, 0),
+                (3, 70, 2, 0),
+                (6, 130, 2, 0),
+                (5, 150, 2, 41),
+            ] {
+                // The lane kernels take K in whole 32-value blocks.
+                let k = 32 * blocks;
+                let (gate_bytes, gate_values) = random_weight(&mut rng, dtype, n, k);
+                let (up_bytes, up_values) = random_weight(&mut rng, dtype, n, k);
+                let upload = |bytes: &[u8]| match chunk_rows {
+                    0 => QMatrix::upload(gpu, "test w", dtype, n, k, bytes).unwrap(),
+                    rows => {
+                        let chunk_bytes = (bytes.len() / n * rows) as u64;
+                        QMatrix::upload_chunked(gpu, "test w", dtype, n, k, bytes, chunk_bytes)
+                            .unwrap()
+                    }
+                };
+                let (gate, up) = (upload(&gate_bytes), upload(&up_bytes));
+                let x = uniform_vec(&mut rng, m * k, 1.0);
+                let x_buffer = gpu.buffer_from("test x", &x);
+                let out = gpu.buffer_zeroed("test out", 4 * (m * n) as u64);
+                let mut fused = false;
+                run(|encoder| {
+                    fused =
+                        matmul.encode_swiglu(gpu, encoder, &x_buffer, &gate, &up, &out, m as u32);
+                });
+                if !gpu.has_cpu_lanes() {
+                    assert!(!fused, "{dtype}: fused without lane kernels");
+                    continue;
+                }
+                assert!(fused, "{dtype}: not fused");
+                let actual = read_f32(&out, m * n);
+
+                let (g, g_scale) = reference(&x, &gate_values, None, None, m, n, k);
+                let (u, u_scale) = reference(&x, &up_values, None, None, m, n, k);
+                let silu = |g: f64| g / (1.0 + (-g).exp());
+                let expected: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect();
+                // |silu'| < 1.1 and |silu(g)| <= |g|, so errors in g and u
+                // carry over at most scaled by |u| and |g|.
+                let scale: Vec<f64> = (0..m * n)
+                    .map(|i| 1.1 * g_scale[i] * u[i].abs() + g[i].abs() * u_scale[i])
+                    .collect();
+                let what = format!("swiglu {dtype} M={m} N={n} K={k} chunk rows {chunk_rows}");
+                assert_close(&what, &actual, &expected, &scale, TOLERANCE);
             }
         }
     }
