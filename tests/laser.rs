@@ -380,7 +380,10 @@ fn resume_rejects_changed_options() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("--n cannot change"), "{stderr}");
+    assert!(
+        stderr.contains("takes no other options; drop --n,"),
+        "{stderr}"
+    );
 }
 
 /// Runs `compare` of `selectors` over the verifier, format and length
@@ -449,6 +452,17 @@ fn plugins_check_prints_error_once() {
         1,
         "{stderr}"
     );
+}
+
+#[test]
+fn compare_checks_names_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("compare");
+    let output = compare(&out, "linucb,nosuch", "0");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("selector \"nosuch\" not found"), "{stderr}");
+    assert!(!out.exists());
 }
 
 #[test]

@@ -769,8 +769,10 @@ fn dpo_rejects_bad_settings_and_busy_out() {
         fails(&[option, "NaN"], &out, option);
     }
     assert!(!out.exists());
-    // The folder holding the model and the pairs is not empty.
+    // The folder holding the model and the pairs is not empty, and holds
+    // no dpo run that --resume could continue.
     fails(&[], dir.path(), "not empty");
+    fails(&["--resume"], dir.path(), "holds no dpo training state");
 }
 
 /// `dpo`, `generate --adapter` and `merge` as a user runs them on a tiny

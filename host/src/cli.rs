@@ -45,8 +45,11 @@ impl Cli {
         let matches = Self::command().get_matches();
         let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
         if let Some((_, sub)) = matches.subcommand() {
+            // Flattened argument structs appear as groups named after the
+            // struct, which are not options.
             cli.given = sub
                 .ids()
+                .filter(|id| !id.as_str().starts_with(|c: char| c.is_ascii_uppercase()))
                 .filter(|id| {
                     sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
                 })
@@ -73,7 +76,8 @@ pub enum Command {
     /// Merge a LoRA adapter into the base model and save the result as
     /// safetensors.
     Merge(MergeArgs),
-    /// Greedy accuracy of the policy on the held-out split of a data set.
+    /// Accuracy of the policy on the held-out split of a data set, answering
+    /// greedily or picking the best of n samples with a reward model.
     Eval(EvalArgs),
     /// Run several selectors on the same data, seed and budget, and
     /// tabulate accuracy, reward-model calls and time per phase.

@@ -203,6 +203,9 @@ struct Arm {
     name: String,
 }
 
+/// Held-out accuracy before training, overall and per category.
+pub type EvalBefore = (f64, Option<checkpoint::CategoryCounts>);
+
 /// A run in progress.
 pub struct Run {
     config: RunConfig,
@@ -344,6 +347,8 @@ impl Run {
             std::fs::create_dir_all(out)
                 .with_context(|| format!("failed to create run folder {}", out.display()))?;
             atomic::write_json(&out.join("config.json"), &config)?;
+            // A run killed before its first batch can then be resumed.
+            state.save(out)?;
         }
         let policy = match config.mode {
             Mode::Train => {
@@ -413,12 +418,24 @@ impl Run {
         atomic::write_json(&self.out.join("plugins.json"), &plugins)
     }
 
-    /// Records `accuracy` as the held-out accuracy before training, so that
-    /// [`Run::run`] does not measure it again. It must come from a run with
-    /// the same starting policy, seed and data, as `compare`'s runs share. A
-    /// run that has measured it already keeps its own figure.
-    pub fn set_eval_before(&mut self, accuracy: f64) {
-        self.state.eval_before.get_or_insert(accuracy);
+    /// Records `before`, from [`Run::eval_before`] of another run, as the
+    /// held-out accuracy before training, so that [`Run::run`] does not
+    /// measure it again. It must come from a run with the same starting
+    /// policy, seed and data, as `compare`'s runs share. A run that has
+    /// measured it already keeps its own figure.
+    pub fn set_eval_before(&mut self, before: &EvalBefore) {
+        if self.state.eval_before.is_none() {
+            self.state.eval_before = Some(before.0);
+            self.state.eval_before_by_category = before.1.clone();
+        }
+    }
+
+    /// Returns the held-out accuracy before training, overall and per
+    /// category, once measured.
+    pub fn eval_before(&self) -> Option<EvalBefore> {
+        self.state
+            .eval_before
+            .map(|accuracy| (accuracy, self.state.eval_before_by_category.clone()))
     }
 
     /// Runs the remaining iterations, checkpointing after every batch.
@@ -1351,7 +1368,7 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
 /// # Errors
 ///
 /// Fails when a prompt does not render or tokenize.
-fn drop_long_prompts(
+pub(crate) fn drop_long_prompts(
     engine: &Engine,
     instances: Vec<Instance>,
     max_new_tokens: u32,

@@ -1,6 +1,7 @@
 //! The `laser-host` command: parses arguments, runs the command, and prints
 //! any error chain once.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use laser_host::cli::Cli;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match laser_host::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

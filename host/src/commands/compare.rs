@@ -67,6 +67,7 @@ pub(crate) fn run(
                 )?,
                 selectors: args.selectors.clone(),
             };
+            check_names(&settings.config, &settings.selectors)?;
             super::ensure_empty_out(&out)?;
             fs::create_dir_all(&out)
                 .with_context(|| format!("failed to create {}", out.display()))?;
@@ -120,12 +121,12 @@ pub(crate) fn run(
         let dir = out.join(variant.label.replace(':', "-"));
         let resume = dir.join(crate::laser::checkpoint::STATE_FILE).exists();
         let mut run = Run::open(config, engine, &dir, resume)?;
-        if let Some(accuracy) = eval_before {
-            run.set_eval_before(accuracy);
+        if let Some(before) = &eval_before {
+            run.set_eval_before(before);
         }
         run.run()?;
         let summary = run.summary()?;
-        eval_before = eval_before.or(summary.eval_before);
+        eval_before = eval_before.or_else(|| run.eval_before());
         rows.push((variant.label, summary));
         engine = run.into_engine()?;
     }
@@ -147,11 +148,10 @@ fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Resul
         .collect();
     ensure!(
         ignored.is_empty(),
-        "--resume finishes the compare in {} with the settings in its {SETTINGS_FILE}, so {} \
-         cannot change; drop {}, or start a new compare with --out",
+        "--resume finishes the compare in {} with the settings in its {SETTINGS_FILE} and takes \
+         no other options; drop {}, or start a new compare with --out",
         dir.display(),
-        ignored.join(", "),
-        if ignored.len() == 1 { "it" } else { "them" }
+        ignored.join(", ")
     );
     let path = dir.join(SETTINGS_FILE);
     let text = fs::read_to_string(&path).with_context(|| {
@@ -211,17 +211,66 @@ fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {
 
 /// The names of the reward-model manifests in `dir`.
 fn reward_model_names(dir: &Path) -> Result<Vec<String>> {
+    manifest_names(dir, laser_plugins::PluginKind::RewardModel)
+}
+
+/// The sorted names of the manifests of plugins of `kind` in `dir`. A
+/// manifest that does not parse is left out here; loading the folder
+/// reports it.
+fn manifest_names(dir: &Path, kind: laser_plugins::PluginKind) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let manifest = laser_plugins::Manifest::from_file(&path)
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-            if manifest.kind == laser_plugins::PluginKind::RewardModel {
-                names.push(manifest.name);
-            }
+        if path.extension().is_some_and(|e| e == "toml")
+            && let Ok(manifest) = laser_plugins::Manifest::from_file(&path)
+            && manifest.kind == kind
+        {
+            names.push(manifest.name);
         }
     }
     names.sort();
     Ok(names)
+}
+
+/// Checks the selector and reward-model names of a new compare against the
+/// plugin folder, so that a typo fails before any run starts.
+fn check_names(config: &RunConfig, selectors: &[String]) -> Result<()> {
+    let dir = &config.plugins;
+    let known_selectors = manifest_names(dir, laser_plugins::PluginKind::Selector)?;
+    let known_rms = reward_model_names(dir)?;
+    for (i, name) in selectors.iter().enumerate() {
+        ensure!(
+            !name.trim().is_empty(),
+            "--selectors holds an empty name; list selectors separated by commas, such as \
+             --selectors linucb,random"
+        );
+        ensure!(
+            !selectors[..i].contains(name),
+            "--selectors names {name:?} twice"
+        );
+        ensure!(
+            !known_rms.contains(name),
+            "{name:?} in --selectors is a reward model; compare runs it alone as `fixed`, \
+             which runs once per reward model"
+        );
+        ensure!(
+            name == "fixed" || known_selectors.contains(name),
+            "selector {name:?} not found in {}; the selectors there are: {}",
+            dir.display(),
+            known_selectors.join(", ")
+        );
+    }
+    for name in &config.rms {
+        ensure!(
+            !known_selectors.contains(name),
+            "{name:?} in --rms is a selector, not a reward model"
+        );
+        ensure!(
+            known_rms.contains(name),
+            "reward model {name:?} not found in {}; the reward models there are: {}",
+            dir.display(),
+            known_rms.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -78,6 +78,14 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
             .join(crate::train::checkpoint::STATE_FILE)
             .is_file()
         {
+            // Only a folder the killed run left empty may start over: any
+            // other folder holds files this run must not overwrite.
+            super::ensure_empty_out(&args.out).with_context(|| {
+                format!(
+                    "{} holds no dpo training state to resume",
+                    args.out.display()
+                )
+            })?;
             eprintln!(
                 "warning: {} holds no training state yet; starting from step 0",
                 args.out.display()

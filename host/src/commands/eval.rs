@@ -28,19 +28,33 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
+        ensure!(
+            !dir.join(crate::laser::checkpoint::STATE_FILE).exists(),
+            "--adapter {} is a run folder; pass one of its policy-NNNNNN folders, which hold \
+             the adapter",
+            dir.display()
+        );
         engine.load_adapter(dir)?;
     }
-    let bar = indicatif::ProgressBar::new(split.eval.len() as u64);
+    let instances =
+        crate::laser::drop_long_prompts(&engine, split.eval, args.max_new_tokens, "held-out")?;
+    ensure!(
+        !instances.is_empty(),
+        "no held-out instance fits the model's context of {} tokens with --max-new-tokens {}",
+        engine.config.context_length,
+        args.max_new_tokens
+    );
+    let bar = indicatif::ProgressBar::new(instances.len() as u64);
     let progress = |done: usize| bar.set_position(done as u64);
     let accuracy = match args.best_of {
         None => eval::evaluate(
             &mut engine,
-            &split.eval,
+            &instances,
             args.batch_size,
             args.max_new_tokens,
             progress,
         )?,
-        Some(n) => best_of_n(args, n, plugins, engine, &split.eval, progress)?,
+        Some(n) => best_of_n(args, n, plugins, engine, &instances, progress)?,
     };
     bar.finish_and_clear();
     println!(
@@ -68,6 +82,12 @@ fn best_of_n(
     progress: impl FnMut(usize),
 ) -> Result<Accuracy> {
     ensure!(n >= 1, "--best-of must be at least 1");
+    if args.temperature == 0.0 && n > 1 {
+        eprintln!(
+            "warning: --temperature 0 samples greedily, so the {n} samples of a prompt are the \
+             same and --rm has nothing to choose between"
+        );
+    }
     ensure!(
         args.temperature.is_finite() && args.temperature >= 0.0,
         "--temperature must be a number of at least 0, got {}",
@@ -88,13 +108,19 @@ fn best_of_n(
     let mut names = Vec::new();
     let mut rm = None;
     for plugin in report.loaded {
-        if let LoadedPlugin::RewardModel(plugin) = plugin {
-            let plugin_name = plugin.meta().manifest.name.clone();
-            if plugin_name == name {
-                rm = Some(plugin);
-            } else {
-                names.push(plugin_name);
+        match plugin {
+            LoadedPlugin::RewardModel(plugin) => {
+                let plugin_name = plugin.meta().manifest.name.clone();
+                if plugin_name == name {
+                    rm = Some(plugin);
+                } else {
+                    names.push(plugin_name);
+                }
             }
+            LoadedPlugin::Selector(selector) => ensure!(
+                selector.meta().manifest.name != name,
+                "--rm {name:?} is a selector, not a reward model"
+            ),
         }
     }
     let mut rm = rm.with_context(|| {

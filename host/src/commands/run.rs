@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::cli::{PreferenceArgs, RunArgs};
 use crate::engine::Engine;
-use crate::laser::{Mode, Run, RunConfig};
+use crate::laser::{Mode, PairMode, Run, RunConfig};
 
 /// Options that may come with `--resume`: they do not change the run.
 const RESUME_OPTIONS: [&str; 3] = ["resume", "plugins", "verbose"];
@@ -34,11 +34,10 @@ pub(crate) fn run(
                 .collect();
             ensure!(
                 changed.is_empty(),
-                "--resume continues the run in {} with the settings in its config.json, so {} cannot \
-                 change; drop {}, or start a new run with --out",
+                "--resume continues the run in {} with the settings in its config.json and takes \
+                 no other options; drop {}, or start a new run with --out",
                 dir.display(),
-                changed.join(", "),
-                if changed.len() == 1 { "it" } else { "them" }
+                changed.join(", ")
             );
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -87,6 +86,12 @@ pub(crate) fn run(
     Ok(())
 }
 
+/// Returns `path` made absolute against the current folder.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .with_context(|| format!("failed to make {} an absolute path", path.display()))
+}
+
 /// Whether `a` and `b` name the same file or folder.
 pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -133,6 +138,13 @@ pub(crate) fn config_from_args(
         mode != Mode::Train || preference.pairs >= 1,
         "--pairs must be at least 1: with 0 pairs per prompt nothing trains"
     );
+    if mode == Mode::Train && preference.pairs > 1 && preference.pair_mode != PairMode::TopP {
+        eprintln!(
+            "warning: --pairs {} applies to --pair-mode top-p; the other modes form one pair per \
+             prompt",
+            preference.pairs
+        );
+    }
     for (i, name) in args.rms.iter().enumerate() {
         ensure!(
             !args.rms[..i].contains(name),
@@ -147,10 +159,17 @@ pub(crate) fn config_from_args(
     for data in &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
     }
-    let model = super::model_path(&args.model)?;
+    // Absolute paths, so that --resume works from any folder.
+    let model = absolute(&super::model_path(&args.model)?)?;
+    let plugins = absolute(&plugins)?;
+    let data = args
+        .data
+        .iter()
+        .map(|path| absolute(path))
+        .collect::<Result<_>>()?;
     Ok(RunConfig {
         mode,
-        data: args.data.clone(),
+        data,
         data_format: args.data_format.clone(),
         builtin_count: args.builtin_count,
         model,

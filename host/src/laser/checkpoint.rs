@@ -95,7 +95,16 @@ impl RunState {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {
-            format!("no run in {}: {} is missing", dir.display(), path.display())
+            if dir.join("config.json").is_file() {
+                format!(
+                    "the run in {} stopped before it saved any progress ({} is missing); \
+                     delete the folder and start the run again",
+                    dir.display(),
+                    path.display()
+                )
+            } else {
+                format!("no run in {}: {} is missing", dir.display(), path.display())
+            }
         })?;
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
     }
@@ -308,6 +317,6 @@ mod tests {
     fn load_without_state_names_the_folder() {
         let dir = tempfile::tempdir().unwrap();
         let err = RunState::load(dir.path()).unwrap_err();
-        assert!(format!("{err:#}").contains("no run to resume"));
+        assert!(format!("{err:#}").contains("no run in"));
     }
 }

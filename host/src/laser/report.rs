@@ -162,6 +162,17 @@ pub fn write(
         config.n,
         config.seed
     )?;
+    if state.iteration < config.iterations {
+        writeln!(
+            md,
+            "The run is not finished: it has done {} of {} iteration(s) and {} batch(es) of \
+             iteration {}. `--resume` continues it.\n",
+            state.iteration,
+            config.iterations,
+            state.next_batch,
+            state.iteration + 1
+        )?;
+    }
     if !disabled.is_empty() {
         writeln!(md, "## Reward models disabled during the run\n")?;
         for (name, reason) in disabled {
@@ -170,11 +181,18 @@ pub fn write(
         writeln!(md)?;
     }
     writeln!(md, "## Accuracy\n")?;
+    // The held-out split can be smaller than --eval-size: it leaves at
+    // least one training instance, and prompts too long are skipped.
+    let eval_count = state
+        .eval_before_by_category
+        .as_ref()
+        .map_or(config.eval_size, |counts| {
+            counts.values().map(|(_, total)| total).sum()
+        });
     match state.eval_before {
         Some(before) => writeln!(
             md,
-            "- held-out greedy accuracy before: {before:.3} ({} prompts)",
-            config.eval_size
+            "- held-out greedy accuracy before: {before:.3} ({eval_count} prompts)"
         )?,
         None => writeln!(md, "- held-out evaluation was off")?,
     }
@@ -219,11 +237,15 @@ pub fn write(
         md,
         "## Bandit reward\n\n![bandit reward](bandit_reward.svg)\n"
     )?;
-    let idle: Vec<String> = metrics
+    // A batch went without reward when none of its prompts got one.
+    let mut rewarded: BTreeMap<(u32, usize), bool> = BTreeMap::new();
+    for s in &selections {
+        *rewarded.entry((s.iteration, s.batch)).or_default() |= s.reward.is_some();
+    }
+    let idle: Vec<String> = rewarded
         .iter()
-        .enumerate()
-        .filter(|(_, m)| m.bandit_reward.is_none())
-        .map(|(x, _)| x.to_string())
+        .filter(|(_, rewarded)| !**rewarded)
+        .map(|((iteration, batch), _)| format!("iteration {} batch {}", iteration + 1, batch + 1))
         .collect();
     if !idle.is_empty() {
         writeln!(
@@ -366,6 +388,7 @@ fn write_category_accuracy(md: &mut String, state: &RunState) -> Result<()> {
             .collect();
         writeln!(md, "| {category} | {total} | {} |", cells.join(" | "))?;
     }
+    writeln!(md)?;
     Ok(())
 }
 

@@ -73,12 +73,13 @@ pub enum LoadError {
     /// The file does not parse in the format given for it, and its text
     /// looks like another format.
     #[error(
-        "{source}; the file was read as {given} because of --data-format, but it looks like \
+        "{error}; the file was read as {given} because of --data-format, but it looks like \
          {detected}: pass --data-format {detected}, or leave the format to detection"
     )]
     WrongFormat {
-        /// The error of parsing in the given format.
-        source: Box<LoadError>,
+        /// The error of parsing in the given format. Not named `source`, so
+        /// that error chains do not print it a second time.
+        error: Box<LoadError>,
         /// The format the file was read as.
         given: crate::Format,
         /// The format detected from the text.
@@ -86,7 +87,9 @@ pub enum LoadError {
     },
     /// Two files loaded together contain an instance with the same id.
     #[error(
-        "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together",
+        "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together; \
+         give the files different names (GSM8K ids are numbered per file name) or, in JSONL, \
+         records their own `id`",
         path.display(),
         first_path.display()
     )]
