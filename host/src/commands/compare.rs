@@ -214,7 +214,7 @@ fn reward_model_names(dir: &Path) -> Result<Vec<String>> {
     manifest_names(dir, laser_plugins::PluginKind::RewardModel)
 }
 
-/// The sorted names of the manifests of plugins of `kind` in `dir`. A
+/// Returns the sorted names of the manifests of plugins of `kind` in `dir`. A
 /// manifest that does not parse is left out here; loading the folder
 /// reports it.
 fn manifest_names(dir: &Path, kind: laser_plugins::PluginKind) -> Result<Vec<String>> {

@@ -92,7 +92,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .with_context(|| format!("failed to make {} an absolute path", path.display()))
 }
 
-/// Whether `a` and `b` name the same file or folder.
+/// Returns whether `a` and `b` name the same file or folder.
 pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,

@@ -38,7 +38,7 @@ impl Accuracy {
     }
 }
 
-/// How `evaluate_best_of_n` samples and picks.
+/// The sampling and the picking reward model of [`evaluate_best_of_n`].
 pub struct BestOfN<'a> {
     /// The reward model that picks among the samples.
     pub rm: &'a mut RewardModelPlugin,

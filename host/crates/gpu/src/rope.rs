@@ -175,8 +175,8 @@ pub struct RopeKvShape {
 }
 
 /// RoPE on q and k plus the KV-cache append of one layer, in one dispatch
-/// (`rope_kv_write.wgsl`): q is rotated in place, the rotated k and the
-/// unchanged v go to the cache at each row's (slot, position), and the k
+/// (`rope_kv_write.wgsl`). It rotates q in place and writes the rotated k
+/// and the unchanged v to the cache at each row's (slot, position). The k
 /// buffer itself is left as it was.
 pub struct RopeKvWrite {
     kernel: Kernel,
