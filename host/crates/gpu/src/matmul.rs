@@ -379,7 +379,7 @@ impl Matmul {
             && gate.rows() == up.rows()
             && gate.cols() == up.cols()
             && gate.chunks().len() == up.chunks().len();
-        if pipelines.is_empty() || !same_layout || gate.cols() % 32 != 0 {
+        if pipelines.is_empty() || !same_layout || !gate.cols().is_multiple_of(32) {
             return false;
         }
         if m == 0 {
