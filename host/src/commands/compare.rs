@@ -141,18 +141,8 @@ pub(crate) fn run(
 /// Reads the settings of the compare in `dir`, after checking that no
 /// option in `given` (typed on the command line) would be ignored.
 fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Result<CompareSettings> {
-    let ignored: Vec<String> = given
-        .iter()
-        .filter(|id| !["resume", "plugins", "verbose"].contains(&id.as_str()))
-        .map(|id| format!("--{}", id.replace('_', "-")))
-        .collect();
-    ensure!(
-        ignored.is_empty(),
-        "--resume finishes the compare in {} with the settings in its {SETTINGS_FILE} and takes \
-         no other options; drop {}, or start a new compare with --out",
-        dir.display(),
-        ignored.join(", ")
-    );
+    let what = format!("the compare in {}", dir.display());
+    super::run::check_resume_options(&what, SETTINGS_FILE, given)?;
     let path = dir.join(SETTINGS_FILE);
     let text = fs::read_to_string(&path).with_context(|| {
         format!(
@@ -163,16 +153,7 @@ fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Resul
     })?;
     let settings: CompareSettings =
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
-    if let Some(plugins) = plugins {
-        ensure!(
-            super::run::same_path(plugins, &settings.config.plugins),
-            "the compare in {} uses the plugin folder {}, not {}; resume it without --plugins \
-             (and without LASER_HOST_PLUGINS), or with the same folder",
-            dir.display(),
-            settings.config.plugins.display(),
-            plugins.display()
-        );
-    }
+    super::run::check_resume_plugins(&what, plugins, &settings.config.plugins)?;
     Ok(settings)
 }
 

@@ -25,20 +25,8 @@ pub(crate) fn run(
 ) -> Result<()> {
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
-            // A resumed run keeps its saved settings; an option given beside
-            // --resume would otherwise be ignored without a word.
-            let changed: Vec<String> = given
-                .iter()
-                .filter(|id| !RESUME_OPTIONS.contains(&id.as_str()))
-                .map(|id| format!("--{}", id.replace('_', "-")))
-                .collect();
-            ensure!(
-                changed.is_empty(),
-                "--resume continues the run in {} with the settings in its config.json and takes \
-                 no other options; drop {}, or start a new run with --out",
-                dir.display(),
-                changed.join(", ")
-            );
+            let what = format!("the run in {}", dir.display());
+            check_resume_options(&what, "config.json", given)?;
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
@@ -49,16 +37,7 @@ pub(crate) fn run(
             })?;
             let config: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is damaged", path.display()))?;
-            if let Some(plugins) = &plugins {
-                ensure!(
-                    same_path(plugins, &config.plugins),
-                    "the run in {} uses the plugin folder {}, not {}; resume it without --plugins \
-                     (and without LASER_HOST_PLUGINS), or with the same folder",
-                    dir.display(),
-                    config.plugins.display(),
-                    plugins.display()
-                );
-            }
+            check_resume_plugins(&what, plugins.as_deref(), &config.plugins)?;
             ensure!(
                 config.mode == mode,
                 "the run in {} is a `{}` run; resume it with `laser-host {} --resume {}`",
@@ -92,8 +71,54 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .with_context(|| format!("failed to make {} an absolute path", path.display()))
 }
 
+/// Checks that `given`, the options typed beside `--resume`, holds none
+/// that would change `what` (a run or a compare), whose settings come from
+/// its `settings_file`: such an option would otherwise be ignored without
+/// a word.
+///
+/// # Errors
+///
+/// Names the options to drop.
+pub(crate) fn check_resume_options(
+    what: &str,
+    settings_file: &str,
+    given: &[String],
+) -> Result<()> {
+    let extra: Vec<String> = given
+        .iter()
+        .filter(|id| !RESUME_OPTIONS.contains(&id.as_str()))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    ensure!(
+        extra.is_empty(),
+        "--resume continues {what} with the settings in its {settings_file} and takes no other \
+         options; drop {}, or start anew with --out",
+        extra.join(", ")
+    );
+    Ok(())
+}
+
+/// Checks that a `--plugins` folder given on resuming `what` is the one its
+/// settings name, `saved`.
+///
+/// # Errors
+///
+/// Names both folders.
+pub(crate) fn check_resume_plugins(what: &str, given: Option<&Path>, saved: &Path) -> Result<()> {
+    if let Some(given) = given {
+        ensure!(
+            same_path(given, saved),
+            "{what} uses the plugin folder {}, not {}; resume it without --plugins (and without \
+             LASER_HOST_PLUGINS), or with the same folder",
+            saved.display(),
+            given.display()
+        );
+    }
+    Ok(())
+}
+
 /// Returns whether `a` and `b` name the same file or folder.
-pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
+fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
