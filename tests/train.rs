@@ -773,6 +773,29 @@ fn dpo_rejects_bad_settings_and_busy_out() {
     // no dpo run that --resume could continue.
     fails(&[], dir.path(), "not empty");
     fails(&["--resume"], dir.path(), "holds no dpo training state");
+
+    // A resume with another learning rate names it.
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["dpo", "--steps", "1", "--lr", "0.001"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--pairs")
+        .arg(&pairs)
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fails(
+        &["--lr", "0.01", "--resume"],
+        &out,
+        "lr: 0.001 saved, 0.01 given",
+    );
 }
 
 /// `dpo`, `generate --adapter` and `merge` as a user runs them on a tiny

@@ -114,8 +114,10 @@ pub fn run(
     if let Some(saved) = saved {
         if saved.config != config {
             bail!(
-                "the training state in {} was made with other settings; resume with the same options or use a new folder",
-                options.out.display()
+                "the training state in {} was made with other settings ({}); resume with the same \
+                 options or use a new folder",
+                options.out.display(),
+                changed_settings(&saved.config, &config)
             );
         }
         trainer.write_state(&saved.tensors, saved.step)?;
@@ -170,6 +172,30 @@ pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
         }
     }
     checkpoint::save(dir, trainer)
+}
+
+/// Names the settings that differ between `saved` and `given`, with both
+/// values, as `lr: 0.0001 saved, 0.001 given`.
+fn changed_settings(saved: &TrainConfig, given: &TrainConfig) -> String {
+    let (Ok(serde_json::Value::Object(saved)), Ok(serde_json::Value::Object(given))) =
+        (serde_json::to_value(saved), serde_json::to_value(given))
+    else {
+        return "unknown".to_string();
+    };
+    // Most settings are f32, which JSON widens to f64 digits.
+    let show = |value: &serde_json::Value| match value.as_f64() {
+        Some(number) if !value.is_i64() && !value.is_u64() => (number as f32).to_string(),
+        _ => value.to_string(),
+    };
+    let changed: Vec<String> = saved
+        .iter()
+        .filter(|(key, value)| given.get(*key) != Some(value))
+        .map(|(key, value)| {
+            let now = given.get(key).map_or("none".to_string(), show);
+            format!("{key}: {} saved, {now} given", show(value))
+        })
+        .collect();
+    changed.join("; ")
 }
 
 fn append_metrics(path: &Path, metrics: &StepMetrics) -> Result<()> {
