@@ -144,6 +144,12 @@ pub fn list_plugins(dir: &Path) -> anyhow::Result<ListReport> {
 /// Returns an error when the host cannot start, or the [`LoadError`] that
 /// gives the reason the plugin is rejected.
 pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
+    let extension = path.extension().and_then(|e| e.to_str());
+    anyhow::ensure!(
+        matches!(extension, Some("wasm" | "toml")),
+        "{} is not a plugin: pass a NAME.wasm component or its NAME.toml manifest",
+        path.display()
+    );
     let host = PluginHost::new(Arc::new(StubModelService))?;
     let wasm = path.with_extension("wasm");
     let plugin: LoadedPlugin = host
