@@ -36,7 +36,7 @@ struct CompareSettings {
 }
 
 /// The file in a compare folder that holds its [`CompareSettings`].
-const SETTINGS_FILE: &str = "compare-config.json";
+const SETTINGS_FILE: &str = crate::laser::checkpoint::COMPARE_SETTINGS_FILE;
 
 pub(crate) fn run(
     args: &CompareArgs,

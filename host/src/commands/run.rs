@@ -28,6 +28,11 @@ pub(crate) fn run(
             let what = format!("the run in {}", dir.display());
             check_resume_options(&what, "config.json", given)?;
             let path = dir.join("config.json");
+            if !path.exists() {
+                // The same message as for a missing state.json, which also
+                // recognises a compare folder.
+                crate::laser::checkpoint::RunState::read(dir)?;
+            }
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
                     "no run to resume in {}: {} is missing",

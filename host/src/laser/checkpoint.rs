@@ -29,6 +29,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SELECTIONS_FILE: &str = "selections.jsonl";
 /// The start of the name of each policy checkpoint folder.
 const POLICY_PREFIX: &str = "policy-";
+/// The file in a compare folder that holds the compare's settings.
+pub const COMPARE_SETTINGS_FILE: &str = "compare-config.json";
 /// The policy folder of runs saved before the folders were numbered.
 pub const LEGACY_POLICY_DIR: &str = "policy";
 
@@ -95,7 +97,14 @@ impl RunState {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {
-            if dir.join("config.json").is_file() {
+            if dir.join(COMPARE_SETTINGS_FILE).is_file() {
+                format!(
+                    "{} holds a compare, whose runs are its subfolders: pass one of them, or \
+                     finish the compare with `laser-host compare --resume {}`",
+                    dir.display(),
+                    dir.display()
+                )
+            } else if dir.join("config.json").is_file() {
                 format!(
                     "the run in {} stopped before it saved any progress ({} is missing); \
                      delete the folder and start the run again",

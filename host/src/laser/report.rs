@@ -288,12 +288,12 @@ pub fn write(
 ///
 /// Fails when `dir` holds no run or its files are damaged.
 pub fn write_from_folder(dir: &Path) -> Result<()> {
+    let state = RunState::read(dir)?;
     let path = dir.join("config.json");
     let text = fs::read_to_string(&path)
         .with_context(|| format!("no run in {}: {} is missing", dir.display(), path.display()))?;
     let config: RunConfig =
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
-    let state = RunState::read(dir)?;
     let mut arms: Vec<String> = Vec::new();
     let path = dir.join("plugins.json");
     if let Ok(text) = fs::read_to_string(&path) {
