@@ -11,12 +11,12 @@
 //! Prompts of one batch are chosen before any of their rewards is known.
 //! With `pending_updates` on (the default), each choice in a batch is
 //! followed by a provisional update of the chosen arm with the reward it
-//! predicts, x^T theta_k: the arm's estimate stays as it was, but its
-//! confidence width at that context shrinks, so the next prompts of the
-//! batch spread over arms the way sequential choices would (the batch
-//! upper-confidence rule of Desautels et al., JMLR 2014, for linear
-//! models). The provisional updates are dropped once the batch is chosen;
-//! only real rewards enter the saved state.
+//! predicts, x^T theta_k. The arm's estimate stays as it was, but its
+//! confidence width at that context shrinks. The next prompts of the batch
+//! then spread over arms as sequential choices would: the batch
+//! upper-confidence rule of Desautels et al. (JMLR 2014), for linear
+//! models. The provisional updates are dropped once the batch is chosen,
+//! and only real rewards enter the saved state.
 
 use serde::{Deserialize, Serialize};
 
