@@ -2,7 +2,8 @@
 //   out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), or out[m, n] += that.
 //
 // Built once per weight type and row tile with `matmul_params.wgsl`, a
-// `dequant_block_*.wgsl` snippet and the constant M_TILE prepended.
+// `dequant_block_*.wgsl` snippet, `matmul_lanes_products.wgsl` and the
+// constant M_TILE prepended.
 //
 // llvmpipe runs 8 neighbouring invocations as the lanes of one SIMD vector
 // and turns every storage load into a loop over the lanes, so loads, not
@@ -39,18 +40,6 @@
 @group(0) @binding(5) var<storage, read> quants: array<vec4<u32>>;
 
 const WORKGROUP_SIZE: u32 = 64u;
-
-// Returns w · x, four products a lane, for the block's dequantized
-// weights `w` and the lane's vec4 `mine` of the block's x values: lane j
-// holds x[4j .. 4j + 3]. The sums form a tree, so the rows of a tile make
-// independent chains that the CPU can overlap.
-fn block_products(w: array<vec4<f32>, 8>, mine: vec4<f32>) -> vec4<f32> {
-    let p01 = w[0] * subgroupBroadcast(mine, 0u) + w[1] * subgroupBroadcast(mine, 1u);
-    let p23 = w[2] * subgroupBroadcast(mine, 2u) + w[3] * subgroupBroadcast(mine, 3u);
-    let p45 = w[4] * subgroupBroadcast(mine, 4u) + w[5] * subgroupBroadcast(mine, 5u);
-    let p67 = w[6] * subgroupBroadcast(mine, 6u) + w[7] * subgroupBroadcast(mine, 7u);
-    return (p01 + p23) + (p45 + p67);
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn matmul_gemv_lanes(

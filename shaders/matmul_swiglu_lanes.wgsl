@@ -9,8 +9,8 @@
 // products. Built once per weight type and row tile with
 // `matmul_params.wgsl`, the type's `dequant_block_*.wgsl` snippet twice
 // (renamed to dequant_block_gate over `weights_gate` and `quants_gate`,
-// and dequant_block_up over `weights_up` and `quants_up`), and the
-// constant M_TILE prepended.
+// and dequant_block_up over `weights_up` and `quants_up`),
+// `matmul_lanes_products.wgsl` and the constant M_TILE prepended.
 //
 // Bindings:
 //   group 0, binding 0: uniform            params: MatmulParams (of w_gate)
@@ -37,15 +37,6 @@
 @group(0) @binding(6) var<storage, read> quants_up: array<vec4<u32>>;
 
 const WORKGROUP_SIZE: u32 = 64u;
-
-// Returns w · x, four products a lane, as in `matmul_gemv_lanes.wgsl`.
-fn block_products(w: array<vec4<f32>, 8>, mine: vec4<f32>) -> vec4<f32> {
-    let p01 = w[0] * subgroupBroadcast(mine, 0u) + w[1] * subgroupBroadcast(mine, 1u);
-    let p23 = w[2] * subgroupBroadcast(mine, 2u) + w[3] * subgroupBroadcast(mine, 3u);
-    let p45 = w[4] * subgroupBroadcast(mine, 4u) + w[5] * subgroupBroadcast(mine, 5u);
-    let p67 = w[6] * subgroupBroadcast(mine, 6u) + w[7] * subgroupBroadcast(mine, 7u);
-    return (p01 + p23) + (p45 + p67);
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn matmul_swiglu_lanes(

@@ -195,7 +195,7 @@ fn misplaced_plugin_names_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 3] = [
         (&["--rms", "linucb"], "is a selector, not a reward model"),
-        (&["--rms", ","], "--rms holds an empty name"),
+        (&["--rms", ","], "--rms contains an empty name"),
         (
             &["--selector", "length"],
             "is a reward model, not a selector",

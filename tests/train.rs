@@ -727,8 +727,8 @@ fn lora_gradients_match_projected_full_gradient() {
     }
 }
 
-/// `dpo` refuses settings that would write a NaN adapter, and an --out
-/// folder that holds other files, before it trains.
+/// `dpo` rejects settings that would write a NaN adapter, and an --out
+/// folder that contains other files, before it trains.
 #[test]
 fn dpo_rejects_bad_settings_and_busy_out() {
     use std::process::Command;
@@ -769,10 +769,10 @@ fn dpo_rejects_bad_settings_and_busy_out() {
         fails(&[option, "NaN"], &out, option);
     }
     assert!(!out.exists());
-    // The folder holding the model and the pairs is not empty, and holds
+    // The folder with the model and the pairs is not empty, and contains
     // no dpo run that --resume could continue.
     fails(&[], dir.path(), "not empty");
-    fails(&["--resume"], dir.path(), "holds no dpo training state");
+    fails(&["--resume"], dir.path(), "contains no dpo training state");
 
     // A resume with another learning rate names it.
     let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))

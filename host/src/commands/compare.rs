@@ -35,7 +35,7 @@ struct CompareSettings {
     selectors: Vec<String>,
 }
 
-/// The file in a compare folder that holds its [`CompareSettings`].
+/// The file in a compare folder that contains its [`CompareSettings`].
 const SETTINGS_FILE: &str = crate::laser::checkpoint::COMPARE_SETTINGS_FILE;
 
 pub(crate) fn run(
@@ -54,7 +54,7 @@ pub(crate) fn run(
             let out = args.run.out.clone();
             ensure!(
                 !out.join(SETTINGS_FILE).exists(),
-                "{} already holds a compare; pass --resume {} to finish it, or choose another --out",
+                "{} already contains a compare; pass --resume {} to finish it, or choose another --out",
                 out.display(),
                 out.display()
             );
@@ -222,7 +222,7 @@ fn check_names(config: &RunConfig, selectors: &[String]) -> Result<()> {
     for (i, name) in selectors.iter().enumerate() {
         ensure!(
             !name.trim().is_empty(),
-            "--selectors holds an empty name; list selectors separated by commas, such as \
+            "--selectors contains an empty name; list selectors separated by commas, such as \
              --selectors linucb,random"
         );
         ensure!(

@@ -78,23 +78,23 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
             .join(crate::train::checkpoint::STATE_FILE)
             .is_file()
         {
-            // Only a folder the killed run left empty may start over: any
-            // other folder holds files this run must not overwrite.
+            // Only a folder the killed run left empty may start over, because
+            // any other folder contains files this run must not overwrite.
             super::ensure_empty_out(&args.out).with_context(|| {
                 format!(
-                    "{} holds no dpo training state to resume",
+                    "{} contains no dpo training state to resume",
                     args.out.display()
                 )
             })?;
             eprintln!(
-                "warning: {} holds no training state yet; starting from step 0",
+                "warning: {} contains no training state yet; starting from step 0",
                 args.out.display()
             );
         }
     } else {
         ensure!(
             !args.out.join(crate::train::checkpoint::STATE_FILE).exists(),
-            "{} already holds a dpo run; pass --resume to continue it, or choose another --out",
+            "{} already contains a dpo run; pass --resume to continue it, or choose another --out",
             args.out.display()
         );
         super::ensure_empty_out(&args.out)?;

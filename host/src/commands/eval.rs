@@ -93,13 +93,16 @@ fn best_of_n(
         "--temperature must be a number of at least 0, got {}",
         args.temperature
     );
+
     let plugins = plugins.context(
-        "--best-of needs --plugins DIR, the folder that holds the reward model named by --rm",
+        "--best-of needs --plugins DIR, the folder that contains the reward model named by --rm",
     )?;
     let name = args
         .rm
         .as_deref()
         .context("--best-of needs --rm NAME: the reward model that picks among the samples")?;
+
+    // Load the plugin folder and find the reward model among its plugins.
     let engine = Arc::new(Mutex::new(engine));
     let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
     let report = PluginDir::new(&plugins)
@@ -130,6 +133,7 @@ fn best_of_n(
             names.join(", ")
         )
     })?;
+
     let mut best_of = BestOfN {
         rm: &mut rm,
         n,

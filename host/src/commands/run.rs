@@ -76,10 +76,9 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .with_context(|| format!("failed to make {} an absolute path", path.display()))
 }
 
-/// Checks that `given`, the options typed beside `--resume`, holds none
+/// Checks that `given`, the options typed beside `--resume`, contains none
 /// that would change `what` (a run or a compare), whose settings come from
-/// its `settings_file`: such an option would otherwise be ignored without
-/// a word.
+/// its `settings_file`. Such an option would otherwise be ignored silently.
 ///
 /// # Errors
 ///
@@ -154,7 +153,7 @@ pub(crate) fn config_from_args(
     );
     ensure!(
         args.rms.iter().all(|name| !name.trim().is_empty()),
-        "--rms holds an empty name; list reward models separated by commas, such as \
+        "--rms contains an empty name; list reward models separated by commas, such as \
          --rms likelihood,length"
     );
     if args.temperature == 0.0 {

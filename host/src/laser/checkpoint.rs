@@ -29,7 +29,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SELECTIONS_FILE: &str = "selections.jsonl";
 /// The start of the name of each policy checkpoint folder.
 const POLICY_PREFIX: &str = "policy-";
-/// The file in a compare folder that holds the compare's settings.
+/// The file in a compare folder that contains the compare's settings.
 pub const COMPARE_SETTINGS_FILE: &str = "compare-config.json";
 /// The policy folder of runs saved before the folders were numbered.
 pub const LEGACY_POLICY_DIR: &str = "policy";
@@ -99,7 +99,7 @@ impl RunState {
         let text = fs::read_to_string(&path).with_context(|| {
             if dir.join(COMPARE_SETTINGS_FILE).is_file() {
                 format!(
-                    "{} holds a compare, whose runs are its subfolders: pass one of them, or \
+                    "{} contains a compare, whose runs are its subfolders: pass one of them, or \
                      finish the compare with `laser-host compare --resume {}`",
                     dir.display(),
                     dir.display()

@@ -27,7 +27,7 @@ impl Accuracy {
         self.correct as f64 / self.total.max(1) as f64
     }
 
-    /// Counts one checked answer to `instance`.
+    /// Counts one checked response to `instance`.
     fn record(&mut self, instance: &Instance, ok: bool) {
         self.correct += usize::from(ok);
         self.total += 1;

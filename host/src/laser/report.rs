@@ -286,7 +286,7 @@ pub fn write(
 ///
 /// # Errors
 ///
-/// Fails when `dir` holds no run or its files are damaged.
+/// Fails when `dir` contains no run or its files are damaged.
 pub fn write_from_folder(dir: &Path) -> Result<()> {
     let state = RunState::read(dir)?;
     let path = dir.join("config.json");

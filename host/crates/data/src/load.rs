@@ -102,7 +102,7 @@ pub fn load_all<P: AsRef<Path>>(
     for (index, (path, format)) in sources.iter().enumerate() {
         let mut loaded = load(path, *format)?;
         // GSM8K records have no id, so every GSM8K file numbers its lines
-        // the same way; a second one is told apart by its file stem.
+        // the same way. A second one is distinguished by its file stem.
         let stem = path.as_ref().file_stem();
         let stem_is_new = sources[..index]
             .iter()

@@ -33,6 +33,7 @@ const TRANSPOSED_GEMM_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_gemm.wgsl");
 const LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_gemv_lanes.wgsl");
 const SWIGLU_LANES_SOURCE: &str = include_str!("../../../../shaders/matmul_swiglu_lanes.wgsl");
+const LANES_PRODUCTS_SOURCE: &str = include_str!("../../../../shaders/matmul_lanes_products.wgsl");
 const TRANSPOSED_LANES_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_lanes.wgsl");
 
@@ -203,7 +204,7 @@ impl Matmul {
             lanes.push(compile_tiles(
                 &LANES_TILES,
                 "matmul_gemv_lanes",
-                LANES_SOURCE,
+                &format!("{LANES_PRODUCTS_SOURCE}\n{LANES_SOURCE}"),
             )?);
             transposed_lanes.push(compile_tiles(
                 &TRANSPOSED_LANES_TILES,
@@ -224,7 +225,7 @@ impl Matmul {
                         let label = format!("matmul_swiglu_lanes {dtype} M_TILE {tile}");
                         let source = format!(
                             "const M_TILE: u32 = {tile}u;\n{PARAMS_SOURCE}\n{blocks}\n\
-                             {SWIGLU_LANES_SOURCE}"
+                             {LANES_PRODUCTS_SOURCE}\n{SWIGLU_LANES_SOURCE}"
                         );
                         compile(gpu, &label, &source, "matmul_swiglu_lanes")
                     })

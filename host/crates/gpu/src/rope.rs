@@ -140,6 +140,24 @@ impl RopeBackward {
 }
 
 /// Shape and frequency arguments shared by [`Rope`] and [`RopeBackward`].
+/// Returns the inverse frequencies of [`rope_inv_freq`] padded to the
+/// fixed-size table of the kernels' uniform block.
+///
+/// # Panics
+///
+/// When `head_dim` is odd or above [`MAX_HEAD_DIM`]; `kernel` names the
+/// caller in the message.
+fn uniform_inv_freq(kernel: &str, head_dim: u32, theta: f32) -> [f32; MAX_HEAD_DIM as usize / 2] {
+    assert!(
+        head_dim.is_multiple_of(2) && head_dim <= MAX_HEAD_DIM,
+        "{kernel}: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
+    );
+    let mut inv_freq = [0.0; MAX_HEAD_DIM as usize / 2];
+    let table = rope_inv_freq(head_dim, theta);
+    inv_freq[..table.len()].copy_from_slice(&table);
+    inv_freq
+}
+
 const ROPE_KV_SHADER: &str = include_str!("../../../../shaders/rope_kv_write.wgsl");
 
 #[repr(C)]
@@ -193,7 +211,7 @@ impl RopeKvWrite {
         Ok(Self { kernel })
     }
 
-    /// Encodes the pass. `rows` holds (slot, position) u32 pairs, one per
+    /// Encodes the pass. `rows` contains (slot, position) u32 pairs, one per
     /// row; q is f32 `[m, heads, head_dim]`, k and v f32
     /// `[m, kv_heads, head_dim]`, the caches f32
     /// `[slots, max_len, kv_heads, head_dim]`.
@@ -223,13 +241,7 @@ impl RopeKvWrite {
             theta,
             layout,
         } = shape;
-        assert!(
-            head_dim % 2 == 0 && head_dim <= MAX_HEAD_DIM,
-            "rope_kv_write: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
-        );
-        let mut inv_freq = [0.0; MAX_HEAD_DIM as usize / 2];
-        let table = rope_inv_freq(head_dim, theta);
-        inv_freq[..table.len()].copy_from_slice(&table);
+        let inv_freq = uniform_inv_freq("rope_kv_write", head_dim, theta);
         let params = RopeKvParams {
             m,
             heads,
@@ -279,13 +291,7 @@ fn encode_rotation(
         theta,
         layout,
     } = args;
-    assert!(
-        head_dim % 2 == 0 && head_dim <= MAX_HEAD_DIM,
-        "rope: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
-    );
-    let mut inv_freq = [0.0; MAX_HEAD_DIM as usize / 2];
-    let table = rope_inv_freq(head_dim, theta);
-    inv_freq[..table.len()].copy_from_slice(&table);
+    let inv_freq = uniform_inv_freq("rope", head_dim, theta);
     let params = RopeParams {
         m,
         heads,
