@@ -14,6 +14,10 @@
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
 //! rows.
 
+mod unrolled;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
@@ -140,6 +144,10 @@ pub struct Matmul {
     /// `matmul_swiglu_lanes.wgsl` for each of [`SWIGLU_LANES_TILES`], like
     /// `lanes`.
     swiglu_lanes: Vec<Vec<wgpu::ComputePipeline>>,
+    /// `matmul_unrolled_lanes.wgsl` and `matmul_swiglu_unrolled_lanes.wgsl`
+    /// by shape, compiled on first use; `None` when that failed. Only on
+    /// adapters with the lane kernels.
+    unrolled: Option<Mutex<HashMap<unrolled::Shape, Option<wgpu::ComputePipeline>>>>,
     /// Threads sharing one weight row in `matmul_gemv.wgsl`.
     gemv_threads_per_row: u32,
     /// Bound in place of a bias when there is none.
@@ -265,6 +273,7 @@ impl Matmul {
             lanes,
             transposed_lanes,
             swiglu_lanes,
+            unrolled: lanes_available.then(|| Mutex::new(HashMap::new())),
             gemv_threads_per_row,
             no_bias: gpu.buffer_zeroed("matmul no bias", 4),
         })
@@ -310,6 +319,9 @@ impl Matmul {
         }
         let bias = bias.unwrap_or(&self.no_bias);
 
+        if self.encode_unrolled(gpu, encoder, x, w, bias, out, m, flags) {
+            return;
+        }
         let lanes = &self.lanes[dtype_index(w.dtype())];
         if !lanes.is_empty() && k % 32 == 0 {
             let (tile, pipeline) = pick_tile(&LANES_TILES, lanes, m);
@@ -390,15 +402,20 @@ impl Matmul {
         check_size("x", x, u64::from(m) * k);
         check_size("out", out, u64::from(m) * n);
 
-        let (tile, pipeline) = pick_tile(&SWIGLU_LANES_TILES, pipelines, m);
+        let unrolled = self.unrolled_for(gpu, gate.dtype(), m, gate.cols(), true);
+        let (tile, pipeline) = match &unrolled {
+            Some(pipeline) => (m, pipeline),
+            None => pick_tile(&SWIGLU_LANES_TILES, pipelines, m),
+        };
         for (gate_chunk, up_chunk) in gate.chunks().iter().zip(up.chunks()) {
             let params = MatmulParams::new(gate, gate_chunk, m, 0);
             let [y_groups, z_groups, _] = split_groups(groups(gate_chunk.rows, LANES_WORKGROUP));
-            let label = format!(
-                "matmul_swiglu_lanes {} rows {}",
-                gate.dtype(),
-                gate_chunk.row_offset
-            );
+            let kernel = if unrolled.is_some() {
+                "matmul_swiglu_unrolled_lanes"
+            } else {
+                "matmul_swiglu_lanes"
+            };
+            let label = format!("{kernel} {} rows {}", gate.dtype(), gate_chunk.row_offset);
             let uniform = gpu.uniform(&label, &params);
             let quant_bytes = 4 * u64::from(gate_chunk.rows) * u64::from(gate.row_words());
             fn quants(chunk: &Chunk, bytes: u64) -> wgpu::BindingResource<'_> {
@@ -418,8 +435,91 @@ impl Matmul {
                 quants(up_chunk, quant_bytes),
             ];
             let bind_group = gpu.bind_group(&label, pipeline, &resources);
-            let workgroups = [m.div_ceil(tile), y_groups, z_groups];
+            let workgroups = if unrolled.is_some() {
+                // The unrolled kernel takes every row at once and spreads
+                // the weight rows over x and y.
+                split_groups(groups(gate_chunk.rows, LANES_WORKGROUP))
+            } else {
+                [m.div_ceil(tile), y_groups, z_groups]
+            };
             dispatch(gpu, encoder, &label, pipeline, &bind_group, workgroups);
+        }
+        true
+    }
+
+    /// Returns the unrolled kernel for `m` rows of x times a weight of
+    /// `dtype` with `k` columns (the swiglu kernel with `swiglu`), compiling
+    /// it on first use, or `None` where it does not apply or failed to
+    /// compile.
+    fn unrolled_for(
+        &self,
+        gpu: &Gpu,
+        dtype: DType,
+        m: u32,
+        k: usize,
+        swiglu: bool,
+    ) -> Option<wgpu::ComputePipeline> {
+        let cache = self.unrolled.as_ref()?;
+        let blocks = u32::try_from(k / 32).ok()?;
+        if m != 1
+            || !k.is_multiple_of(32)
+            || blocks > unrolled::MAX_BLOCKS
+            || !unrolled::supports(dtype)
+        {
+            return None;
+        }
+        let shape = unrolled::Shape {
+            dtype,
+            blocks,
+            swiglu,
+        };
+        let mut cache = cache.lock().unwrap_or_else(|err| err.into_inner());
+        cache
+            .entry(shape)
+            .or_insert_with(|| {
+                let label = format!("{} {dtype} blocks {blocks}", shape.entry());
+                let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
+                compile(gpu, &label, &source, shape.entry())
+                    .inspect_err(|err| {
+                        tracing::warn!("{err:#}; using the general kernel instead");
+                    })
+                    .ok()
+            })
+            .clone()
+    }
+
+    /// Records `encode`'s product with the unrolled kernel and returns true,
+    /// or records nothing and returns false where it does not apply: more
+    /// than one row, K not in whole blocks or longer than
+    /// [`unrolled::MAX_BLOCKS`] blocks, a type it does not read, no lane
+    /// kernels, or a kernel that failed to compile.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_unrolled(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &QMatrix,
+        bias: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        m: u32,
+        flags: u32,
+    ) -> bool {
+        let Some(pipeline) = self.unrolled_for(gpu, w.dtype(), m, w.cols(), false) else {
+            return false;
+        };
+        for chunk in w.chunks() {
+            let params = MatmulParams::new(w, chunk, m, flags);
+            let label = format!(
+                "matmul_unrolled_lanes {} rows {}",
+                w.dtype(),
+                chunk.row_offset
+            );
+            let workgroups = split_groups(groups(chunk.rows, LANES_WORKGROUP));
+            let buffers = [x, &chunk.buffer, bias, out];
+            dispatch_lanes(
+                gpu, encoder, &label, &pipeline, &params, &buffers, w, chunk, workgroups,
+            );
         }
         true
     }
@@ -676,6 +776,32 @@ mod tests {
     use crate::qmatrix::test_support::{assert_close, cols_for, random_weight};
     use crate::testing::{gpu, read_f32, rng, run, uniform_vec};
 
+    /// The types the lane kernels read.
+    const LANE_DTYPES: [DType; 5] = [
+        DType::F32,
+        DType::F16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+    ];
+
+    /// Uploads a weight whole, or with `chunk_rows` rows a chunk when that
+    /// is not 0.
+    fn upload_in_chunks(
+        dtype: DType,
+        n: usize,
+        k: usize,
+        bytes: &[u8],
+        chunk_rows: usize,
+    ) -> QMatrix {
+        let gpu = gpu();
+        if chunk_rows == 0 {
+            return QMatrix::upload(gpu, "test w", dtype, n, k, bytes).unwrap();
+        }
+        let chunk_bytes = (bytes.len() / n * chunk_rows) as u64;
+        QMatrix::upload_chunked(gpu, "test w", dtype, n, k, bytes, chunk_bytes).unwrap()
+    }
+
     /// Error allowed relative to sum_k |x[m, k] * w[n, k]|: the GPU sums in
     /// another order with fused multiply-adds, on the same dequantized
     /// values as the CPU reference.
@@ -888,17 +1014,12 @@ mod tests {
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(5);
-        for dtype in [
-            DType::F32,
-            DType::F16,
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q8_0,
-        ] {
+        for dtype in LANE_DTYPES {
             // (M, N, blocks of K, rows a chunk): every tile, a partial tile,
             // and weights split into chunks.
             for (m, n, blocks, chunk_rows) in [
                 (1, 37, 3, 0),
+                (1, 150, 20, 41),
                 (3, 70, 2, 0),
                 (6, 130, 2, 0),
                 (5, 150, 2, 41),
@@ -907,15 +1028,8 @@ mod tests {
                 let k = 32 * blocks;
                 let (gate_bytes, gate_values) = random_weight(&mut rng, dtype, n, k);
                 let (up_bytes, up_values) = random_weight(&mut rng, dtype, n, k);
-                let upload = |bytes: &[u8]| match chunk_rows {
-                    0 => QMatrix::upload(gpu, "test w", dtype, n, k, bytes).unwrap(),
-                    rows => {
-                        let chunk_bytes = (bytes.len() / n * rows) as u64;
-                        QMatrix::upload_chunked(gpu, "test w", dtype, n, k, bytes, chunk_bytes)
-                            .unwrap()
-                    }
-                };
-                let (gate, up) = (upload(&gate_bytes), upload(&up_bytes));
+                let gate = upload_in_chunks(dtype, n, k, &gate_bytes, chunk_rows);
+                let up = upload_in_chunks(dtype, n, k, &up_bytes, chunk_rows);
                 let x = uniform_vec(&mut rng, m * k, 1.0);
                 let x_buffer = gpu.buffer_from("test x", &x);
                 let out = gpu.buffer_zeroed("test out", 4 * (m * n) as u64);
@@ -942,6 +1056,42 @@ mod tests {
                     .collect();
                 let what = format!("swiglu {dtype} M={m} N={n} K={k} chunk rows {chunk_rows}");
                 assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+            }
+        }
+    }
+
+    #[test]
+    fn unrolled_kernel_matches_cpu() {
+        // One activation row and K up to 640 take the unrolled kernel on
+        // lane adapters; one block more takes the general one.
+        let gpu = gpu();
+        let matmul = Matmul::new(gpu).unwrap();
+        let mut rng = rng(7);
+        for dtype in LANE_DTYPES {
+            for (n, blocks, chunk_rows) in [(37, 1, 0), (70, 20, 0), (150, 5, 41), (9, 21, 0)] {
+                let k = 32 * blocks;
+                let unrolled = matmul.unrolled_for(gpu, dtype, 1, k, false).is_some();
+                assert_eq!(
+                    unrolled,
+                    gpu.has_cpu_lanes() && blocks <= 20,
+                    "{dtype} K={k}"
+                );
+                let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
+                let w = upload_in_chunks(dtype, n, k, &bytes, chunk_rows);
+                let x = uniform_vec(&mut rng, k, 1.0);
+                let bias = uniform_vec(&mut rng, n, 1.0);
+                let initial = uniform_vec(&mut rng, n, 1.0);
+                let cases = [
+                    ("plain", None, None),
+                    ("bias and accumulate", Some(&bias[..]), Some(&initial[..])),
+                ];
+                for (case, bias, initial) in cases {
+                    let actual = run_matmul(&matmul, &x, &w, bias, initial, 1);
+
+                    let (expected, scale) = reference(&x, &w_values, bias, initial, 1, n, k);
+                    let what = format!("{dtype} N={n} K={k} chunk rows {chunk_rows} {case}");
+                    assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+                }
             }
         }
     }
