@@ -259,7 +259,7 @@ impl Engine {
 
     /// Runs `rows` through every block, leaving the residual stream in the
     /// activations.
-    fn run_blocks(&self, encoder: &mut wgpu::CommandEncoder, rows: &[Row]) -> Result<()> {
+    fn run_blocks(&self, encoder: &mut laser_gpu::Encoder, rows: &[Row]) -> Result<()> {
         let cache = self.cache.as_ref().context("KV cache not reserved")?;
         forward::encode_blocks(
             &self.gpu,
@@ -301,7 +301,7 @@ impl Engine {
 
     /// Records gather, final norm and LM head for up to [`HEAD_ROWS`] rows of
     /// the residual stream; the logits land in `head.logits` [R, V].
-    fn encode_head(&self, encoder: &mut wgpu::CommandEncoder, indices: &[u32]) {
+    fn encode_head(&self, encoder: &mut laser_gpu::Encoder, indices: &[u32]) {
         let r = indices.len() as u32;
         debug_assert!(r > 0 && r <= HEAD_ROWS);
         let c = self.config.n_embd as u32;
@@ -341,10 +341,8 @@ impl Engine {
         );
     }
 
-    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
-        self.gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    fn encoder(&self, label: &str) -> laser_gpu::Encoder {
+        self.gpu.encoder(label)
     }
 
     /// Generates a continuation of each prompt (token ids), all sequences at
@@ -488,8 +486,20 @@ impl Engine {
         for (slot, from) in copies {
             let bytes = prompts[slot].len() as u64 * row_bytes;
             for buffer in cache.keys.iter().chain(&cache.values) {
-                encoder.copy_buffer_to_buffer(buffer, from as u64 * slot_bytes, &scratch, 0, bytes);
-                encoder.copy_buffer_to_buffer(&scratch, 0, buffer, slot as u64 * slot_bytes, bytes);
+                encoder.raw().copy_buffer_to_buffer(
+                    buffer,
+                    from as u64 * slot_bytes,
+                    &scratch,
+                    0,
+                    bytes,
+                );
+                encoder.raw().copy_buffer_to_buffer(
+                    &scratch,
+                    0,
+                    buffer,
+                    slot as u64 * slot_bytes,
+                    bytes,
+                );
             }
         }
         self.gpu.submit(encoder);

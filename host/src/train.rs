@@ -410,12 +410,8 @@ impl Trainer {
             bail!("full fine-tuning keeps the base model as its reference");
         };
         let gpu = &self.model.gpu;
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("reference refresh"),
-            });
-        encoder.copy_buffer_to_buffer(
+        let mut encoder = gpu.encoder("reference refresh");
+        encoder.raw().copy_buffer_to_buffer(
             &self.tensors[0].params,
             0,
             reference,
@@ -487,13 +483,11 @@ impl Trainer {
             .zip(references.iter().copied())
             .collect();
         let gpu = self.model.gpu.clone();
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("zero grads"),
-            });
+        let mut encoder = gpu.encoder("zero grads");
         for tensor in &self.tensors {
-            encoder.clear_buffer(&tensor.grads, 0, Some(tensor.len as u64 * 4));
+            encoder
+                .raw()
+                .clear_buffer(&tensor.grads, 0, Some(tensor.len as u64 * 4));
         }
         gpu.submit(encoder);
 
@@ -561,11 +555,7 @@ impl Trainer {
 
         let adamw = self.config.adamw(self.step);
         let sq_norm = self.global_sq_norm()?;
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("adamw"),
-            });
+        let mut encoder = gpu.encoder("adamw");
         for tensor in &self.tensors {
             self.adamw.encode(
                 &gpu,
@@ -603,16 +593,18 @@ impl Trainer {
     /// stored into `sq_norm` for AdamW's clipping. Returns it.
     fn global_sq_norm(&self) -> Result<f32> {
         let gpu = &self.model.gpu;
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("grad norm"),
-            });
+        let mut encoder = gpu.encoder("grad norm");
         for (i, tensor) in self.tensors.iter().enumerate() {
             let n = tensor.len as u32;
             self.grad_norm
                 .encode(gpu, &mut encoder, &tensor.grads, &self.sq_norm, n);
-            encoder.copy_buffer_to_buffer(&self.sq_norm, 0, &self.tensor_sq_norms, i as u64 * 4, 4);
+            encoder.raw().copy_buffer_to_buffer(
+                &self.sq_norm,
+                0,
+                &self.tensor_sq_norms,
+                i as u64 * 4,
+                4,
+            );
         }
         gpu.submit(encoder);
         let bytes = self.tensors.len() as u64 * 4;

@@ -34,8 +34,15 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         ("lm_head", DType::Q8_0, v, c),
     ] {
         for m in [1u32, 512] {
-            let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, 5)?;
-            println!("matmul {dtype} {name} M={m} N={n} K={k}: {gflops:.1} GFLOP/s");
+            // About 2 GFLOP a run: a single product at M = 1 takes well
+            // under a millisecond, too little to time against one wait.
+            let work = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
+            let iterations = (2e9 / work).clamp(5.0, 400.0) as u32;
+            let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, iterations)?;
+            let micros = work / gflops / 1e3;
+            println!(
+                "matmul {dtype} {name} M={m} N={n} K={k}: {gflops:.1} GFLOP/s ({micros:.0} us a product)"
+            );
         }
     }
 

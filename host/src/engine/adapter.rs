@@ -63,7 +63,7 @@ impl Adapter {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         layer: usize,
         target: Target,
         x: &wgpu::Buffer,

@@ -185,7 +185,7 @@ pub fn encode_blocks(
     weights: &Weights,
     cache: &KvCache,
     act: &Activations,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut laser_gpu::Encoder,
     rows: &[Row],
     adapter: Option<&Adapter>,
 ) -> Result<()> {
@@ -242,7 +242,7 @@ pub fn encode_blocks(
         // q, k, v = xn Wq^T (+ bq), xn Wk^T (+ bk), xn Wv^T (+ bv)
         let mm = &kernels.matmul;
         let lora =
-            |encoder: &mut wgpu::CommandEncoder, target, x: &wgpu::Buffer, out: &wgpu::Buffer| {
+            |encoder: &mut laser_gpu::Encoder, target, x: &wgpu::Buffer, out: &wgpu::Buffer| {
                 if let Some(adapter) = adapter {
                     adapter.encode(gpu, encoder, i, target, x, out, m);
                 }

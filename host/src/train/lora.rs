@@ -327,7 +327,7 @@ pub struct LoraDropout<'a> {
 pub fn lora_forward(
     gpu: &Gpu,
     dense: &DenseMatmul,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut laser_gpu::Encoder,
     layout: &LoraLayout,
     tensor: &LoraTensor,
     params: &wgpu::Buffer,
@@ -346,7 +346,7 @@ pub fn lora_forward(
 pub fn lora_forward_dropout(
     gpu: &Gpu,
     dense: &DenseMatmul,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut laser_gpu::Encoder,
     layout: &LoraLayout,
     tensor: &LoraTensor,
     (params, x, h, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
@@ -414,7 +414,7 @@ pub struct LoraBackwardArgs<'a> {
 pub fn lora_backward(
     gpu: &Gpu,
     dense: &DenseMatmul,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut laser_gpu::Encoder,
     layout: &LoraLayout,
     tensor: &LoraTensor,
     params: &wgpu::Buffer,

@@ -494,10 +494,8 @@ impl TrainModel {
         Ok(())
     }
 
-    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
-        self.gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    fn encoder(&self, label: &str) -> laser_gpu::Encoder {
+        self.gpu.encoder(label)
     }
 
     /// Runs `batch` through the model with the adapters in `params` (f32
@@ -623,7 +621,7 @@ impl TrainModel {
     /// the chunked LM head with log-probabilities.
     fn encode_forward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         batch: &SequenceBatch,
     ) {
@@ -675,7 +673,7 @@ impl TrainModel {
         for (start, rows) in head_chunks(batch) {
             self.encode_head_logprobs(encoder, params, start, rows);
             let bytes = u64::from(rows) * 4;
-            encoder.copy_buffer_to_buffer(
+            encoder.raw().copy_buffer_to_buffer(
                 &buffers.head_logprobs,
                 0,
                 &buffers.logprobs,
@@ -688,7 +686,7 @@ impl TrainModel {
     /// Records block `i`'s forward pass from its saved input to `output`.
     fn encode_block_forward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         batch: &SequenceBatch,
         i: usize,
@@ -705,14 +703,14 @@ impl TrainModel {
         let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let residual_bytes = u64::from(m) * u64::from(c) * 4;
-        let matrix = |encoder: &mut wgpu::CommandEncoder,
+        let matrix = |encoder: &mut laser_gpu::Encoder,
                       target: Target,
                       x: &wgpu::Buffer,
                       out: &wgpu::Buffer,
                       accumulate: bool| {
             self.encode_matrix(encoder, params, (i, block), target, (x, out), m, accumulate);
         };
-        let lora = |encoder: &mut wgpu::CommandEncoder,
+        let lora = |encoder: &mut laser_gpu::Encoder,
                     target: Target,
                     x: &wgpu::Buffer,
                     out: &wgpu::Buffer| {
@@ -791,7 +789,9 @@ impl TrainModel {
         );
 
         // x_mid = x_in + attn Woᵀ + LoRA
-        encoder.copy_buffer_to_buffer(&act.x_in, 0, &act.x_mid, 0, residual_bytes);
+        encoder
+            .raw()
+            .copy_buffer_to_buffer(&act.x_in, 0, &act.x_mid, 0, residual_bytes);
         matrix(encoder, Target::O, &act.attn, &act.x_mid, true);
         lora(encoder, Target::O, &act.attn, &act.x_mid);
 
@@ -809,7 +809,9 @@ impl TrainModel {
             .encode(gpu, encoder, &act.gate, &act.up, &act.hidden, m * f);
 
         // output = x_mid + hidden Wdownᵀ + LoRA
-        encoder.copy_buffer_to_buffer(&act.x_mid, 0, output, 0, residual_bytes);
+        encoder
+            .raw()
+            .copy_buffer_to_buffer(&act.x_mid, 0, output, 0, residual_bytes);
         matrix(encoder, Target::Down, &act.hidden, output, true);
         lora(encoder, Target::Down, &act.hidden, output);
     }
@@ -818,7 +820,7 @@ impl TrainModel {
     /// row `start` into the head buffers.
     fn encode_head_logprobs(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         start: u32,
         rows: u32,
@@ -828,14 +830,14 @@ impl TrainModel {
         let c = self.config.n_embd as u64;
         let v = self.config.vocab_size as u32;
         let (start64, rows64) = (u64::from(start), u64::from(rows));
-        encoder.copy_buffer_to_buffer(
+        encoder.raw().copy_buffer_to_buffer(
             &buffers.xf,
             start64 * c * 4,
             &buffers.head_x,
             0,
             rows64 * c * 4,
         );
-        encoder.copy_buffer_to_buffer(
+        encoder.raw().copy_buffer_to_buffer(
             &buffers.targets,
             start64 * 4,
             &buffers.head_targets,
@@ -969,7 +971,7 @@ impl TrainModel {
     /// block from the last.
     fn encode_backward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         grads: Tensors<'_>,
         batch: &SequenceBatch,
@@ -985,11 +987,13 @@ impl TrainModel {
 
         // dxf = d_logits W_head, R rows at a time; rows outside every chunk
         // keep a zero gradient.
-        encoder.clear_buffer(&buffers.dxn, 0, Some(u64::from(m) * c64 * 4));
+        encoder
+            .raw()
+            .clear_buffer(&buffers.dxn, 0, Some(u64::from(m) * c64 * 4));
         for (start, rows) in head_chunks(batch) {
             let (start64, rows64) = (u64::from(start), u64::from(rows));
             self.encode_head_logprobs(encoder, params, start, rows);
-            encoder.copy_buffer_to_buffer(
+            encoder.raw().copy_buffer_to_buffer(
                 &buffers.d_logprob,
                 start64 * 4,
                 &buffers.head_d_logprob,
@@ -1022,7 +1026,7 @@ impl TrainModel {
                     false,
                 );
             }
-            encoder.copy_buffer_to_buffer(
+            encoder.raw().copy_buffer_to_buffer(
                 &buffers.head_dx,
                 0,
                 &buffers.dxn,
@@ -1078,7 +1082,7 @@ impl TrainModel {
     /// W [V, C] of `(weights, grads)`.
     fn encode_full_head_backward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         (weights, grads): (&[wgpu::Buffer], &[wgpu::Buffer]),
         rows: u32,
     ) {
@@ -1118,7 +1122,7 @@ impl TrainModel {
     /// block's adapter gradients are added to `grads`.
     fn encode_block_backward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         grads: Tensors<'_>,
         batch: &SequenceBatch,
@@ -1135,7 +1139,7 @@ impl TrainModel {
         let theta = self.config.rope_theta;
         let rope_layout = rope_layout(&self.config);
         let b = buffers;
-        let matrix = |encoder: &mut wgpu::CommandEncoder,
+        let matrix = |encoder: &mut laser_gpu::Encoder,
                       target: Target,
                       x: &wgpu::Buffer,
                       dy: &wgpu::Buffer,
@@ -1152,7 +1156,7 @@ impl TrainModel {
                 accumulate,
             );
         };
-        let lora = |encoder: &mut wgpu::CommandEncoder,
+        let lora = |encoder: &mut laser_gpu::Encoder,
                     target: Target,
                     x: &wgpu::Buffer,
                     dy: &wgpu::Buffer,
@@ -1301,7 +1305,7 @@ impl TrainModel {
     #[allow(clippy::too_many_arguments)]
     fn encode_matrix(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
         (layer, block): (usize, &Block),
         target: Target,
@@ -1339,7 +1343,7 @@ impl TrainModel {
     #[allow(clippy::too_many_arguments)]
     fn encode_matrix_backward(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut laser_gpu::Encoder,
         (params, grads): (Tensors<'_>, Tensors<'_>),
         (layer, block): (usize, &Block),
         target: Target,

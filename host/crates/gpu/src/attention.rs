@@ -83,7 +83,7 @@ impl KvWrite {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,
         rows: &wgpu::Buffer,
@@ -160,7 +160,7 @@ impl Attention {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         q: &wgpu::Buffer,
         k_cache: &wgpu::Buffer,
         v_cache: &wgpu::Buffer,
@@ -294,7 +294,7 @@ impl AttentionBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         q: &wgpu::Buffer,
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,

@@ -138,7 +138,7 @@ impl DenseMatmul {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         a: Operand<'_>,
         b: Operand<'_>,
         out: &wgpu::Buffer,

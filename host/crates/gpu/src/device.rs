@@ -300,8 +300,13 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Returns a new encoder whose dispatches share compute passes.
+    pub fn encoder(&self, label: &str) -> crate::Encoder {
+        crate::Encoder::new(self, label)
+    }
+
     /// Submits `encoder` and returns immediately.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+    pub fn submit(&self, encoder: crate::Encoder) {
         self.queue.submit([encoder.finish()]);
     }
 

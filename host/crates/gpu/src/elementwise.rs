@@ -57,7 +57,7 @@ const _: () = assert!(size_of::<DropoutParams>() == 32);
 /// after the uniform block at binding 0.
 fn encode_elementwise(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut crate::Encoder,
     kernel: &Kernel,
     buffers: &[&wgpu::Buffer],
     n: u32,
@@ -88,7 +88,7 @@ impl SwiGlu {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         gate: &wgpu::Buffer,
         up: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -126,7 +126,7 @@ impl SwiGluBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         gate: &wgpu::Buffer,
         up: &wgpu::Buffer,
         d_out: &wgpu::Buffer,
@@ -159,7 +159,7 @@ impl Add {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         acc: &wgpu::Buffer,
         x: &wgpu::Buffer,
         n: u32,
@@ -191,7 +191,7 @@ impl GatherRows {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         indices: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -271,7 +271,7 @@ impl GatherRowsBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         d_out: &wgpu::Buffer,
         (ids, starts, rows): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
         d_table: &wgpu::Buffer,
@@ -355,7 +355,7 @@ impl Dropout {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         out: &wgpu::Buffer,
         n: u32,

@@ -67,7 +67,7 @@ impl Embedding {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         table: &QMatrix,
         tokens: &wgpu::Buffer,
         out: &wgpu::Buffer,

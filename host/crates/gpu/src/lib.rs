@@ -11,6 +11,7 @@ pub mod dense;
 pub mod device;
 pub mod elementwise;
 pub mod embedding;
+mod encoder;
 pub mod matmul;
 pub mod norm;
 pub mod optimizer;
@@ -24,5 +25,6 @@ mod testing;
 
 pub use device::Gpu;
 pub use embedding::Embedding;
+pub use encoder::Encoder;
 pub use matmul::Matmul;
 pub use qmatrix::QMatrix;

@@ -292,7 +292,7 @@ impl Matmul {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         w: &QMatrix,
         bias: Option<&wgpu::Buffer>,
@@ -380,7 +380,7 @@ impl Matmul {
     pub fn encode_swiglu(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         gate: &QMatrix,
         up: &QMatrix,
@@ -497,7 +497,7 @@ impl Matmul {
     fn encode_unrolled(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         w: &QMatrix,
         bias: &wgpu::Buffer,
@@ -537,7 +537,7 @@ impl Matmul {
     pub fn transposed_encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         dy: &wgpu::Buffer,
         w: &QMatrix,
         out: &wgpu::Buffer,
@@ -610,7 +610,7 @@ impl Matmul {
 /// at binding 0 and `buffers` at bindings 1, 2, ...
 fn dispatch_chunk(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut crate::Encoder,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
     params: &MatmulParams,
@@ -644,7 +644,7 @@ fn pick_tile<'a>(
 #[allow(clippy::too_many_arguments)]
 fn dispatch_lanes(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut crate::Encoder,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
     params: &MatmulParams,
@@ -747,11 +747,7 @@ fn measure(
     let matmul = Matmul::new(gpu)?;
 
     let run = |count: u32| -> Result<()> {
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("benchmark"),
-            });
+        let mut encoder = gpu.encoder("benchmark");
         for _ in 0..count {
             if transposed {
                 matmul.transposed_encode(gpu, &mut encoder, &x, &w, &out, m, false);

@@ -47,7 +47,7 @@ impl RmsNorm {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -105,7 +105,7 @@ impl RmsNormBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         dy: &wgpu::Buffer,

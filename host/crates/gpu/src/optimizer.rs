@@ -120,7 +120,7 @@ impl GradNorm {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         grad: &wgpu::Buffer,
         out: &wgpu::Buffer,
         n: u32,
@@ -155,7 +155,7 @@ impl AdamW {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         config: &AdamWConfig,
         step: u32,
         param: &wgpu::Buffer,

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::Gpu;
+use crate::{Encoder, Gpu};
 
 /// The largest workgroup count per dispatch dimension that every wgpu
 /// backend accepts (`max_compute_workgroups_per_dimension` in the default
@@ -55,7 +55,7 @@ impl Kernel {
     pub(crate) fn encode<T: bytemuck::Pod>(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         params: &T,
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
@@ -69,11 +69,12 @@ impl Kernel {
     }
 }
 
-/// Records one compute pass that runs `pipeline` over `groups` workgroups
-/// with `bind_group` at group 0.
+/// Records one dispatch of `pipeline` over `groups` workgroups with
+/// `bind_group` at group 0, in the encoder's open compute pass, or in a pass
+/// of its own when profiling (each pass records its own timestamps).
 pub(crate) fn dispatch(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     label: &str,
     pipeline: &wgpu::ComputePipeline,
     bind_group: &wgpu::BindGroup,
@@ -82,20 +83,24 @@ pub(crate) fn dispatch(
     if groups.contains(&0) {
         return;
     }
-    let timestamps = gpu
-        .profiler
-        .as_ref()
-        .map(|profiler| profiler.next_pass(&gpu.device, label));
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: timestamps
-            .as_ref()
-            .map(|(set, pass)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: Some(2 * pass),
-                end_of_pass_write_index: Some(2 * pass + 1),
-            }),
-    });
+    if let Some(profiler) = &gpu.profiler {
+        let (set, index) = profiler.next_pass(&gpu.device, label);
+        let mut pass = encoder
+            .raw()
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(2 * index),
+                    end_of_pass_write_index: Some(2 * index + 1),
+                }),
+            });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        return;
+    }
+    let pass = encoder.compute_pass();
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, &[]);
     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);

@@ -72,7 +72,7 @@ impl Rope {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         x: &wgpu::Buffer,
         positions: &wgpu::Buffer,
         m: u32,
@@ -119,7 +119,7 @@ impl RopeBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         grad: &wgpu::Buffer,
         positions: &wgpu::Buffer,
         m: u32,
@@ -223,7 +223,7 @@ impl RopeKvWrite {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         q: &wgpu::Buffer,
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,
@@ -277,7 +277,7 @@ struct RopeArgs {
 #[allow(clippy::too_many_arguments)]
 fn encode_rotation(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut crate::Encoder,
     kernel: &Kernel,
     x: &wgpu::Buffer,
     positions: &wgpu::Buffer,

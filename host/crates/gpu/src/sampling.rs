@@ -95,7 +95,7 @@ impl Sampler {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         logits: &wgpu::Buffer,
         params: &wgpu::Buffer,
         tokens: &wgpu::Buffer,
@@ -137,7 +137,7 @@ impl TokenLogprob {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         logits: &wgpu::Buffer,
         targets: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -197,7 +197,7 @@ impl TokenLogprobChunk {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         logits: &wgpu::Buffer,
         targets: &wgpu::Buffer,
         state: &wgpu::Buffer,
@@ -251,7 +251,7 @@ impl TokenLogprobBackward {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Encoder,
         logits: &wgpu::Buffer,
         targets: &wgpu::Buffer,
         state: &wgpu::Buffer,

@@ -39,13 +39,9 @@ pub(crate) fn read_u32(buffer: &wgpu::Buffer, n: usize) -> Vec<u32> {
 }
 
 /// Records work with `record` into a fresh encoder and submits it.
-pub(crate) fn run(record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+pub(crate) fn run(record: impl FnOnce(&mut crate::Encoder)) {
     let gpu = gpu();
-    let mut encoder = gpu
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("test"),
-        });
+    let mut encoder = gpu.encoder("test");
     record(&mut encoder);
     gpu.submit(encoder);
 }
@@ -68,7 +64,7 @@ pub(crate) fn assert_close(label: &str, actual: &[f32], expected: &[f32], abs: f
 /// warm-up submission, over `iterations` submissions waited on one by one.
 pub(crate) fn time_gpu(
     iterations: u32,
-    mut record: impl FnMut(&mut wgpu::CommandEncoder),
+    mut record: impl FnMut(&mut crate::Encoder),
 ) -> std::time::Duration {
     let gpu = gpu();
     let mut submit_and_wait = || {
