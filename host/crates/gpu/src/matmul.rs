@@ -402,7 +402,10 @@ impl Matmul {
         check_size("x", x, u64::from(m) * k);
         check_size("out", out, u64::from(m) * n);
 
-        let unrolled = self.unrolled_for(gpu, gate.dtype(), m, gate.cols(), true);
+        let unrolled = self
+            .unrolled_for(gpu, gate.dtype(), m, gate.cols(), true)
+            .and_then(|mut slices| slices.pop())
+            .map(|(_, pipeline)| pipeline);
         let (tile, pipeline) = match &unrolled {
             Some(pipeline) => (m, pipeline),
             None => pick_tile(&SWIGLU_LANES_TILES, pipelines, m),
@@ -447,10 +450,12 @@ impl Matmul {
         true
     }
 
-    /// Returns the unrolled kernel for `m` rows of x times a weight of
-    /// `dtype` with `k` columns (the swiglu kernel with `swiglu`), compiling
-    /// it on first use, or `None` where it does not apply or failed to
-    /// compile.
+    /// Returns the unrolled kernels, one a slice of K, for `m` rows of x
+    /// times a weight of `dtype` with `k` columns (the swiglu kernel, in one
+    /// slice, with `swiglu`), compiling them on first use. Returns `None`
+    /// where they do not apply: more than one row, K not in whole blocks,
+    /// a type they do not read, no lane kernels, more than one slice for
+    /// swiglu, or a kernel that failed to compile.
     fn unrolled_for(
         &self,
         gpu: &Gpu,
@@ -458,41 +463,47 @@ impl Matmul {
         m: u32,
         k: usize,
         swiglu: bool,
-    ) -> Option<wgpu::ComputePipeline> {
+    ) -> Option<Vec<(unrolled::Shape, wgpu::ComputePipeline)>> {
         let cache = self.unrolled.as_ref()?;
         let blocks = u32::try_from(k / 32).ok()?;
-        if m != 1
-            || !k.is_multiple_of(32)
-            || blocks > unrolled::MAX_BLOCKS
-            || !unrolled::supports(dtype)
-        {
+        if m != 1 || !k.is_multiple_of(32) || !unrolled::supports(dtype) {
             return None;
         }
-        let shape = unrolled::Shape {
-            dtype,
-            blocks,
-            swiglu,
-        };
+        let slices = unrolled::slices(blocks);
+        if swiglu && slices.len() > 1 {
+            return None;
+        }
         let mut cache = cache.lock().unwrap_or_else(|err| err.into_inner());
-        cache
-            .entry(shape)
-            .or_insert_with(|| {
-                let label = format!("{} {dtype} blocks {blocks}", shape.entry());
-                let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
-                compile(gpu, &label, &source, shape.entry())
-                    .inspect_err(|err| {
-                        tracing::warn!("{err:#}; using the general kernel instead");
-                    })
-                    .ok()
+        slices
+            .into_iter()
+            .map(|(first, blocks)| {
+                let shape = unrolled::Shape {
+                    dtype,
+                    first,
+                    blocks,
+                    swiglu,
+                };
+                let pipeline = cache.entry(shape).or_insert_with(|| {
+                    let label = format!(
+                        "{} {dtype} blocks {first}..{}",
+                        shape.entry(),
+                        first + blocks
+                    );
+                    let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
+                    compile(gpu, &label, &source, shape.entry())
+                        .inspect_err(|err| {
+                            tracing::warn!("{err:#}; using the general kernel instead");
+                        })
+                        .ok()
+                });
+                Some((shape, pipeline.clone()?))
             })
-            .clone()
+            .collect()
     }
 
-    /// Records `encode`'s product with the unrolled kernel and returns true,
-    /// or records nothing and returns false where it does not apply: more
-    /// than one row, K not in whole blocks or longer than
-    /// [`unrolled::MAX_BLOCKS`] blocks, a type it does not read, no lane
-    /// kernels, or a kernel that failed to compile.
+    /// Records `encode`'s product with the unrolled kernels and returns
+    /// true, or records nothing and returns false where they do not apply
+    /// (see [`Matmul::unrolled_for`]).
     #[allow(clippy::too_many_arguments)]
     fn encode_unrolled(
         &self,
@@ -505,21 +516,30 @@ impl Matmul {
         m: u32,
         flags: u32,
     ) -> bool {
-        let Some(pipeline) = self.unrolled_for(gpu, w.dtype(), m, w.cols(), false) else {
+        let Some(slices) = self.unrolled_for(gpu, w.dtype(), m, w.cols(), false) else {
             return false;
         };
         for chunk in w.chunks() {
-            let params = MatmulParams::new(w, chunk, m, flags);
-            let label = format!(
-                "matmul_unrolled_lanes {} rows {}",
-                w.dtype(),
-                chunk.row_offset
-            );
-            let workgroups = split_groups(groups(chunk.rows, LANES_WORKGROUP));
-            let buffers = [x, &chunk.buffer, bias, out];
-            dispatch_lanes(
-                gpu, encoder, &label, &pipeline, &params, &buffers, w, chunk, workgroups,
-            );
+            for (shape, pipeline) in &slices {
+                // Slices after the first add their share, without the bias.
+                let slice_flags = if shape.first == 0 {
+                    flags
+                } else {
+                    FLAG_ACCUMULATE
+                };
+                let params = MatmulParams::new(w, chunk, m, slice_flags);
+                let label = format!(
+                    "matmul_unrolled_lanes {} rows {} blocks {}",
+                    w.dtype(),
+                    chunk.row_offset,
+                    shape.first
+                );
+                let workgroups = split_groups(groups(chunk.rows, LANES_WORKGROUP));
+                let buffers = [x, &chunk.buffer, bias, out];
+                dispatch_lanes(
+                    gpu, encoder, &label, pipeline, &params, &buffers, w, chunk, workgroups,
+                );
+            }
         }
         true
     }
@@ -1058,20 +1078,30 @@ mod tests {
 
     #[test]
     fn unrolled_kernel_matches_cpu() {
-        // One activation row and K up to 640 take the unrolled kernel on
-        // lane adapters; one block more takes the general one.
+        // One activation row of quantized weights takes the unrolled kernels
+        // on lane adapters, K beyond 20 blocks in slices: 21 blocks in two,
+        // 48 in three.
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(7);
         for dtype in LANE_DTYPES {
-            for (n, blocks, chunk_rows) in [(37, 1, 0), (70, 20, 0), (150, 5, 41), (9, 21, 0)] {
+            let shapes = [
+                (37, 1, 0),
+                (70, 20, 0),
+                (150, 5, 41),
+                (9, 21, 0),
+                (20, 48, 7),
+            ];
+            for (n, blocks, chunk_rows) in shapes {
                 let k = 32 * blocks;
-                let unrolled = matmul.unrolled_for(gpu, dtype, 1, k, false).is_some();
-                assert_eq!(
-                    unrolled,
-                    gpu.has_cpu_lanes() && blocks <= 20,
-                    "{dtype} K={k}"
-                );
+                let slices = matmul.unrolled_for(gpu, dtype, 1, k, false);
+                let expected_slices = if gpu.has_cpu_lanes() && dtype.is_quantized() {
+                    blocks.div_ceil(20)
+                } else {
+                    0
+                };
+                let slice_count = slices.map_or(0, |slices| slices.len());
+                assert_eq!(slice_count, expected_slices, "{dtype} K={k}");
                 let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
                 let w = upload_in_chunks(dtype, n, k, &bytes, chunk_rows);
                 let x = uniform_vec(&mut rng, k, 1.0);
@@ -1205,6 +1235,8 @@ mod throughput {
             (DType::Q4_1, 1, 1536, 576, 100),
             (DType::Q4_1, 1, 576, 1536, 100),
             (DType::Q8_0, 1, 49152, 576, 10),
+            (DType::F16, 1, 1536, 576, 100),
+            (DType::F32, 1, 1536, 576, 100),
             (DType::F32, 1, 1024, 1024, 50),
             // Nearly no work: the fixed cost of one dispatch.
             (DType::Q4_1, 1, 8, 32, 200),

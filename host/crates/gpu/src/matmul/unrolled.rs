@@ -3,8 +3,9 @@
 //! row and a fixed number of 32-value blocks, so that llvmpipe loads each x
 //! value once for all lanes (the shader files explain why).
 //!
-//! Only one activation row: with 2 or 4 rows, the unrolled kernels ran no
-//! faster than `matmul_gemv_lanes.wgsl` on lavapipe, and at 4 slower.
+//! Only one activation row and quantized weights: with 2 or 4 rows, or
+//! with F16 or F32 weights, the unrolled kernels ran no faster than
+//! `matmul_gemv_lanes.wgsl` on lavapipe, and with 4 rows slower.
 
 use std::fmt::Write;
 
@@ -14,18 +15,19 @@ const SOURCE: &str = include_str!("../../../../../shaders/matmul_unrolled_lanes.
 const SWIGLU_SOURCE: &str =
     include_str!("../../../../../shaders/matmul_swiglu_unrolled_lanes.wgsl");
 
-/// The most 32-value blocks (K / 32) an unrolled kernel is built for. On
-/// lavapipe, a Q4_1 product with K = 576 (18 blocks) took 30% less time
-/// than with `matmul_gemv_lanes.wgsl`. With K = 1536 it took as long,
-/// whether as one body or as three slices added up (their extra dispatches
-/// cost the gain), and an F32 product with K = 1024 took 15% longer.
-pub(super) const MAX_BLOCKS: u32 = 20;
+/// The most 32-value blocks one unrolled kernel covers; a longer K is split
+/// into slices, one dispatch each. On lavapipe a Q4_1 product with K = 576
+/// (18 blocks) ran at about 5 GB/s of weights, and with 24 or 48 blocks in
+/// one body at 3.6 (the body no longer fits the CPU's instruction cache).
+pub(super) const MAX_SLICE_BLOCKS: u32 = 20;
 
 /// The weight type, row length and kind of one unrolled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     pub dtype: DType,
-    /// K / 32, the blocks of 32 values in a weight row.
+    /// The slice's first block of 32 values in a weight row.
+    pub first: u32,
+    /// The slice's blocks.
     pub blocks: u32,
     /// The fused gate and up products of `matmul_swiglu_unrolled_lanes.wgsl`.
     pub swiglu: bool,
@@ -44,10 +46,7 @@ impl Shape {
 
 /// Returns whether the unrolled kernels read `dtype`.
 pub(super) fn supports(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0
-    )
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
 }
 
 /// Returns the kernel source for `shape`, to follow `matmul_params.wgsl`.
@@ -69,7 +68,11 @@ pub(super) fn source(shape: Shape) -> String {
         &["sum"]
     };
     let skeleton = if shape.swiglu { SWIGLU_SOURCE } else { SOURCE };
-    let mut out = format!("const QUANT_VEC4S: u32 = {}u;\n", quant_vec4s(shape.dtype));
+    let mut out = format!(
+        "const QUANT_VEC4S: u32 = {}u;\nconst FIRST_BLOCK: u32 = {}u;\n",
+        quant_vec4s(shape.dtype),
+        shape.first
+    );
     for line in skeleton.lines() {
         let Some(marker) = line.trim_start().strip_prefix("//@ ") else {
             out.push_str(line);
@@ -94,12 +97,7 @@ pub(super) fn source(shape: Shape) -> String {
 
 /// Returns the vec4<u32> words of quants in one 32-value block.
 fn quant_vec4s(dtype: DType) -> u32 {
-    match dtype {
-        DType::F32 => 8,
-        DType::F16 => 4,
-        DType::Q8_0 => 2,
-        _ => 1,
-    }
+    if dtype == DType::Q8_0 { 2 } else { 1 }
 }
 
 fn accumulators(matrices: &[&str]) -> String {
@@ -137,7 +135,11 @@ fn block_code(shape: Shape, matrices: &[&str], block: u32) -> String {
         }
     }
     for j in 0..8 {
-        let _ = writeln!(code, "    let x{j} = x[{}u];", 8 * block + j);
+        let _ = writeln!(
+            code,
+            "    let x{j} = x[{}u];",
+            8 * (shape.first + block) + j
+        );
     }
     if matches!(shape.dtype, DType::Q4_0 | DType::Q4_1) {
         code.push_str(
@@ -153,7 +155,6 @@ fn block_code(shape: Shape, matrices: &[&str], block: u32) -> String {
         // Each vec4 sum is added up at the end, so a scalar term goes in as
         // a quarter in every component.
         let term = match shape.dtype {
-            DType::F32 | DType::F16 => product.to_owned(),
             DType::Q8_0 => format!("d * ({product})"),
             DType::Q4_0 => format!("d * ({product}) + vec4<f32>(-2.0 * d * s)"),
             _ => format!("d * ({product}) + vec4<f32>(0.25 * m * s)"),
@@ -170,21 +171,6 @@ fn block_code(shape: Shape, matrices: &[&str], block: u32) -> String {
 fn loads(dtype: DType, suffix: &str) -> String {
     let s = suffix;
     match dtype {
-        // `weights` is read only for its length, to keep it bound.
-        DType::F32 => (0..8)
-            .map(|j| {
-                format!(
-                    "let q{s}_{j} = quants{s}[8u * i + {j}u + arrayLength(&weights{s}) * 0u];\n"
-                )
-            })
-            .collect(),
-        DType::F16 => (0..4)
-            .map(|j| {
-                format!(
-                    "let q{s}_{j} = quants{s}[4u * i + {j}u + arrayLength(&weights{s}) * 0u];\n"
-                )
-            })
-            .collect(),
         DType::Q8_0 => format!(
             "let q{s}_0 = quants{s}[2u * i];\n\
              let q{s}_1 = quants{s}[2u * i + 1u];\n\
@@ -208,25 +194,6 @@ fn unpack(dtype: DType, suffix: &str) -> String {
     let s = suffix;
     let mut code = String::new();
     match dtype {
-        DType::F32 => {
-            for j in 0..8 {
-                let _ = writeln!(code, "let w{j} = bitcast<vec4<f32>>(q{s}_{j});");
-            }
-        }
-        DType::F16 => {
-            for j in 0..4 {
-                let _ = writeln!(
-                    code,
-                    "let w{} = vec4<f32>(unpack2x16float(q{s}_{j}.x), unpack2x16float(q{s}_{j}.y));",
-                    2 * j
-                );
-                let _ = writeln!(
-                    code,
-                    "let w{} = vec4<f32>(unpack2x16float(q{s}_{j}.z), unpack2x16float(q{s}_{j}.w));",
-                    2 * j + 1
-                );
-            }
-        }
         DType::Q8_0 => {
             let _ = writeln!(code, "let d = prelude_f16(scale{s}, (i & 1u) == 1u);");
             for j in 0..8 {
@@ -275,9 +242,37 @@ fn results(shape: Shape) -> String {
     }
 }
 
+/// Splits `blocks` blocks of K into slices of at most [`MAX_SLICE_BLOCKS`],
+/// as even as can be, and returns (first block, block count) of each.
+pub(super) fn slices(blocks: u32) -> Vec<(u32, u32)> {
+    let count = blocks.div_ceil(MAX_SLICE_BLOCKS).max(1);
+    let length = blocks.div_ceil(count);
+    (0..count)
+        .map(|i| (i * length, length.min(blocks.saturating_sub(i * length))))
+        .filter(|&(_, length)| length > 0)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_cover_k() {
+        assert_eq!(slices(18), vec![(0, 18)]);
+        assert_eq!(slices(48), vec![(0, 16), (16, 16), (32, 16)]);
+        assert_eq!(slices(21), vec![(0, 11), (11, 10)]);
+        for blocks in 1..300 {
+            let pieces = slices(blocks);
+            let mut next = 0;
+            for (first, length) in pieces {
+                assert_eq!(first, next, "{blocks} blocks");
+                assert!(length > 0 && length <= MAX_SLICE_BLOCKS, "{blocks} blocks");
+                next = first + length;
+            }
+            assert_eq!(next, blocks);
+        }
+    }
 
     #[test]
     fn source_replaces_every_marker() {
@@ -288,6 +283,7 @@ mod tests {
             for swiglu in [false, true] {
                 let shape = Shape {
                     dtype,
+                    first: 3,
                     blocks: 2,
                     swiglu,
                 };
@@ -296,11 +292,10 @@ mod tests {
                     .lines()
                     .filter(|line| line.trim_start().starts_with("//@"));
                 assert_eq!(markers.count(), 0, "{dtype}: marker left");
-                // Block 1 reads x values 8 .. 15.
-                assert!(
-                    code.contains("x[15u]") && !code.contains("x[16u]"),
-                    "{dtype}"
-                );
+                // Blocks 3 and 4 read x vec4s 24 .. 39.
+                assert!(code.contains("x[24u]"), "{dtype}");
+                assert!(code.contains("x[39u]"), "{dtype}");
+                assert!(!code.contains("x[40u]"), "{dtype}");
             }
         }
     }
