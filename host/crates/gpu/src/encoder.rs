@@ -15,8 +15,10 @@ use crate::Gpu;
 /// Kernels record their dispatches with [`Encoder::compute_pass`]. Other
 /// commands go through [`Encoder::raw`], which ends the open pass first.
 pub struct Encoder {
-    inner: wgpu::CommandEncoder,
+    // Fields drop in declaration order, and the pass must end before its
+    // encoder is dropped.
     pass: Option<wgpu::ComputePass<'static>>,
+    inner: wgpu::CommandEncoder,
 }
 
 impl Encoder {
@@ -24,7 +26,7 @@ impl Encoder {
         let inner = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        Self { inner, pass: None }
+        Self { pass: None, inner }
     }
 
     /// Ends the open compute pass, if any, and returns the encoder for
@@ -51,5 +53,80 @@ impl Encoder {
     pub(crate) fn finish(mut self) -> wgpu::CommandBuffer {
         self.pass = None;
         self.inner.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pass::dispatch;
+    use crate::testing::{gpu, read_u32};
+
+    const ADD_ONE: &str = "
+@group(0) @binding(0) var<storage, read_write> values: array<u32>;
+@compute @workgroup_size(64)
+fn add_one(@builtin(global_invocation_id) id: vec3<u32>) {
+    if id.x < arrayLength(&values) {
+        values[id.x] += 1u;
+    }
+}";
+
+    #[test]
+    fn dispatches_in_one_pass_run_in_order() {
+        let gpu = gpu();
+        let pipeline = gpu.pipeline("add_one", ADD_ONE, "add_one");
+        let first = gpu.buffer_from("first", &[10u32; 100]);
+        let second = gpu.buffer_zeroed("second", 400);
+        let bind = |buffer: &wgpu::Buffer| {
+            gpu.bind_group("add_one", &pipeline, &[buffer.as_entire_binding()])
+        };
+        let (first_group, second_group) = (bind(&first), bind(&second));
+
+        let mut encoder = gpu.encoder("test");
+        // Two dispatches in the open pass, the second reading the first's writes.
+        dispatch(
+            gpu,
+            &mut encoder,
+            "add_one",
+            &pipeline,
+            &first_group,
+            [2, 1, 1],
+        );
+        dispatch(
+            gpu,
+            &mut encoder,
+            "add_one",
+            &pipeline,
+            &first_group,
+            [2, 1, 1],
+        );
+        // A copy ends the pass, and the next dispatch begins another.
+        encoder
+            .raw()
+            .copy_buffer_to_buffer(&first, 0, &second, 0, 400);
+        dispatch(
+            gpu,
+            &mut encoder,
+            "add_one",
+            &pipeline,
+            &second_group,
+            [2, 1, 1],
+        );
+        gpu.submit(encoder);
+
+        assert_eq!(read_u32(&first, 100), vec![12; 100]);
+        assert_eq!(read_u32(&second, 100), vec![13; 100]);
+    }
+
+    #[test]
+    fn dropping_an_open_pass_is_harmless() {
+        let gpu = gpu();
+        let pipeline = gpu.pipeline("add_one", ADD_ONE, "add_one");
+        let values = gpu.buffer_from("values", &[1u32; 8]);
+        let group = gpu.bind_group("add_one", &pipeline, &[values.as_entire_binding()]);
+        let mut encoder = gpu.encoder("dropped");
+        dispatch(gpu, &mut encoder, "add_one", &pipeline, &group, [1, 1, 1]);
+        drop(encoder);
+
+        assert_eq!(read_u32(&values, 8), vec![1; 8]);
     }
 }
