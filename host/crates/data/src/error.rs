@@ -88,8 +88,7 @@ pub enum LoadError {
     /// Two files loaded together contain an instance with the same id.
     #[error(
         "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together; \
-         give the files different names (GSM8K ids are numbered per file name) or, in JSONL, \
-         records their own `id`",
+         give the records distinct `id` fields, or leave one file out",
         path.display(),
         first_path.display()
     )]

@@ -87,7 +87,9 @@ pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instan
 /// in file order. Each file is read by [`load`] with its own format, so its
 /// instances keep their answer kind and default category. GSM8K files
 /// number their ids by line, so a later one whose ids collide with an
-/// earlier file's gets `gsm8k-<file stem>-<index>` ids instead.
+/// earlier file's gets `gsm8k-<file stem>-<index>` ids instead, or
+/// `gsm8k-<file stem>.<n>-<index>` for the n-th file of that name (two
+/// `test.jsonl` files from different folders).
 ///
 /// # Errors
 ///
@@ -102,13 +104,20 @@ pub fn load_all<P: AsRef<Path>>(
     for (index, (path, format)) in sources.iter().enumerate() {
         let mut loaded = load(path, *format)?;
         // GSM8K records have no id, so every GSM8K file numbers its lines
-        // the same way. A second one is distinguished by its file stem.
+        // the same way. A second one is distinguished by its file stem, and
+        // by a count of the earlier files with that stem. The same file
+        // given twice keeps its ids, and so fails below.
         let stem = path.as_ref().file_stem();
-        let stem_is_new = sources[..index]
+        let earlier = &sources[..index];
+        let same_stem = earlier
             .iter()
-            .all(|(earlier, _)| earlier.as_ref().file_stem() != stem);
-        if stem_is_new && loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
-            qualify_numbered_ids(&mut loaded, path.as_ref());
+            .filter(|(earlier, _)| earlier.as_ref().file_stem() == stem)
+            .count();
+        let same_file = earlier
+            .iter()
+            .any(|(earlier, _)| same_path(earlier.as_ref(), path.as_ref()));
+        if !same_file && loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
+            qualify_numbered_ids(&mut loaded, path.as_ref(), same_stem);
         }
         // Only ids of earlier files count as duplicates, because a single
         // file may repeat an id.
@@ -129,10 +138,20 @@ pub fn load_all<P: AsRef<Path>>(
     Ok(instances)
 }
 
+/// Returns whether `a` and `b` name the same file, comparing canonical paths
+/// where both exist.
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Renames ids of the form `gsm8k-<index>`, numbered in file order, to
-/// `gsm8k-<file stem>-<index>`; leaves the ids alone when any is not of
-/// that form. Callers make sure no earlier file has the same stem.
-fn qualify_numbered_ids(instances: &mut [Instance], path: &Path) {
+/// `gsm8k-<file stem>-<index>`, or to `gsm8k-<file stem>.<n>-<index>` with
+/// n = `same_stem` + 1 when `same_stem` earlier files have that stem.
+/// Leaves the ids alone when any is not of the form `gsm8k-<index>`.
+fn qualify_numbered_ids(instances: &mut [Instance], path: &Path, same_stem: usize) {
     let numbered = instances
         .iter()
         .enumerate()
@@ -140,9 +159,13 @@ fn qualify_numbered_ids(instances: &mut [Instance], path: &Path) {
     let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else {
         return;
     };
+    let name = match same_stem {
+        0 => stem.to_owned(),
+        earlier => format!("{stem}.{}", earlier + 1),
+    };
     if numbered {
         for (index, instance) in instances.iter_mut().enumerate() {
-            instance.id = format!("gsm8k-{stem}-{index}");
+            instance.id = format!("gsm8k-{name}-{index}");
         }
     }
 }
@@ -500,6 +523,25 @@ mod tests {
         let instances = load_all(&[(train, None), (test, None)]).unwrap();
         let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["gsm8k-0", "gsm8k-test-0"]);
+    }
+
+    #[test]
+    fn same_named_gsm8k_files_get_distinct_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n";
+        let paths: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|folder| {
+                let folder = dir.path().join(folder);
+                std::fs::create_dir(&folder).unwrap();
+                let path = folder.join("test.jsonl");
+                std::fs::write(&path, line).unwrap();
+                (path, None)
+            })
+            .collect();
+        let instances = load_all(&paths).unwrap();
+        let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["gsm8k-0", "gsm8k-test.2-0", "gsm8k-test.3-0"]);
     }
 
     #[test]
