@@ -388,10 +388,16 @@ impl Matmul {
         m: u32,
     ) -> bool {
         let pipelines = &self.swiglu_lanes[dtype_index(gate.dtype())];
+        // The kernels read both matrices with gate's chunk parameters.
         let same_layout = gate.dtype() == up.dtype()
             && gate.rows() == up.rows()
             && gate.cols() == up.cols()
-            && gate.chunks().len() == up.chunks().len();
+            && gate.chunks().len() == up.chunks().len()
+            && gate
+                .chunks()
+                .iter()
+                .zip(up.chunks())
+                .all(|(g, u)| g.rows == u.rows);
         if pipelines.is_empty() || !same_layout || !gate.cols().is_multiple_of(32) {
             return false;
         }
@@ -873,10 +879,10 @@ mod tests {
         let n = w.rows();
         let x_buffer = gpu.buffer_from("test x", x);
         let bias_buffer = bias.map(|bias| gpu.buffer_from("test bias", bias));
-        let out = match initial {
-            Some(initial) => gpu.buffer_from("test out", initial),
-            None => gpu.buffer_zeroed("test out", 4 * (m * n) as u64),
-        };
+        // Without `initial`, `out` starts with a stale value that the
+        // product must overwrite.
+        let stale = vec![12345.0; m * n];
+        let out = gpu.buffer_from("test out", initial.unwrap_or(&stale));
         let accumulate = initial.is_some();
         run(|encoder| {
             let bias = bias_buffer.as_ref();
@@ -1036,6 +1042,7 @@ mod tests {
             for (m, n, blocks, chunk_rows) in [
                 (1, 37, 3, 0),
                 (1, 150, 20, 41),
+                (1, 40, 21, 0),
                 (3, 70, 2, 0),
                 (6, 130, 2, 0),
                 (5, 150, 2, 41),
@@ -1109,6 +1116,8 @@ mod tests {
                 let initial = uniform_vec(&mut rng, n, 1.0);
                 let cases = [
                     ("plain", None, None),
+                    ("bias", Some(&bias[..]), None),
+                    ("accumulate", None, Some(&initial[..])),
                     ("bias and accumulate", Some(&bias[..]), Some(&initial[..])),
                 ];
                 for (case, bias, initial) in cases {

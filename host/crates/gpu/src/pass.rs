@@ -11,8 +11,8 @@ use crate::{Encoder, Gpu};
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
 /// Compiles `source` into a compute pipeline with entry point `entry`,
-/// turning shader and pipeline validation errors into an `Err` instead of
-/// wgpu's uncaptured-error panic.
+/// turning shader, pipeline, internal and out-of-memory errors into an
+/// `Err` instead of wgpu's uncaptured-error panic.
 ///
 /// # Errors
 ///
@@ -24,9 +24,18 @@ pub(crate) fn compile(
     source: &str,
     entry: &str,
 ) -> Result<wgpu::ComputePipeline> {
-    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    // Internal errors cover backend failures (naga's SPIR-V output, a
+    // missing entry point), which a validation scope lets through.
+    let out_of_memory = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let internal = gpu.device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let pipeline = gpu.pipeline(label, source, entry);
-    if let Some(err) = pollster::block_on(scope.pop()) {
+    let errors = [
+        pollster::block_on(validation.pop()),
+        pollster::block_on(internal.pop()),
+        pollster::block_on(out_of_memory.pop()),
+    ];
+    if let Some(err) = errors.into_iter().flatten().next() {
         return Err(anyhow::Error::new(err).context(format!("failed to compile kernel `{label}`")));
     }
     Ok(pipeline)
