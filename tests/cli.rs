@@ -156,6 +156,43 @@ fn generate_with_tiny_model_is_reproducible() {
 }
 
 #[test]
+fn bench_engine_prints_median_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let output = laser_host(&[
+        "bench",
+        "engine",
+        "--model",
+        model.to_str().unwrap(),
+        "--prefill-tokens",
+        "200",
+        "--decode-tokens",
+        "2",
+        "--batch",
+        "2",
+        "--repeat",
+        "2",
+        "--skip-matmul",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // "decode batch 1: 812.3 (790.1-830.2) tokens/s (812.3 per sequence)"
+    for label in [
+        "prefill 200 tokens: ",
+        "decode batch 1: ",
+        "decode batch 2: ",
+    ] {
+        let line = stdout.lines().find(|line| line.starts_with(label));
+        let line = line.unwrap_or_else(|| panic!("no {label:?} line in {stdout}"));
+        assert!(line.contains(") tokens/s"), "{line}");
+    }
+}
+
+#[test]
 fn invalid_top_p_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

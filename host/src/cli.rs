@@ -235,6 +235,11 @@ pub struct BenchEngineArgs {
     #[arg(long, default_value_t = 32)]
     pub batch: u32,
 
+    /// Times to repeat each prefill and decode measurement; the median is
+    /// printed with the range. On a CPU adapter one run can be 30% off.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+
     /// Skip the 1024^3 matmul measurement.
     #[arg(long)]
     pub skip_matmul: bool,

@@ -46,21 +46,27 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         }
     }
 
-    // Prefill: one prompt of `prefill_tokens` tokens, one new token.
-    let prompt: Vec<u32> = (0..args.prefill_tokens).map(|i| 100 + i % 1000).collect();
+    // Prefill: one prompt of `prefill_tokens` tokens, one new token. The
+    // ids stay inside the vocabulary of small test models too.
+    let prompt: Vec<u32> = (0..args.prefill_tokens)
+        .map(|i| (100 + i % 1000) % v)
+        .collect();
     let once = SamplingConfig {
         max_new_tokens: 1,
         ignore_eos: true,
         ..SamplingConfig::default()
     };
     engine.generate(&[prompt[..8].to_vec()], &once)?;
-    let started = Instant::now();
-    engine.generate(std::slice::from_ref(&prompt), &once)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let mut rates = Vec::new();
+    for _ in 0..args.repeat {
+        let started = Instant::now();
+        engine.generate(std::slice::from_ref(&prompt), &once)?;
+        rates.push(f64::from(args.prefill_tokens) / started.elapsed().as_secs_f64());
+    }
     println!(
-        "prefill {} tokens: {:.1} tokens/s",
+        "prefill {} tokens: {} tokens/s",
         args.prefill_tokens,
-        f64::from(args.prefill_tokens) / seconds
+        median_and_range(&mut rates)
     );
 
     // Decode at batch 1 and at `batch`: time the decode steps alone by
@@ -78,12 +84,17 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
             engine.generate(&prompts, &sampling)?;
             Ok(started.elapsed().as_secs_f64())
         };
-        let base = time(&mut engine, 1)?;
-        let full = time(&mut engine, args.decode_tokens + 1)?;
-        let rate = f64::from(batch * args.decode_tokens) / (full - base).max(1e-9);
+        let mut rates = Vec::new();
+        for _ in 0..args.repeat {
+            let base = time(&mut engine, 1)?;
+            let full = time(&mut engine, args.decode_tokens + 1)?;
+            rates.push(f64::from(batch * args.decode_tokens) / (full - base).max(1e-9));
+        }
+        let summary = median_and_range(&mut rates);
+        let median = rates[rates.len() / 2];
         println!(
-            "decode batch {batch}: {rate:.1} tokens/s ({:.1} per sequence)",
-            rate / f64::from(batch)
+            "decode batch {batch}: {summary} tokens/s ({:.1} per sequence)",
+            median / f64::from(batch)
         );
     }
     println!(
@@ -91,4 +102,17 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         engine.gpu_bytes() >> 20
     );
     Ok(())
+}
+
+/// Sorts `values` and formats their median, with the range when there is
+/// more than one: `26.1 (23.4-27.5)`.
+fn median_and_range(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    match (values.first(), values.last()) {
+        (Some(low), Some(high)) if values.len() > 1 => {
+            format!("{median:.1} ({low:.1}-{high:.1})")
+        }
+        _ => format!("{median:.1}"),
+    }
 }
