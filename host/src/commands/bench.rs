@@ -34,8 +34,9 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         ("lm_head", DType::Q8_0, v, c),
     ] {
         for m in [1u32, 512] {
-            // About 2 GFLOP a run: a single product at M = 1 takes well
-            // under a millisecond, too little to time against one wait.
+            // Up to 400 products, about 2 GFLOP in all, so that the wait
+            // for the GPU does not dominate: one product at M = 1 takes
+            // well under a millisecond.
             let work = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
             let iterations = (2e9 / work).clamp(5.0, 400.0) as u32;
             let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, iterations)?;
