@@ -8,6 +8,7 @@ use crate::Gpu;
 use crate::pass::{Kernel, row_grid};
 
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
+const LANES_SHADER: &str = include_str!("../../../../shaders/rms_norm_lanes.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../../../shaders/rms_norm_backward.wgsl");
 const BACKWARD_WEIGHT_SHADER: &str =
     include_str!("../../../../shaders/rms_norm_backward_weight.wgsl");
@@ -31,13 +32,23 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Compiles the kernel.
+    /// Compiles the kernel: `rms_norm_lanes.wgsl` on CPU adapters with
+    /// 8-lane subgroups, `rms_norm.wgsl` elsewhere.
     ///
     /// # Errors
     ///
     /// Fails when the shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let kernel = Kernel::new(gpu, "rms_norm", SHADER, "rms_norm")?;
+        Self::with_lanes(gpu, gpu.has_cpu_lanes())
+    }
+
+    /// Compiles `rms_norm_lanes.wgsl` with `lanes`, else `rms_norm.wgsl`.
+    fn with_lanes(gpu: &Gpu, lanes: bool) -> Result<Self> {
+        let kernel = if lanes {
+            Kernel::new(gpu, "rms_norm_lanes", LANES_SHADER, "rms_norm_lanes")?
+        } else {
+            Kernel::new(gpu, "rms_norm", SHADER, "rms_norm")?
+        };
         Ok(Self { kernel })
     }
 
@@ -187,7 +198,19 @@ mod tests {
     #[test]
     fn rms_norm_matches_reference() {
         let gpu = gpu();
-        let op = RmsNorm::new(gpu).unwrap();
+        // Both kernels where the adapter runs the lane kernel.
+        let kernels = if gpu.has_cpu_lanes() {
+            vec![false, true]
+        } else {
+            vec![false]
+        };
+        for lanes in kernels {
+            check_rms_norm(&RmsNorm::with_lanes(gpu, lanes).unwrap());
+        }
+    }
+
+    fn check_rms_norm(op: &RmsNorm) {
+        let gpu = gpu();
         let mut rng = rng(1);
         // (allocated rows, used rows, channels): odd sizes, fewer used rows
         // than allocated, and C below, at and above the workgroup size.
