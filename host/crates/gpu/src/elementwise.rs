@@ -209,11 +209,11 @@ impl GatherRows {
 /// [`GatherRowsBackward`] takes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowGroups {
-    /// u32 [U]: the distinct table rows, ascending.
+    /// u32 \[U\]: the distinct table rows, ascending.
     pub ids: Vec<u32>,
     /// u32 [U + 1]: group `u` is `rows[starts[u]..starts[u + 1]]`.
     pub starts: Vec<u32>,
-    /// u32 [R]: the gathered rows, grouped, ascending within a group.
+    /// u32 \[R\]: the gathered rows, grouped, ascending within a group.
     pub rows: Vec<u32>,
 }
 

@@ -57,7 +57,7 @@ impl Embedding {
 
     /// Records `out[m, :] = table[tokens[m], :]`, dequantized to f32.
     ///
-    /// `tokens` is u32 [M] and `out` f32 [M, C] with C = `table.cols()`;
+    /// `tokens` is u32 \[M\] and `out` f32 \[M, C\] with C = `table.cols()`;
     /// only the first `m` tokens are used. A token id past the table's last
     /// row gives a row of zeros.
     ///

@@ -12,7 +12,7 @@ use crate::Gpu;
 
 /// A `wgpu::CommandEncoder` and the compute pass it is recording, if any.
 ///
-/// Kernels record their dispatches with [`Encoder::compute_pass`]. Other
+/// Kernels record their dispatches into the open compute pass. Other
 /// commands go through [`Encoder::raw`], which ends the open pass first.
 pub struct Encoder {
     // Fields drop in declaration order, and the pass must end before its

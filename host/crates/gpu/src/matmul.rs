@@ -8,7 +8,9 @@
 //!
 //! On CPU adapters with 8-lane subgroups (lavapipe), F32, F16, Q4_0, Q4_1
 //! and Q8_0 weights go through `matmul_gemv_lanes.wgsl` and
-//! `matmul_transposed_lanes.wgsl` at every row count. Elsewhere a few
+//! `matmul_transposed_lanes.wgsl` at every row count, except one activation
+//! row of Q4_0, Q4_1 or Q8_0 weights, which goes through the unrolled
+//! kernels that `matmul/unrolled.rs` writes. Elsewhere a few
 //! activation rows (decode) go through `matmul_gemv.wgsl`, which reads the
 //! weights once, and more rows (prefill) through the tiled
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
@@ -445,8 +447,8 @@ impl Matmul {
             ];
             let bind_group = gpu.bind_group(&label, pipeline, &resources);
             let workgroups = if unrolled.is_some() {
-                // The unrolled kernel takes every row at once and spreads
-                // the weight rows over x and y.
+                // The unrolled kernel takes the one activation row and
+                // spreads the weight rows over x and y.
                 split_groups(groups(gate_chunk.rows, LANES_WORKGROUP))
             } else {
                 [m.div_ceil(tile), y_groups, z_groups]
@@ -482,18 +484,18 @@ impl Matmul {
         let mut cache = cache.lock().unwrap_or_else(|err| err.into_inner());
         slices
             .into_iter()
-            .map(|(first, blocks)| {
+            .map(|(first, length)| {
                 let shape = unrolled::Shape {
                     dtype,
                     first,
-                    blocks,
+                    blocks: length,
                     swiglu,
                 };
                 let pipeline = cache.entry(shape).or_insert_with(|| {
                     let label = format!(
                         "{} {dtype} blocks {first}..{}",
                         shape.entry(),
-                        first + blocks
+                        first + length
                     );
                     let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
                     compile(gpu, &label, &source, shape.entry())
