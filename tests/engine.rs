@@ -107,6 +107,31 @@ fn greedy_generation_follows_reference_argmax() {
 }
 
 #[test]
+fn generation_fills_the_context() {
+    // The last new token is never fed back, so prompt + new tokens may
+    // exceed the context by one.
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let context = engine.config.context_length;
+    let prompt: Vec<u32> = (0..context as u32 - 4).map(|i| 40 + i % 50).collect();
+    let fits = SamplingConfig {
+        max_new_tokens: 5,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let generated = engine
+        .generate(std::slice::from_ref(&prompt), &fits)
+        .unwrap();
+    assert_eq!(generated[0].tokens.len(), 5);
+
+    let too_long = SamplingConfig {
+        max_new_tokens: 6,
+        ..fits
+    };
+    let error = engine.generate(&[prompt], &too_long).unwrap_err();
+    assert!(error.to_string().contains("context length"), "{error:#}");
+}
+
+#[test]
 fn batched_generation_equals_single() {
     let (mut engine, _reference, _dir) = load(&TinySpec::default());
     let sampling = SamplingConfig {

@@ -223,21 +223,23 @@ pub struct BenchEngineArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Prompt length for the prefill measurement.
-    #[arg(long, default_value_t = 512)]
+    /// Prompt length for the prefill measurement (at least 16, the decode
+    /// measurements' prompt length).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..))]
     pub prefill_tokens: u32,
 
     /// Tokens to decode per measurement.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub decode_tokens: u32,
 
     /// Batch size for the aggregate decode measurement.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
 
-    /// Times to repeat each prefill and decode measurement; the median is
-    /// printed with the range. On a CPU adapter one run can be 30% off.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Times to repeat each prefill and decode measurement (1 to 100); the
+    /// median is printed with the range. On a CPU adapter one run can be 30%
+    /// off.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
 
     /// Skip the 1024^3 matmul measurement.

@@ -375,7 +375,9 @@ impl Engine {
         }
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as u32;
         let slots = prompts.len() as u32;
-        self.reserve(slots, longest + sampling.max_new_tokens.max(1))?;
+        // The last new token is sampled but never fed back, so it needs no
+        // place in the KV cache.
+        self.reserve(slots, longest + sampling.max_new_tokens - 1)?;
 
         let mut state: Vec<SequenceState> = prompts
             .iter()

@@ -5,7 +5,7 @@ mod train;
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use laser_model::DType;
 
 use crate::cli::BenchEngineArgs;
@@ -15,6 +15,21 @@ pub(crate) use train::train;
 
 pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     let mut engine = super::load_engine(&args.model, verbose)?;
+    // The decode measurements use the first 16 prompt tokens.
+    let context = engine.config.context_length as u32;
+    ensure!(
+        args.prefill_tokens <= context,
+        "--prefill-tokens {} is longer than the model's context of {context} tokens; \
+         pass {context} or less",
+        args.prefill_tokens
+    );
+    ensure!(
+        16 + args.decode_tokens <= context,
+        "--decode-tokens {} does not fit the model's context of {context} tokens after the \
+         16-token prompt; pass {} or less",
+        args.decode_tokens,
+        context.saturating_sub(16)
+    );
     println!("adapter: {}", engine.gpu.describe());
 
     // Matmul throughput: the square reference shape, then the model's own
@@ -72,7 +87,12 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
 
     // Decode at batch 1 and at `batch`: time the decode steps alone by
     // subtracting a one-token run from a run of `decode_tokens` tokens.
-    for batch in [1u32, args.batch] {
+    let batches = if args.batch == 1 {
+        vec![1]
+    } else {
+        vec![1, args.batch]
+    };
+    for batch in batches {
         let prompts = vec![prompt[..16].to_vec(); batch as usize];
         let time = |engine: &mut crate::engine::Engine, tokens: u32| -> Result<f64> {
             let sampling = SamplingConfig {

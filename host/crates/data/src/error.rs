@@ -85,10 +85,22 @@ pub enum LoadError {
         /// The format detected from the text.
         detected: crate::Format,
     },
+    /// The same file is given twice.
+    #[error(
+        "{}: the same file as {}, given twice; leave one out",
+        path.display(),
+        first_path.display()
+    )]
+    RepeatedFile {
+        /// The later path, as given.
+        path: PathBuf,
+        /// The earlier path to the same file.
+        first_path: PathBuf,
+    },
     /// Two files loaded together contain an instance with the same id.
     #[error(
         "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together; \
-         give the records distinct `id` fields, or leave one file out",
+         give the records of a JSONL file their own `id` fields, or leave one file out",
         path.display(),
         first_path.display()
     )]

@@ -85,46 +85,46 @@ pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instan
 
 /// Loads several data files into one set, in the order given and each file
 /// in file order. Each file is read by [`load`] with its own format, so its
-/// instances keep their answer kind and default category. GSM8K files
-/// number their ids by line, so a later one whose ids collide with an
-/// earlier file's gets `gsm8k-<file stem>-<index>` ids instead, or
-/// `gsm8k-<file stem>.<n>-<index>` for the n-th file of that name (two
-/// `test.jsonl` files from different folders).
+/// instances keep their answer kind and default category.
+///
+/// Records without an id are numbered by line (`gsm8k-<index>` in GSM8K,
+/// `<file stem>-<index>` in JSONL), so two files can number alike. A later
+/// file whose numbered ids collide with an earlier file's gets
+/// `gsm8k-<file stem>-<index>` (GSM8K) ids instead, or a count after the
+/// stem for the n-th file of that name (`gsm8k-test.2-<index>`,
+/// `<file stem>.2-<index>`) when the plain name is taken too.
 ///
 /// # Errors
 ///
-/// Returns the first error of [`load`], and [`LoadError::DuplicateId`] when
-/// an instance id of one file is also an id in an earlier file (such as the
-/// same file given twice).
+/// Returns the first error of [`load`], [`LoadError::RepeatedFile`] when a
+/// file is given twice (under any path), and [`LoadError::DuplicateId`]
+/// when an instance id of one file is also an id in an earlier file.
 pub fn load_all<P: AsRef<Path>>(
     sources: &[(P, Option<Format>)],
 ) -> Result<Vec<Instance>, LoadError> {
     let mut instances = Vec::new();
     let mut file_of_id: HashMap<String, usize> = HashMap::new();
     for (index, (path, format)) in sources.iter().enumerate() {
+        let path = path.as_ref();
+        let earlier = sources[..index]
+            .iter()
+            .find(|(earlier, _)| same_path(earlier.as_ref(), path));
+        if let Some((first_path, _)) = earlier {
+            return Err(LoadError::RepeatedFile {
+                path: path.to_path_buf(),
+                first_path: first_path.as_ref().to_path_buf(),
+            });
+        }
         let mut loaded = load(path, *format)?;
-        // GSM8K records have no id, so every GSM8K file numbers its lines
-        // the same way. A second one is distinguished by its file stem, and
-        // by a count of the earlier files with that stem. The same file
-        // given twice keeps its ids, and so fails below.
-        let stem = path.as_ref().file_stem();
-        let earlier = &sources[..index];
-        let same_stem = earlier
-            .iter()
-            .filter(|(earlier, _)| earlier.as_ref().file_stem() == stem)
-            .count();
-        let same_file = earlier
-            .iter()
-            .any(|(earlier, _)| same_path(earlier.as_ref(), path.as_ref()));
-        if !same_file && loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
-            qualify_numbered_ids(&mut loaded, path.as_ref(), same_stem);
+        if loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
+            qualify_numbered_ids(&mut loaded, path, &file_of_id);
         }
         // Only ids of earlier files count as duplicates, because a single
         // file may repeat an id.
         for instance in &loaded {
             if let Some(&first) = file_of_id.get(&instance.id) {
                 return Err(LoadError::DuplicateId {
-                    path: path.as_ref().to_path_buf(),
+                    path: path.to_path_buf(),
                     id: instance.id.clone(),
                     first_path: sources[first].0.as_ref().to_path_buf(),
                 });
@@ -147,25 +147,46 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Renames ids of the form `gsm8k-<index>`, numbered in file order, to
-/// `gsm8k-<file stem>-<index>`, or to `gsm8k-<file stem>.<n>-<index>` with
-/// n = `same_stem` + 1 when `same_stem` earlier files have that stem.
-/// Leaves the ids alone when any is not of the form `gsm8k-<index>`.
-fn qualify_numbered_ids(instances: &mut [Instance], path: &Path, same_stem: usize) {
-    let numbered = instances
-        .iter()
-        .enumerate()
-        .all(|(index, instance)| instance.id == format!("gsm8k-{index}"));
+/// Renames the ids of a file whose records are all numbered by line
+/// (`gsm8k-<index>` or `<file stem>-<index>`) to the first of
+/// `<prefix><file stem>-<index>`, `<prefix><file stem>.2-<index>`, ... that
+/// no id in `used_ids` uses, where the prefix is `gsm8k-` for GSM8K ids and
+/// empty otherwise. Leaves other ids alone.
+fn qualify_numbered_ids(
+    instances: &mut [Instance],
+    path: &Path,
+    used_ids: &HashMap<String, usize>,
+) {
     let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) else {
         return;
     };
-    let name = match same_stem {
-        0 => stem.to_owned(),
-        earlier => format!("{stem}.{}", earlier + 1),
+    let numbered_as = |base: &str| {
+        instances
+            .iter()
+            .enumerate()
+            .all(|(index, instance)| instance.id == format!("{base}-{index}"))
     };
-    if numbered {
-        for (index, instance) in instances.iter_mut().enumerate() {
-            instance.id = format!("gsm8k-{name}-{index}");
+    let (prefix, first_count) = if numbered_as("gsm8k") {
+        ("gsm8k-", 1)
+    } else if numbered_as(stem) {
+        // `<stem>-<index>` itself is taken, so the count starts at 2.
+        ("", 2)
+    } else {
+        return;
+    };
+    // Each used id rules out at most one name, so one of these is free.
+    for count in first_count..=used_ids.len() + 2 {
+        let name = match count {
+            1 => format!("{prefix}{stem}"),
+            count => format!("{prefix}{stem}.{count}"),
+        };
+        let free =
+            (0..instances.len()).all(|index| !used_ids.contains_key(&format!("{name}-{index}")));
+        if free {
+            for (index, instance) in instances.iter_mut().enumerate() {
+                instance.id = format!("{name}-{index}");
+            }
+            return;
         }
     }
 }
@@ -541,7 +562,7 @@ mod tests {
             .collect();
         let instances = load_all(&paths).unwrap();
         let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, ["gsm8k-0", "gsm8k-test.2-0", "gsm8k-test.3-0"]);
+        assert_eq!(ids, ["gsm8k-0", "gsm8k-test-0", "gsm8k-test.2-0"]);
     }
 
     #[test]
@@ -562,12 +583,72 @@ mod tests {
         let sources = [(&gsm8k, None), (&strategyqa, None), (&gsm8k, None)];
         let error = load_all(&sources).unwrap_err();
         let expected = format!(
-            "{}: instance id \"gsm8k-0\" is also in {}, so the two files cannot be loaded \
-             together; ",
+            "{}: the same file as {}, given twice; leave one out",
             gsm8k.display(),
             gsm8k.display()
         );
-        assert!(error.to_string().starts_with(&expected), "{error}");
+        assert_eq!(error.to_string(), expected);
+
+        // Another path to the same file is the same file.
+        let dotted = gsm8k
+            .parent()
+            .unwrap()
+            .join(".")
+            .join(gsm8k.file_name().unwrap());
+        let error = load_all(&[(&gsm8k, None), (&dotted, None)]).unwrap_err();
+        assert!(matches!(error, LoadError::RepeatedFile { .. }), "{error}");
+    }
+
+    #[test]
+    fn same_named_jsonl_files_get_distinct_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|folder| {
+                let folder = dir.path().join(folder);
+                std::fs::create_dir(&folder).unwrap();
+                let path = folder.join("q.jsonl");
+                std::fs::write(&path, "{\"prompt\": \"Say hi.\"}\n").unwrap();
+                (path, None)
+            })
+            .collect();
+        let instances = load_all(&paths).unwrap();
+        let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["q-0", "q.2-0"]);
+    }
+
+    #[test]
+    fn qualified_ids_skip_names_already_taken() {
+        // c/test.jsonl would become gsm8k-test.2, which g/test.2.jsonl
+        // took first.
+        let dir = tempfile::tempdir().unwrap();
+        let line = "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n";
+        let paths: Vec<_> = [
+            ("a", "test.jsonl"),
+            ("b", "test.jsonl"),
+            ("g", "test.2.jsonl"),
+            ("c", "test.jsonl"),
+        ]
+        .iter()
+        .map(|(folder, name)| {
+            let folder = dir.path().join(folder);
+            std::fs::create_dir(&folder).unwrap();
+            let path = folder.join(name);
+            std::fs::write(&path, line).unwrap();
+            (path, None)
+        })
+        .collect();
+        let instances = load_all(&paths).unwrap();
+        let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "gsm8k-0",
+                "gsm8k-test-0",
+                "gsm8k-test.2-0",
+                "gsm8k-test.3-0"
+            ]
+        );
     }
 
     proptest! {
