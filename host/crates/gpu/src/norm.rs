@@ -10,6 +10,8 @@ use crate::pass::{Kernel, row_grid};
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
 const LANES_SHADER: &str = include_str!("../../../../shaders/rms_norm_lanes.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../../../shaders/rms_norm_backward.wgsl");
+const BACKWARD_LANES_SHADER: &str =
+    include_str!("../../../../shaders/rms_norm_backward_lanes.wgsl");
 const BACKWARD_WEIGHT_SHADER: &str =
     include_str!("../../../../shaders/rms_norm_backward_weight.wgsl");
 
@@ -84,18 +86,35 @@ pub struct RmsNormBackward {
 }
 
 impl RmsNormBackward {
-    /// Compiles the kernels.
+    /// Compiles the kernels, the input gradient's from
+    /// `rms_norm_backward_lanes.wgsl` on CPU adapters with 8-lane subgroups.
     ///
     /// # Errors
     ///
     /// Fails when a shader does not compile on this device.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let input_kernel = Kernel::new(
-            gpu,
-            "rms_norm_backward",
-            BACKWARD_SHADER,
-            "rms_norm_backward",
-        )?;
+        Self::with_lanes(gpu, gpu.has_cpu_lanes())
+    }
+
+    /// Compiles the input gradient's kernel from
+    /// `rms_norm_backward_lanes.wgsl` with `lanes`, else from
+    /// `rms_norm_backward.wgsl`, and the weight gradient's kernel.
+    fn with_lanes(gpu: &Gpu, lanes: bool) -> Result<Self> {
+        let input_kernel = if lanes {
+            Kernel::new(
+                gpu,
+                "rms_norm_backward_lanes",
+                BACKWARD_LANES_SHADER,
+                "rms_norm_backward_lanes",
+            )?
+        } else {
+            Kernel::new(
+                gpu,
+                "rms_norm_backward",
+                BACKWARD_SHADER,
+                "rms_norm_backward",
+            )?
+        };
         let weight_kernel = Kernel::new(
             gpu,
             "rms_norm_backward_weight",
@@ -235,8 +254,20 @@ mod tests {
 
     #[test]
     fn rms_norm_backward_matches_reference() {
+        // Both input-gradient kernels where the adapter runs the lane one.
         let gpu = gpu();
-        let op = RmsNormBackward::new(gpu).unwrap();
+        let kernels = if gpu.has_cpu_lanes() {
+            vec![false, true]
+        } else {
+            vec![false]
+        };
+        for lanes in kernels {
+            check_rms_norm_backward(&RmsNormBackward::with_lanes(gpu, lanes).unwrap());
+        }
+    }
+
+    fn check_rms_norm_backward(op: &RmsNormBackward) {
+        let gpu = gpu();
         let mut rng = rng(8);
         for (m, c) in [(1, 1), (3, 7), (5, 300), (17, 576)] {
             let x = uniform_vec(&mut rng, m * c, 2.0);
