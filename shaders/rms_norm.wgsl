@@ -5,7 +5,10 @@
 //   1 read       x       f32 [M, C]
 //   2 read       weight  f32 [C]
 //   3 read_write out     f32 [M, C]
-// Workgroup: 256 threads, one workgroup per row.
+// Built with `row_sum_workgroup.wgsl` (256 threads a row) or, on CPU
+// adapters with 8-lane subgroups, `row_sum_lanes.wgsl` (8) prepended,
+// which set WG and the sum across the workgroup.
+// Workgroup: WG threads, one workgroup per row.
 // Dispatch: (1, min(M, 65535), ceil(M / 65535)); the row is
 // wid.y + wid.z * num_workgroups.y.
 
@@ -16,16 +19,12 @@ struct RmsNormParams {
     _pad: u32,
 }
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> params: RmsNormParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rms_norm(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -43,16 +42,9 @@ fn rms_norm(
         let v = x[base + i];
         sum_sq += v * v;
     }
-    partial[lid] = sum_sq;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if lid < stride {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = row_total(vec2<f32>(sum_sq, 0.0), lid).x;
 
-    let inv_rms = inverseSqrt(partial[0] / f32(c) + params.eps);
+    let inv_rms = inverseSqrt(total / f32(c) + params.eps);
     for (var i = lid; i < c; i += WG) {
         out[base + i] = x[base + i] * inv_rms * weight[i];
     }

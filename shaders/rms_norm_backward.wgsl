@@ -10,7 +10,9 @@
 //   3 read       dy       f32 [M, C]
 //   4 read_write dx       f32 [M, C]
 //   5 read_write inv_rms  f32 [M]
-// Workgroup: 256 threads, one workgroup per row.
+// Built with `row_sum_workgroup.wgsl` or `row_sum_lanes.wgsl` prepended,
+// as `rms_norm.wgsl` is.
+// Workgroup: WG threads, one workgroup per row.
 // Dispatch: (1, min(M, 65535), ceil(M / 65535)); the row is
 // wid.y + wid.z * num_workgroups.y.
 
@@ -21,8 +23,6 @@ struct RmsNormParams {
     _pad: u32,
 }
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> params: RmsNormParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -30,10 +30,7 @@ const WG: u32 = 256u;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> inv_rms: array<f32>;
 
-var<workgroup> partial_sq: array<f32, WG>;
-var<workgroup> partial_dot: array<f32, WG>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rms_norm_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -53,19 +50,10 @@ fn rms_norm_backward(
         sum_sq += v * v;
         dot += weight[i] * dy[base + i] * v;
     }
-    partial_sq[lid] = sum_sq;
-    partial_dot[lid] = dot;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if lid < stride {
-            partial_sq[lid] += partial_sq[lid + stride];
-            partial_dot[lid] += partial_dot[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let totals = row_total(vec2<f32>(sum_sq, dot), lid);
 
-    let r = 1.0 / sqrt(partial_sq[0] / f32(c) + params.eps);
-    let correction = r * r * r / f32(c) * partial_dot[0];
+    let r = 1.0 / sqrt(totals.x / f32(c) + params.eps);
+    let correction = r * r * r / f32(c) * totals.y;
     for (var i = lid; i < c; i += WG) {
         dx[base + i] = r * weight[i] * dy[base + i] - correction * x[base + i];
     }

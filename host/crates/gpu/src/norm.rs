@@ -8,10 +8,9 @@ use crate::Gpu;
 use crate::pass::{Kernel, row_grid};
 
 const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
-const LANES_SHADER: &str = include_str!("../../../../shaders/rms_norm_lanes.wgsl");
+const ROW_SUM_WORKGROUP: &str = include_str!("../../../../shaders/row_sum_workgroup.wgsl");
+const ROW_SUM_LANES: &str = include_str!("../../../../shaders/row_sum_lanes.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../../../shaders/rms_norm_backward.wgsl");
-const BACKWARD_LANES_SHADER: &str =
-    include_str!("../../../../shaders/rms_norm_backward_lanes.wgsl");
 const BACKWARD_WEIGHT_SHADER: &str =
     include_str!("../../../../shaders/rms_norm_backward_weight.wgsl");
 
@@ -34,8 +33,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Compiles the kernel: `rms_norm_lanes.wgsl` on CPU adapters with
-    /// 8-lane subgroups, `rms_norm.wgsl` elsewhere.
+    /// Compiles the kernel, summing each row in one 8-lane subgroup on CPU
+    /// adapters with such subgroups and in a 256-thread workgroup
+    /// elsewhere.
     ///
     /// # Errors
     ///
@@ -44,16 +44,15 @@ impl RmsNorm {
         Self::with_lanes(gpu, gpu.has_cpu_lanes())
     }
 
-    /// Compiles `rms_norm_lanes.wgsl` with `lanes`, else `rms_norm.wgsl`.
+    /// Compiles the kernel with `row_sum_lanes.wgsl` with `lanes`, else
+    /// with `row_sum_workgroup.wgsl`.
     fn with_lanes(gpu: &Gpu, lanes: bool) -> Result<Self> {
-        let kernel = if lanes {
-            Kernel::new(gpu, "rms_norm_lanes", LANES_SHADER, "rms_norm_lanes")?
-        } else {
-            Kernel::new(gpu, "rms_norm", SHADER, "rms_norm")?
-        };
+        // The label names the variant in profiles.
+        let label = if lanes { "rms_norm_lanes" } else { "rms_norm" };
+        let source = format!("{}\n{SHADER}", row_sum(lanes));
+        let kernel = Kernel::new(gpu, label, &source, "rms_norm")?;
         Ok(Self { kernel })
     }
-
     /// Records `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight`
     /// for rows `r < m`. `x` and `out` are f32 `[M, C]`, `weight` is f32 `[C]`.
     #[allow(clippy::too_many_arguments)]
@@ -86,8 +85,8 @@ pub struct RmsNormBackward {
 }
 
 impl RmsNormBackward {
-    /// Compiles the kernels, the input gradient's from
-    /// `rms_norm_backward_lanes.wgsl` on CPU adapters with 8-lane subgroups.
+    /// Compiles the kernels, the input gradient's summing each row as
+    /// [`RmsNorm::new`] does.
     ///
     /// # Errors
     ///
@@ -96,25 +95,17 @@ impl RmsNormBackward {
         Self::with_lanes(gpu, gpu.has_cpu_lanes())
     }
 
-    /// Compiles the input gradient's kernel from
-    /// `rms_norm_backward_lanes.wgsl` with `lanes`, else from
-    /// `rms_norm_backward.wgsl`, and the weight gradient's kernel.
+    /// Compiles the input gradient's kernel with `row_sum_lanes.wgsl` with
+    /// `lanes`, else with `row_sum_workgroup.wgsl`, and the weight
+    /// gradient's kernel.
     fn with_lanes(gpu: &Gpu, lanes: bool) -> Result<Self> {
-        let input_kernel = if lanes {
-            Kernel::new(
-                gpu,
-                "rms_norm_backward_lanes",
-                BACKWARD_LANES_SHADER,
-                "rms_norm_backward_lanes",
-            )?
+        let label = if lanes {
+            "rms_norm_backward_lanes"
         } else {
-            Kernel::new(
-                gpu,
-                "rms_norm_backward",
-                BACKWARD_SHADER,
-                "rms_norm_backward",
-            )?
+            "rms_norm_backward"
         };
+        let source = format!("{}\n{BACKWARD_SHADER}", row_sum(lanes));
+        let input_kernel = Kernel::new(gpu, label, &source, "rms_norm_backward")?;
         let weight_kernel = Kernel::new(
             gpu,
             "rms_norm_backward_weight",
@@ -156,6 +147,16 @@ impl RmsNormBackward {
         let groups = [c.div_ceil(256), 1, 1];
         self.weight_kernel
             .encode(gpu, encoder, &params, &buffers, groups);
+    }
+}
+
+/// Returns the row-sum snippet: the lane one with `lanes`, the workgroup
+/// one otherwise.
+fn row_sum(lanes: bool) -> &'static str {
+    if lanes {
+        ROW_SUM_LANES
+    } else {
+        ROW_SUM_WORKGROUP
     }
 }
 
