@@ -15,8 +15,8 @@ use crate::Gpu;
 /// Kernels record their dispatches into the open compute pass. Other
 /// commands go through [`Encoder::raw`], which ends the open pass first.
 pub struct Encoder {
-    // Fields drop in declaration order, and the pass must end before its
-    // encoder is dropped.
+    // Rust drops fields in declaration order, and the pass must end before
+    // its encoder is dropped.
     pass: Option<wgpu::ComputePass<'static>>,
     inner: wgpu::CommandEncoder,
 }
@@ -70,6 +70,16 @@ fn add_one(@builtin(global_invocation_id) id: vec3<u32>) {
     }
 }";
 
+    /// Records one dispatch of `ADD_ONE` over `groups` workgroups.
+    fn add_one(
+        encoder: &mut crate::Encoder,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        groups: u32,
+    ) {
+        dispatch(gpu(), encoder, "add_one", pipeline, group, [groups, 1, 1]);
+    }
+
     #[test]
     fn dispatches_in_one_pass_run_in_order() {
         let gpu = gpu();
@@ -83,34 +93,13 @@ fn add_one(@builtin(global_invocation_id) id: vec3<u32>) {
 
         let mut encoder = gpu.encoder("test");
         // Two dispatches in the open pass, the second reading the first's writes.
-        dispatch(
-            gpu,
-            &mut encoder,
-            "add_one",
-            &pipeline,
-            &first_group,
-            [2, 1, 1],
-        );
-        dispatch(
-            gpu,
-            &mut encoder,
-            "add_one",
-            &pipeline,
-            &first_group,
-            [2, 1, 1],
-        );
+        add_one(&mut encoder, &pipeline, &first_group, 2);
+        add_one(&mut encoder, &pipeline, &first_group, 2);
         // A copy ends the pass, and the next dispatch begins another.
         encoder
             .raw()
             .copy_buffer_to_buffer(&first, 0, &second, 0, 400);
-        dispatch(
-            gpu,
-            &mut encoder,
-            "add_one",
-            &pipeline,
-            &second_group,
-            [2, 1, 1],
-        );
+        add_one(&mut encoder, &pipeline, &second_group, 2);
         gpu.submit(encoder);
 
         assert_eq!(read_u32(&first, 100), vec![12; 100]);
@@ -124,7 +113,7 @@ fn add_one(@builtin(global_invocation_id) id: vec3<u32>) {
         let values = gpu.buffer_from("values", &[1u32; 8]);
         let group = gpu.bind_group("add_one", &pipeline, &[values.as_entire_binding()]);
         let mut encoder = gpu.encoder("dropped");
-        dispatch(gpu, &mut encoder, "add_one", &pipeline, &group, [1, 1, 1]);
+        add_one(&mut encoder, &pipeline, &group, 1);
         drop(encoder);
 
         assert_eq!(read_u32(&values, 8), vec![1; 8]);

@@ -1126,8 +1126,8 @@ mod tests {
                     let actual = run_matmul(&matmul, &x, &w, bias, initial, 1);
 
                     let (expected, scale) = reference(&x, &w_values, bias, initial, 1, n, k);
-                    let what = format!("{dtype} N={n} K={k} chunk rows {chunk_rows} {case}");
-                    assert_close(&what, &actual, &expected, &scale, TOLERANCE);
+                    let label = format!("{dtype} N={n} K={k} chunk rows {chunk_rows} {case}");
+                    assert_close(&label, &actual, &expected, &scale, TOLERANCE);
                 }
             }
         }

@@ -215,17 +215,20 @@ mod tests {
     use super::*;
     use crate::testing::{assert_close, gpu, read_f32, rng, run, uniform_vec};
 
-    #[test]
-    fn rms_norm_matches_reference() {
-        let gpu = gpu();
-        // Both kernels where the adapter runs the lane kernel.
-        let kernels = if gpu.has_cpu_lanes() {
+    /// Returns the row-sum variants to test: the workgroup one, and the
+    /// lane one where the adapter runs it.
+    fn row_sum_variants() -> Vec<bool> {
+        if gpu().has_cpu_lanes() {
             vec![false, true]
         } else {
             vec![false]
-        };
-        for lanes in kernels {
-            check_rms_norm(&RmsNorm::with_lanes(gpu, lanes).unwrap());
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_reference() {
+        for lanes in row_sum_variants() {
+            check_rms_norm(&RmsNorm::with_lanes(gpu(), lanes).unwrap());
         }
     }
 
@@ -255,15 +258,8 @@ mod tests {
 
     #[test]
     fn rms_norm_backward_matches_reference() {
-        // Both input-gradient kernels where the adapter runs the lane one.
-        let gpu = gpu();
-        let kernels = if gpu.has_cpu_lanes() {
-            vec![false, true]
-        } else {
-            vec![false]
-        };
-        for lanes in kernels {
-            check_rms_norm_backward(&RmsNormBackward::with_lanes(gpu, lanes).unwrap());
+        for lanes in row_sum_variants() {
+            check_rms_norm_backward(&RmsNormBackward::with_lanes(gpu(), lanes).unwrap());
         }
     }
 

@@ -28,7 +28,7 @@ pub(super) struct Shape {
     pub dtype: DType,
     /// The slice's first block of 32 values in a weight row.
     pub first: u32,
-    /// The slice's blocks.
+    /// The number of blocks in the slice.
     pub blocks: u32,
     /// The fused gate and up products of `matmul_swiglu_unrolled_lanes.wgsl`.
     pub swiglu: bool,
@@ -268,7 +268,8 @@ mod tests {
             let mut next = 0;
             for (first, length) in pieces {
                 assert_eq!(first, next, "{blocks} blocks");
-                assert!(length > 0 && length <= MAX_SLICE_BLOCKS, "{blocks} blocks");
+                assert!(length > 0, "{blocks} blocks");
+                assert!(length <= MAX_SLICE_BLOCKS, "{blocks} blocks");
                 next = first + length;
             }
             assert_eq!(next, blocks);
