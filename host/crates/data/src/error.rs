@@ -97,6 +97,19 @@ pub enum LoadError {
         /// The earlier path to the same file.
         first_path: PathBuf,
     },
+    /// Two files given together hold the same bytes, as a copy of one file
+    /// under another name does.
+    #[error(
+        "{}: the same contents as {}, so every instance would be loaded twice; leave one out",
+        path.display(),
+        first_path.display()
+    )]
+    RepeatedContents {
+        /// The later file, as given.
+        path: PathBuf,
+        /// The earlier file with the same contents.
+        first_path: PathBuf,
+    },
     /// Two files loaded together contain an instance with the same id.
     #[error(
         "{}: instance id {id:?} is also in {}, so the two files cannot be loaded together; \

@@ -97,7 +97,8 @@ pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Vec<Instan
 /// # Errors
 ///
 /// Returns the first error of [`load`], [`LoadError::RepeatedFile`] when a
-/// file is given twice (under any path), and [`LoadError::DuplicateId`]
+/// file is given twice (under any path), [`LoadError::RepeatedContents`]
+/// when two files hold the same bytes, and [`LoadError::DuplicateId`]
 /// when an instance id of one file is also an id in an earlier file.
 pub fn load_all<P: AsRef<Path>>(
     sources: &[(P, Option<Format>)],
@@ -116,6 +117,22 @@ pub fn load_all<P: AsRef<Path>>(
             });
         }
         let mut loaded = load(path, *format)?;
+        // `load` has read the file, so a second read fails only in a race,
+        // which the copy check may then miss.
+        let contents = std::fs::read(path).ok();
+        let twin = contents.as_ref().and_then(|contents| {
+            sources[..index].iter().find(|(earlier, _)| {
+                let earlier = earlier.as_ref();
+                same_length(earlier, contents.len())
+                    && std::fs::read(earlier).is_ok_and(|bytes| bytes == *contents)
+            })
+        });
+        if let Some((first_path, _)) = twin {
+            return Err(LoadError::RepeatedContents {
+                path: path.to_path_buf(),
+                first_path: first_path.as_ref().to_path_buf(),
+            });
+        }
         if loaded.iter().any(|i| file_of_id.contains_key(&i.id)) {
             qualify_numbered_ids(&mut loaded, path, &file_of_id);
         }
@@ -136,6 +153,11 @@ pub fn load_all<P: AsRef<Path>>(
         instances.extend(loaded);
     }
     Ok(instances)
+}
+
+/// Returns whether the file at `path` is `length` bytes long.
+fn same_length(path: &Path, length: usize) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.len() == length as u64)
 }
 
 /// Returns whether `a` and `b` name the same file, comparing canonical paths
@@ -540,7 +562,7 @@ mod tests {
         let train = dir.path().join("train.jsonl");
         let test = dir.path().join("test.jsonl");
         std::fs::write(&train, line).unwrap();
-        std::fs::write(&test, line).unwrap();
+        std::fs::write(&test, line.replace("2 + 3", "2 + 4")).unwrap();
         let instances = load_all(&[(train, None), (test, None)]).unwrap();
         let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["gsm8k-0", "gsm8k-test-0"]);
@@ -549,10 +571,11 @@ mod tests {
     #[test]
     fn same_named_gsm8k_files_get_distinct_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let line = "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n";
         let paths: Vec<_> = ["a", "b", "c"]
             .iter()
             .map(|folder| {
+                let line =
+                    format!("{{\"question\": \"What is {folder}?\", \"answer\": \"#### 5\"}}\n");
                 let folder = dir.path().join(folder);
                 std::fs::create_dir(&folder).unwrap();
                 let path = folder.join("test.jsonl");
@@ -600,6 +623,28 @@ mod tests {
     }
 
     #[test]
+    fn load_all_rejects_a_copy_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let [gsm8k, strategyqa, _] = write_three_formats(dir.path());
+        let copy = dir.path().join("copy.jsonl");
+        std::fs::copy(&gsm8k, &copy).unwrap();
+        let sources = [(&gsm8k, None), (&strategyqa, None), (&copy, None)];
+        let error = load_all(&sources).unwrap_err();
+        let expected = format!(
+            "{}: the same contents as {}, so every instance would be loaded twice; leave one out",
+            copy.display(),
+            gsm8k.display()
+        );
+        assert_eq!(error.to_string(), expected);
+
+        // One changed answer makes it another file.
+        let text = std::fs::read_to_string(&gsm8k).unwrap();
+        std::fs::write(&copy, text.replace("#### 16", "#### 17")).unwrap();
+        let instances = load_all(&sources).unwrap();
+        assert_eq!(instances.len(), 6);
+    }
+
+    #[test]
     fn same_named_jsonl_files_get_distinct_ids() {
         let dir = tempfile::tempdir().unwrap();
         let paths: Vec<_> = ["a", "b"]
@@ -608,7 +653,11 @@ mod tests {
                 let folder = dir.path().join(folder);
                 std::fs::create_dir(&folder).unwrap();
                 let path = folder.join("q.jsonl");
-                std::fs::write(&path, "{\"prompt\": \"Say hi.\"}\n").unwrap();
+                std::fs::write(
+                    &path,
+                    format!("{{\"prompt\": \"Say hi to {}.\"}}\n", folder.display()),
+                )
+                .unwrap();
                 (path, None)
             })
             .collect();
@@ -622,7 +671,6 @@ mod tests {
         // c/test.jsonl would become gsm8k-test.2, which g/test.2.jsonl
         // took first.
         let dir = tempfile::tempdir().unwrap();
-        let line = "{\"question\": \"What is 2 + 3?\", \"answer\": \"#### 5\"}\n";
         let paths: Vec<_> = [
             ("a", "test.jsonl"),
             ("b", "test.jsonl"),
@@ -631,6 +679,7 @@ mod tests {
         ]
         .iter()
         .map(|(folder, name)| {
+            let line = format!("{{\"question\": \"What is {folder}?\", \"answer\": \"#### 5\"}}\n");
             let folder = dir.path().join(folder);
             std::fs::create_dir(&folder).unwrap();
             let path = folder.join(name);
