@@ -3,7 +3,7 @@
 use anyhow::{Result, ensure};
 
 use crate::cli::GenerateArgs;
-use crate::engine::SamplingConfig;
+use crate::engine::{FinishReason, SamplingConfig};
 
 pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
     ensure!(
@@ -58,6 +58,9 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
                 println!("--- sample {} ---", i + 1);
             }
             println!("{}", generation.text);
+            if generation.text.is_empty() {
+                eprintln!("{}", empty_sample_note(generation.finish, args.chat));
+            }
         }
     }
     if verbose {
@@ -67,4 +70,36 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Returns the line printed to stderr for an empty sample, which would
+/// otherwise leave a blank line with no explanation.
+fn empty_sample_note(finish: FinishReason, chat: bool) -> String {
+    let reason = match finish {
+        FinishReason::Eos => "the model drew its end-of-sequence token first",
+        FinishReason::Stop => "a stop string came before any other text",
+        FinishReason::Length => "its tokens decode to no text",
+    };
+    let note = format!("note: the sample is empty because {reason}.");
+    if finish == FinishReason::Eos && !chat {
+        format!("{note} An instruct model may need --chat.")
+    } else {
+        note
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_sample_note_names_reason() {
+        let eos = empty_sample_note(FinishReason::Eos, false);
+        assert!(eos.contains("end-of-sequence"), "{eos}");
+        assert!(eos.ends_with("may need --chat."), "{eos}");
+        let eos_chat = empty_sample_note(FinishReason::Eos, true);
+        assert!(!eos_chat.contains("--chat"), "{eos_chat}");
+        let stop = empty_sample_note(FinishReason::Stop, false);
+        assert!(stop.contains("stop string"), "{stop}");
+    }
 }
