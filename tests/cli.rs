@@ -190,6 +190,7 @@ fn bench_engine_prints_median_and_range() {
         let line = line.unwrap_or_else(|| panic!("no {label:?} line in {stdout}"));
         assert!(line.contains(") tokens/s"), "{line}");
     }
+    assert!(!stdout.contains("matmul"), "{stdout}");
 }
 
 #[test]
@@ -206,6 +207,22 @@ fn invalid_top_p_is_rejected() {
         "1.5",
     ]);
     assert_clean_failure(&output, "--top-p");
+}
+
+#[test]
+fn empty_stop_string_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let output = laser_host(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--stop",
+        "",
+    ]);
+    assert_clean_failure(&output, "--stop");
 }
 
 #[test]

@@ -300,4 +300,20 @@ fn stop_string_cuts_generation() {
     let generation = engine.generate(&[TOKENS.to_vec()], &stopped).unwrap();
     assert_eq!(generation[0].text, text[..cut]);
     assert_eq!(generation[0].finish, laser_host::engine::FinishReason::Stop);
+
+    // The tokens and log-probabilities end with the token in which the
+    // text ends, not with the stop string's last token.
+    let kept = generation[0].tokens.len();
+    assert_eq!(generation[0].logprobs.len(), kept);
+    assert_eq!(generation[0].tokens[..], full[0].tokens[..kept]);
+    let kept_text = engine
+        .tokenizer
+        .decode(&generation[0].tokens, true)
+        .unwrap();
+    assert!(kept_text.starts_with(&text[..cut]), "{kept_text:?}");
+    let shorter = engine
+        .tokenizer
+        .decode(&generation[0].tokens[..kept.saturating_sub(1)], true)
+        .unwrap();
+    assert!(shorter.len() < cut || kept == 0, "{shorter:?}");
 }

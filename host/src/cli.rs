@@ -242,7 +242,8 @@ pub struct BenchEngineArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
 
-    /// Skip the 1024^3 matmul measurement.
+    /// Skip the matmul measurements (1024^3 and the model's shapes) and
+    /// measure only prefill, decode and memory.
     #[arg(long)]
     pub skip_matmul: bool,
 }

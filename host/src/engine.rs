@@ -82,7 +82,8 @@ pub enum FinishReason {
 /// One generated sequence.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Generation {
-    /// New token ids, without the prompt and without the EOS token.
+    /// New token ids, without the prompt and without the EOS token. After a
+    /// stop string, the ids up to the one in which `text` ends.
     pub tokens: Vec<u32>,
     /// The decoded text of `tokens`, cut before a stop string.
     pub text: String,
@@ -908,6 +909,17 @@ impl SequenceState {
                 .filter_map(|s| text.find(s.as_str()))
                 .min()
             {
+                // Keep the tokens that make up the text before the stop
+                // string, so that `tokens`, `logprobs` and `text` agree. The
+                // last one kept may also hold the stop string's first bytes.
+                let mut kept = 0;
+                while kept < self.tokens.len()
+                    && tokenizer.decode(&self.tokens[..kept], true)?.len() < cut
+                {
+                    kept += 1;
+                }
+                self.tokens.truncate(kept);
+                self.logprobs.truncate(kept);
                 self.text = Some(text[..cut].to_string());
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());

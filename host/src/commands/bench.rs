@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use laser_model::DType;
 
 use crate::cli::BenchEngineArgs;
-use crate::engine::SamplingConfig;
+use crate::engine::{Engine, SamplingConfig};
 
 pub(crate) use train::train;
 
@@ -37,35 +37,13 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     if !args.skip_matmul {
         let gflops = laser_gpu::matmul::benchmark(&engine.gpu, DType::F32, 1024, 1024, 1024, 5)?;
         println!("matmul f32 1024x1024x1024: {gflops:.1} GFLOP/s");
-    }
-    let (c, f) = (engine.config.n_embd as u32, engine.config.n_ff as u32);
-    let v = engine.config.vocab_size as u32;
-    let kv = (engine.config.n_head_kv * engine.config.head_dim) as u32;
-    for (name, dtype, n, k) in [
-        ("attn_q", DType::Q4_1, c, c),
-        ("attn_k", DType::Q4_1, kv, c),
-        ("ffn_up", DType::Q4_1, f, c),
-        ("ffn_down", DType::Q4_1, c, f),
-        ("lm_head", DType::Q8_0, v, c),
-    ] {
-        for m in [1u32, 512] {
-            // Up to 400 products, about 2 GFLOP in all, so that the wait
-            // for the GPU does not dominate: one product at M = 1 takes
-            // well under a millisecond.
-            let work = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
-            let iterations = (2e9 / work).clamp(5.0, 400.0) as u32;
-            let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, iterations)?;
-            let micros = work / gflops / 1e3;
-            println!(
-                "matmul {dtype} {name} M={m} N={n} K={k}: {gflops:.1} GFLOP/s ({micros:.0} us a product)"
-            );
-        }
+        print_model_shapes(&engine)?;
     }
 
     // Prefill: one prompt of `prefill_tokens` tokens, one new token. The
     // ids stay inside the vocabulary of small test models too.
     let prompt: Vec<u32> = (0..args.prefill_tokens)
-        .map(|i| (100 + i % 1000) % v)
+        .map(|i| (100 + i % 1000) % engine.config.vocab_size as u32)
         .collect();
     let once = SamplingConfig {
         max_new_tokens: 1,
@@ -94,7 +72,7 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     };
     for batch in batches {
         let prompts = vec![prompt[..16].to_vec(); batch as usize];
-        let time = |engine: &mut crate::engine::Engine, tokens: u32| -> Result<f64> {
+        let time = |engine: &mut Engine, tokens: u32| -> Result<f64> {
             let sampling = SamplingConfig {
                 temperature: 0.8,
                 max_new_tokens: tokens,
@@ -136,4 +114,35 @@ fn median_and_range(values: &mut [f64]) -> String {
         }
         _ => format!("{median:.1}"),
     }
+}
+
+/// Prints GFLOP/s and microseconds a product for the model's weight shapes
+/// at decode (M = 1) and prefill (M = 512) sizes.
+fn print_model_shapes(engine: &Engine) -> Result<()> {
+    let (c, f) = (engine.config.n_embd as u32, engine.config.n_ff as u32);
+    let v = engine.config.vocab_size as u32;
+    let kv = (engine.config.n_head_kv * engine.config.head_dim) as u32;
+    let shapes = [
+        ("attn_q", DType::Q4_1, c, c),
+        ("attn_k", DType::Q4_1, kv, c),
+        ("ffn_up", DType::Q4_1, f, c),
+        ("ffn_down", DType::Q4_1, c, f),
+        ("lm_head", DType::Q8_0, v, c),
+    ];
+    for (name, dtype, n, k) in shapes {
+        for m in [1u32, 512] {
+            // Up to 400 products, about 2 GFLOP in all, so that the wait
+            // for the GPU does not dominate: one product at M = 1 takes
+            // well under a millisecond.
+            let work = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
+            let iterations = (2e9 / work).clamp(5.0, 400.0) as u32;
+            let gflops = laser_gpu::matmul::benchmark(&engine.gpu, dtype, m, n, k, iterations)?;
+            let micros = work / gflops / 1e3;
+            println!(
+                "matmul {dtype} {name} M={m} N={n} K={k}: {gflops:.1} GFLOP/s ({micros:.0} us a product)"
+            );
+        }
+    }
+
+    Ok(())
 }

@@ -26,6 +26,10 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         "--max-new-tokens must be at least 1"
     );
     ensure!(!args.prompt.is_empty(), "--prompt is empty");
+    ensure!(
+        args.stop.iter().all(|stop| !stop.is_empty()),
+        "--stop is an empty string, which every text contains; give a non-empty string"
+    );
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
         engine.load_adapter(dir)?;
