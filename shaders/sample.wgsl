@@ -28,7 +28,7 @@
 //
 // Bindings (group 0):
 //   0 uniform    shape     SampleShape
-//   1 read       logits    f32 [B, V]
+//   1 read       logits    f32 [B, stride], of which the first V are read
 //   2 read       params    SampleParams [B]
 //   3 read_write tokens    u32 [B]
 //   4 read_write logprobs  f32 [B]
@@ -41,9 +41,11 @@
 
 struct SampleShape {
     b: u32,
+    // Ids drawn from: the first v logits of each row.
     v: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Logits from one row to the next (>= v).
+    stride: u32,
+    _pad: u32,
 }
 
 struct SampleParams {
@@ -262,7 +264,7 @@ fn sample(
         return;
     }
     let v = shape.v;
-    let base = row * v;
+    let base = row * shape.stride;
     let chunk = (v + WG - 1u) / WG;
     let start = min(lid * chunk, v);
     let end = min(start + chunk, v);

@@ -175,6 +175,7 @@ impl Engine {
     pub fn from_checkpoint(gpu: Gpu, checkpoint: &Checkpoint) -> Result<Self> {
         let config = checkpoint.config().clone();
         let tokenizer = checkpoint.tokenizer()?;
+        warn_on_vocab_mismatch(config.vocab_size, tokenizer.vocab_size());
         let chat_template = checkpoint.chat_template()?;
         let kernels = Kernels::new(&gpu)?;
         let weights = Weights::upload(&gpu, checkpoint)?;
@@ -534,12 +535,15 @@ impl Engine {
                 .collect();
             let r = group.len() as u32;
             let v = self.config.vocab_size as u32;
+            // Padding rows of the embedding past the tokenizer's ids are
+            // never drawn, since no text decodes from them.
+            let drawable = v.min(self.tokenizer.vocab_size() as u32);
             let mut encoder = self.encoder("sample");
             self.encode_head(&mut encoder, &indices);
             self.gpu
                 .queue
                 .write_buffer(&self.head.params, 0, bytemuck::cast_slice(&params));
-            self.kernels.sampler.encode(
+            self.kernels.sampler.encode_leading(
                 &self.gpu,
                 &mut encoder,
                 &self.head.logits,
@@ -547,6 +551,7 @@ impl Engine {
                 &self.head.sampled,
                 &self.head.logprobs,
                 r,
+                drawable,
                 v,
             );
             self.gpu.submit(encoder);
@@ -942,6 +947,25 @@ impl SequenceState {
             logprobs: self.logprobs,
             finish: self.finish.unwrap_or(FinishReason::Length),
         })
+    }
+}
+
+/// Warns when the model's vocabulary and the tokenizer's differ in size.
+/// Padded embeddings (more rows than ids) are common and only lose the
+/// padding ids from sampling; a tokenizer with more ids than the model can
+/// produce text that the model cannot read.
+fn warn_on_vocab_mismatch(model_vocab: usize, tokenizer_vocab: usize) {
+    if model_vocab > tokenizer_vocab {
+        tracing::debug!(
+            model_vocab,
+            tokenizer_vocab,
+            "the embedding has padding rows past the tokenizer's ids; they are never sampled"
+        );
+    } else if model_vocab < tokenizer_vocab {
+        tracing::warn!(
+            "the tokenizer has {tokenizer_vocab} ids but the model's vocabulary has \
+             {model_vocab}; text that encodes to an id from {model_vocab} on will be rejected"
+        );
     }
 }
 

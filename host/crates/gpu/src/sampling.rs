@@ -64,7 +64,8 @@ impl SampleParams {
 struct SampleShape {
     b: u32,
     v: u32,
-    _pad: [u32; 2],
+    stride: u32,
+    _pad: u32,
 }
 
 const _: () = assert!(size_of::<SampleShape>() == 16);
@@ -103,10 +104,36 @@ impl Sampler {
         b: u32,
         v: u32,
     ) {
+        self.encode_leading(gpu, encoder, logits, params, tokens, logprobs, b, v, v);
+    }
+
+    /// Like [`Sampler::encode`] over the first `v` logits of rows `stride`
+    /// values apart: the ids a tokenizer can decode when the model's
+    /// embedding has padding rows past them. Those rows take no part in the
+    /// draw or in the log-softmax.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_leading(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut crate::Encoder,
+        logits: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+        logprobs: &wgpu::Buffer,
+        b: u32,
+        v: u32,
+        stride: u32,
+    ) {
+        assert!(v <= stride, "sampling {v} logits of rows of {stride}");
         self.kernel.encode(
             gpu,
             encoder,
-            &SampleShape { b, v, _pad: [0; 2] },
+            &SampleShape {
+                b,
+                v,
+                stride,
+                _pad: 0,
+            },
             &[logits, params, tokens, logprobs],
             row_grid(1, b),
         );

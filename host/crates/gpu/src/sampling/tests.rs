@@ -32,6 +32,59 @@ fn sample_on_gpu(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>
     (read_u32(&tokens_buf, b), read_f32(&logprobs_buf, b))
 }
 
+#[test]
+fn leading_ids_exclude_padding() {
+    let gpu = gpu();
+    let op = Sampler::new(gpu).unwrap();
+    // Two rows of 10 logits, of which only the first 6 may be drawn; the
+    // padding ids 6 .. 9 hold each row's largest logits.
+    let (v, stride) = (6usize, 10usize);
+    let mut rng = rng(11);
+    let mut logits = uniform_vec(&mut rng, 2 * stride, 1.0);
+    for row in 0..2 {
+        for id in v..stride {
+            logits[row * stride + id] = 50.0;
+        }
+    }
+    let params = [SampleParams::greedy(), SampleParams::new(1.0, 0, 1.0, 3, 0)];
+    let logits_buf = gpu.buffer_from("logits", &logits);
+    let params_buf = gpu.buffer_from("params", &params);
+    let tokens_buf = gpu.buffer_zeroed("tokens", 8);
+    let logprobs_buf = gpu.buffer_zeroed("logprobs", 8);
+    run(|enc| {
+        op.encode_leading(
+            gpu,
+            enc,
+            &logits_buf,
+            &params_buf,
+            &tokens_buf,
+            &logprobs_buf,
+            2,
+            v as u32,
+            stride as u32,
+        )
+    });
+    let tokens = read_u32(&tokens_buf, 2);
+    let logprobs = read_f32(&logprobs_buf, 2);
+    for row in 0..2 {
+        let leading = &logits[row * stride..row * stride + v];
+        let token = tokens[row] as usize;
+        assert!(token < v, "row {row} drew padding id {token}");
+        let max = leading.iter().copied().fold(f32::MIN, f32::max);
+        let log_sum = max + leading.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        let expected = leading[token] - log_sum;
+        assert!(
+            (logprobs[row] - expected).abs() < 1e-4,
+            "row {row}: logprob {} against {expected}",
+            logprobs[row]
+        );
+    }
+    let argmax = (0..v)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(tokens[0] as usize, argmax, "greedy row");
+}
+
 /// Returns the counts of each token id below `v`.
 fn histogram(tokens: &[u32], v: usize) -> Vec<usize> {
     let mut counts = vec![0; v];
