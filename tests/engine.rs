@@ -280,6 +280,24 @@ fn embedding_pooling_rejects_unknown_token() {
 }
 
 #[test]
+fn broken_chat_template_fails_only_chat() {
+    let spec = TinySpec {
+        chat_template: Some("{% for message in messages %}{{ message.content"),
+        ..TinySpec::default()
+    };
+    let (mut engine, _reference, _dir) = load(&spec);
+    let sampling = SamplingConfig {
+        max_new_tokens: 2,
+        ignore_eos: true,
+        ..SamplingConfig::default()
+    };
+    let generation = engine.generate(&[TOKENS.to_vec()], &sampling).unwrap();
+    assert_eq!(generation[0].tokens.len(), 2);
+    let error = engine.chat_prompt("Hi").unwrap_err();
+    assert!(error.to_string().contains("chat template"), "{error}");
+}
+
+#[test]
 fn stop_string_cuts_generation() {
     let (mut engine, _reference, _dir) = load(&TinySpec::default());
     let free = SamplingConfig {

@@ -123,7 +123,9 @@ pub struct Engine {
     pub gpu: Gpu,
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
-    pub chat_template: ChatTemplate,
+    /// The model's chat template, or why it failed to compile, which
+    /// matters only to callers that render a chat prompt.
+    chat_template: Result<ChatTemplate, String>,
     kernels: Kernels,
     weights: Weights,
     act: Activations,
@@ -176,7 +178,7 @@ impl Engine {
         let config = checkpoint.config().clone();
         let tokenizer = checkpoint.tokenizer()?;
         warn_on_vocab_mismatch(config.vocab_size, tokenizer.vocab_size());
-        let chat_template = checkpoint.chat_template()?;
+        let chat_template = checkpoint.chat_template().map_err(|err| format!("{err:#}"));
         let kernels = Kernels::new(&gpu)?;
         let weights = Weights::upload(&gpu, checkpoint)?;
         let act = Activations::new(&gpu, &config, MAX_ROWS);
@@ -856,7 +858,10 @@ impl Engine {
     /// Fails when the template does not render.
     pub fn chat_text(&self, user: &str) -> Result<String> {
         let messages = [laser_model::chat::ChatMessage::new("user", user)];
-        self.chat_template.render(&messages, true)
+        match &self.chat_template {
+            Ok(template) => template.render(&messages, true),
+            Err(message) => bail!("{message}"),
+        }
     }
 }
 

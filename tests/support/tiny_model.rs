@@ -20,6 +20,8 @@ pub struct TinySpec {
     pub dtype: DType,
     pub tied: bool,
     pub seed: u64,
+    /// `tokenizer.chat_template`, when set.
+    pub chat_template: Option<&'static str>,
 }
 
 impl Default for TinySpec {
@@ -34,6 +36,7 @@ impl Default for TinySpec {
             dtype: DType::F32,
             tied: false,
             seed: 7,
+            chat_template: None,
         }
     }
 }
@@ -90,6 +93,9 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) {
     gguf.add_str_array::<&str>("tokenizer.ggml.merges", &[]);
     gguf.add_metadata("tokenizer.ggml.bos_token_id", 256u32);
     gguf.add_metadata("tokenizer.ggml.eos_token_id", IM_END);
+    if let Some(template) = spec.chat_template {
+        gguf.add_metadata("tokenizer.chat_template", template.to_string());
+    }
 
     let mut random = |n: usize, scale: f32| -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-scale..scale)).collect()

@@ -78,7 +78,7 @@ impl ChatTemplate {
             },
         );
         env.add_template_owned(TEMPLATE_NAME, source.clone())
-            .map_err(|e| anyhow!("chat template: failed to compile: {e:#}"))?;
+            .map_err(|e| anyhow!("chat template: failed to compile: {e}"))?;
         Ok(Self {
             env,
             source,
@@ -103,7 +103,7 @@ impl ChatTemplate {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
-            .map_err(|e| anyhow!("chat template: {e:#}"))?;
+            .map_err(|e| anyhow!("chat template: {e}"))?;
         template
             .render(context! {
                 messages => messages,
@@ -113,7 +113,7 @@ impl ChatTemplate {
             })
             .map_err(|e| {
                 anyhow!(
-                    "chat template: failed to render {} messages: {e:#}",
+                    "chat template: failed to render {} messages: {e}",
                     messages.len()
                 )
             })
