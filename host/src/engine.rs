@@ -381,7 +381,23 @@ impl Engine {
         let slots = prompts.len() as u32;
         // The last new token is sampled but never fed back, so it needs no
         // place in the KV cache.
-        self.reserve(slots, longest + sampling.max_new_tokens - 1)?;
+        let places = u64::from(longest) + u64::from(sampling.max_new_tokens) - 1;
+        let context = self.config.context_length.max(1) as u64;
+        if places > context {
+            ensure!(
+                u64::from(longest) <= context,
+                "the prompt of {longest} tokens is longer than the model's context length \
+                 of {context} tokens; shorten it"
+            );
+            bail!(
+                "the prompt of {longest} tokens and up to {} new tokens need {places} places, \
+                 more than the model's context length of {context} tokens; allow {} new tokens \
+                 or fewer (--max-new-tokens)",
+                sampling.max_new_tokens,
+                context + 1 - u64::from(longest)
+            );
+        }
+        self.reserve(slots, places as u32)?;
 
         let mut state: Vec<SequenceState> = prompts
             .iter()
