@@ -130,6 +130,30 @@ fn logits_prints_one_line_per_position() {
 }
 
 #[test]
+fn logits_checks_every_line_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let tokens = dir.path().join("tokens.jsonl");
+    // A byte order mark, a good line, an empty line, then a line longer
+    // than the tiny model's context of 256 tokens.
+    let long: Vec<u32> = (0..300).map(|i| 40 + i % 50).collect();
+    let text = format!(
+        "\u{feff}[72, 101]\n\n{}\n",
+        serde_json::to_string(&long).unwrap()
+    );
+    std::fs::write(&tokens, text).unwrap();
+    let output = laser_host(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, "tokens.jsonl:3: 300 token ids");
+    assert!(output.stdout.is_empty(), "printed before failing");
+}
+
+#[test]
 fn generate_with_tiny_model_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -125,7 +125,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub prompt: String,
 
-    /// Wrap the prompt in the model's chat template as a user message.
+    /// Wrap the prompt in the model's chat template as a user message (ChatML
+    /// when the model has none).
     #[arg(long)]
     pub chat: bool,
 
@@ -167,7 +168,9 @@ pub struct LogitsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// A file with one JSON array of token ids per line.
+    /// A file with one JSON array of token ids per line, or - for standard
+    /// input. Each output line gives its `sequence` (counting non-empty
+    /// lines from 0) and its `line` in the file (from 1).
     #[arg(long, value_name = "FILE")]
     pub tokens_file: PathBuf,
 

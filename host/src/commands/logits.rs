@@ -10,8 +10,14 @@ use crate::cli::LogitsArgs;
 
 pub(crate) fn run(args: &LogitsArgs, verbose: bool) -> Result<()> {
     ensure!(args.top >= 1, "--top must be at least 1");
-    let text = fs::read_to_string(&args.tokens_file)
-        .with_context(|| format!("failed to read {}", args.tokens_file.display()))?;
+    let text = if args.tokens_file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("failed to read standard input")?
+    } else {
+        fs::read_to_string(&args.tokens_file)
+            .with_context(|| format!("failed to read {}", args.tokens_file.display()))?
+    };
+    // Editors on Windows may start a UTF-8 file with a byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut sequences = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -39,21 +45,33 @@ pub(crate) fn run(args: &LogitsArgs, verbose: bool) -> Result<()> {
         args.tokens_file.display()
     );
     let mut engine = super::load_engine(&args.model, verbose)?;
+    // Every line is checked before the first is run, so that a bad line
+    // does not stop the output halfway.
     let vocab = engine.config.vocab_size;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    for (seq_index, (line, ids)) in sequences.iter().enumerate() {
+    let context = engine.config.context_length;
+    for (line, ids) in &sequences {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             bail!(
                 "{}:{line}: token id {bad} is outside the vocabulary of {vocab}",
                 args.tokens_file.display()
             );
         }
+        ensure!(
+            ids.len() <= context,
+            "{}:{line}: {} token ids, more than the model's context length of {context}",
+            args.tokens_file.display(),
+            ids.len()
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (seq_index, (line, ids)) in sequences.iter().enumerate() {
         let logits = engine.logits(ids)?;
         for (pos, row) in logits.iter().enumerate() {
             let top = top_k(row, args.top);
             let record = serde_json::json!({
                 "sequence": seq_index,
+                "line": line,
                 "position": pos,
                 "ids": top.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
                 "logits": top.iter().map(|&(_, logit)| logit).collect::<Vec<_>>(),
