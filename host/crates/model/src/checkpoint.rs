@@ -23,7 +23,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
@@ -81,7 +81,23 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let source = if path.is_dir() {
+            ensure!(
+                path.join("config.json").is_file(),
+                "{}: the folder has no config.json. A model is a .gguf file or a Hugging \
+                 Face folder with config.json, *.safetensors and tokenizer.json",
+                path.display()
+            );
             Source::Hf(HfCheckpoint::open(path)?)
+        } else if path.file_name().is_some_and(|name| name == "config.json") {
+            let folder = path
+                .parent()
+                .filter(|folder| !folder.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            bail!(
+                "{}: this is a Hugging Face config file. Give its folder {} as the model",
+                path.display(),
+                folder.display()
+            );
         } else {
             Source::Gguf(GgufFile::open(path)?)
         };

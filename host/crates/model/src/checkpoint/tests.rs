@@ -221,3 +221,26 @@ fn loaded_types_are_send_and_sync() {
     assert_send_sync::<ChatTemplate>();
     assert_send_sync::<TensorView<'static>>();
 }
+
+#[test]
+fn folder_without_config_names_expected_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Checkpoint::open(dir.path()).err().unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("has no config.json"), "{message}");
+    assert!(message.contains(".gguf file"), "{message}");
+}
+
+#[test]
+fn config_json_path_points_to_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let error = Checkpoint::open(&config).err().unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("Give its folder"), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+}
