@@ -866,6 +866,14 @@ impl Engine {
         self.tokenizer.encode(&text, true)
     }
 
+    /// Returns whether the model shipped no chat template, so that chat
+    /// prompts use ChatML.
+    pub fn chat_template_is_fallback(&self) -> bool {
+        self.chat_template
+            .as_ref()
+            .is_ok_and(ChatTemplate::is_fallback)
+    }
+
     /// Renders a user message with the model's chat template, ending with
     /// the assistant's turn.
     ///
@@ -983,9 +991,9 @@ fn warn_on_vocab_mismatch(model_vocab: usize, tokenizer_vocab: usize) {
             "the embedding has padding rows past the tokenizer's ids; they are never sampled"
         );
     } else if model_vocab < tokenizer_vocab {
-        tracing::warn!(
-            "the tokenizer has {tokenizer_vocab} ids but the model's vocabulary has \
-             {model_vocab}; text that encodes to an id from {model_vocab} on will be rejected"
+        eprintln!(
+            "warning: the tokenizer has {tokenizer_vocab} ids but the model's vocabulary has \
+             {model_vocab}, so text that encodes to an id from {model_vocab} on will be rejected"
         );
     }
 }

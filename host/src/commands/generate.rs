@@ -35,6 +35,12 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         engine.load_adapter(dir)?;
     }
     let prompt = if args.chat {
+        if engine.chat_template_is_fallback() {
+            eprintln!(
+                "note: the model has no chat template, so --chat wraps the prompt in ChatML \
+                 (<|im_start|>user ... <|im_end|>)"
+            );
+        }
         engine.chat_prompt(&args.prompt)?
     } else {
         engine.tokenizer.encode(&args.prompt, false)?

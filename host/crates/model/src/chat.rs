@@ -41,6 +41,8 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    /// The model shipped no template, so this is ChatML.
+    is_fallback: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -66,6 +68,7 @@ impl ChatTemplate {
     ///
     /// Fails when the template does not compile.
     pub fn new(source: Option<&str>, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let is_fallback = source.is_none();
         let source = source.unwrap_or(CHATML_TEMPLATE).to_owned();
         let mut env = Environment::new();
         env.set_trim_blocks(true);
@@ -84,7 +87,14 @@ impl ChatTemplate {
             source,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            is_fallback,
         })
+    }
+
+    /// Returns whether the model shipped no template, so that ChatML
+    /// stands in for it.
+    pub fn is_fallback(&self) -> bool {
+        self.is_fallback
     }
 
     /// Returns the template's Jinja source.
