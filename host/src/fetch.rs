@@ -28,12 +28,14 @@ pub const DEFAULT_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5b
 pub const DEFAULT_SIZE: u64 = 98_362_432;
 
 /// The cache folder: `$LASER_HOST_CACHE`, else `$XDG_CACHE_HOME/laser-host`,
-/// else `~/.cache/laser-host`.
+/// else `~/.cache/laser-host`. An empty variable counts as unset, as the
+/// XDG base directory specification asks.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LASER_HOST_CACHE") {
+    let setting = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = setting("LASER_HOST_CACHE") {
         return PathBuf::from(dir);
     }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(dir) = setting("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("laser-host");
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);

@@ -8,6 +8,7 @@ use laser_host::cli::Cli;
 
 fn main() -> ExitCode {
     quiet_wayland_probe();
+    ignore_empty_settings();
     let cli = Cli::parse_with_sources();
     let filter = if cli.verbose {
         "laser=debug,laser_host=debug,laser_gpu=debug,laser_plugins=debug"
@@ -30,6 +31,25 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Unsets the `LASER_HOST_*` variables that are set but empty, so that
+/// `LASER_HOST_MODEL=` means the default model rather than an empty path,
+/// as for most command-line tools.
+fn ignore_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(name, value)| {
+            name.to_str()
+                .is_some_and(|name| name.starts_with("LASER_HOST_"))
+                && value.is_empty()
+        })
+        .map(|(name, _)| name)
+        .collect();
+    for name in empty {
+        // SAFETY: called first thing in `main`, before any other thread
+        // exists that could read the environment.
+        unsafe { std::env::remove_var(name) };
     }
 }
 
