@@ -946,14 +946,14 @@ impl SequenceState {
                 // Keep the tokens that make up the text before the stop
                 // string, so that `tokens`, `logprobs` and `text` agree. The
                 // last one kept may also hold the stop string's first bytes.
-                let mut kept = 0;
-                while kept < self.tokens.len()
-                    && tokenizer.decode(&self.tokens[..kept], true)?.len() < cut
+                let mut kept_tokens = 0;
+                while kept_tokens < self.tokens.len()
+                    && tokenizer.decode(&self.tokens[..kept_tokens], true)?.len() < cut
                 {
-                    kept += 1;
+                    kept_tokens += 1;
                 }
-                self.tokens.truncate(kept);
-                self.logprobs.truncate(kept);
+                self.tokens.truncate(kept_tokens);
+                self.logprobs.truncate(kept_tokens);
                 self.text = Some(text[..cut].to_string());
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());
@@ -980,9 +980,9 @@ impl SequenceState {
 }
 
 /// Warns when the model's vocabulary and the tokenizer's differ in size.
-/// Padded embeddings (more rows than ids) are common and only lose the
-/// padding ids from sampling; a tokenizer with more ids than the model can
-/// produce text that the model cannot read.
+/// Padded embeddings (more rows than ids) are common, and sampling skips
+/// their padding ids. A tokenizer with more ids than the model can produce
+/// ids that the model cannot read.
 fn warn_on_vocab_mismatch(model_vocab: usize, tokenizer_vocab: usize) {
     if model_vocab > tokenizer_vocab {
         tracing::debug!(

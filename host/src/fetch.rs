@@ -29,7 +29,7 @@ pub const DEFAULT_SIZE: u64 = 98_362_432;
 
 /// The cache folder: `$LASER_HOST_CACHE`, else `$XDG_CACHE_HOME/laser-host`,
 /// else `~/.cache/laser-host`. An empty variable counts as unset, as the
-/// XDG base directory specification asks.
+/// XDG base directory specification requires.
 pub fn cache_dir() -> PathBuf {
     let setting = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
     if let Some(dir) = setting("LASER_HOST_CACHE") {

@@ -91,8 +91,8 @@ impl ChatTemplate {
         })
     }
 
-    /// Returns whether the model shipped no template, so that ChatML
-    /// stands in for it.
+    /// Returns whether the model shipped no template, so that ChatML is
+    /// used in its place.
     pub fn is_fallback(&self) -> bool {
         self.is_fallback
     }

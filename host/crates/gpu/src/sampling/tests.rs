@@ -46,6 +46,7 @@ fn leading_ids_exclude_padding() {
             logits[row * stride + id] = 50.0;
         }
     }
+
     let params = [SampleParams::greedy(), SampleParams::new(1.0, 0, 1.0, 3, 0)];
     let logits_buf = gpu.buffer_from("logits", &logits);
     let params_buf = gpu.buffer_from("params", &params);
@@ -64,6 +65,7 @@ fn leading_ids_exclude_padding() {
             stride as u32,
         )
     });
+
     let tokens = read_u32(&tokens_buf, 2);
     let logprobs = read_f32(&logprobs_buf, 2);
     for row in 0..2 {
