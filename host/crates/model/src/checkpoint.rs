@@ -237,15 +237,16 @@ impl Checkpoint {
 
     fn check_tensors(&self) -> Result<()> {
         for (name, shape) in expected_tensors(&self.config) {
-            let tensor = self.tensor(&name).with_context(|| {
-                format!(
-                    "{}: checkpoint lacks a tensor its config requires",
-                    self.path.display()
-                )
-            })?;
+            let shown = self.stored_name(&name);
+            ensure!(
+                self.has_tensor(&name),
+                "{}: tensor `{shown}` is missing, but the model's config requires it",
+                self.path.display()
+            );
+            let tensor = self.tensor(&name)?;
             ensure!(
                 tensor.shape == shape,
-                "{}: tensor `{name}` has shape {:?}: expected {shape:?}",
+                "{}: tensor `{shown}` has shape {:?}: expected {shape:?}",
                 self.path.display(),
                 tensor.shape
             );
@@ -253,6 +254,19 @@ impl Checkpoint {
         // NOTE: a Hugging Face folder may store `lm_head.weight` even with
         // tied embeddings; it is then ignored in favor of `token_embd.weight`.
         Ok(())
+    }
+
+    /// Returns the name that the checkpoint's own files use for the tensor
+    /// with GGUF name `name`, so that errors name what the user can find.
+    fn stored_name(&self, name: &str) -> String {
+        match &self.source {
+            Source::Gguf(_) => name.to_owned(),
+            Source::Hf(hf) => hf
+                .hf_name(name)
+                .map(str::to_owned)
+                .or_else(|| crate::hf::hf_name_of(name))
+                .unwrap_or_else(|| name.to_owned()),
+        }
     }
 }
 

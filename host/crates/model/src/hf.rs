@@ -250,15 +250,34 @@ impl HfCheckpoint {
     }
 }
 
+/// The Hugging Face names of the per-layer modules of Llama, Mistral and
+/// Qwen2, with their GGUF names.
+const LAYER_MODULES: [(&str, &str); 9] = [
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// The Hugging Face names of the tensors outside the layers, with their
+/// GGUF names.
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
 /// Returns the GGUF name of a Hugging Face Llama, Mistral or Qwen2 tensor name, or
 /// `None` for tensors the engine does not use (such as
 /// `rotary_emb.inv_freq`).
 pub fn gguf_name(hf_name: &str) -> Option<String> {
-    match hf_name {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".to_owned()),
-        "model.norm.weight" => return Some("output_norm.weight".to_owned()),
-        "lm_head.weight" => return Some("output.weight".to_owned()),
-        _ => {}
+    if let Some(&(_, gguf)) = MODEL_TENSORS.iter().find(|(hf, _)| *hf == hf_name) {
+        return Some(gguf.to_owned());
     }
     let rest = hf_name.strip_prefix("model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
@@ -267,19 +286,22 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
     if kind != "weight" && kind != "bias" {
         return None;
     }
-    let gguf_module = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
+    let &(_, gguf_module) = LAYER_MODULES.iter().find(|(hf, _)| *hf == module)?;
     Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+}
+
+/// Returns the Hugging Face name of a GGUF tensor name, the inverse of
+/// [`gguf_name`], or `None` for names it does not produce.
+pub fn hf_name_of(gguf_name: &str) -> Option<String> {
+    if let Some(&(hf, _)) = MODEL_TENSORS.iter().find(|(_, gguf)| *gguf == gguf_name) {
+        return Some(hf.to_owned());
+    }
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let &(hf_module, _) = LAYER_MODULES.iter().find(|(_, gguf)| *gguf == module)?;
+    Some(format!("model.layers.{layer}.{hf_module}.{kind}"))
 }
 
 fn read_index(dir: &Path) -> Result<Option<ShardIndex>> {

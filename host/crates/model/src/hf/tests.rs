@@ -12,34 +12,6 @@ use crate::checkpoint::{Checkpoint, expected_tensors};
 use crate::test_support::{add_tiny_tokenizer, tiny_id, tiny_tokens};
 use crate::{ChatMessage, GgufFile, GgufWriter, quant};
 
-/// Returns the Hugging Face name of a canonical tensor name.
-fn hf_name_of(name: &str) -> String {
-    let fixed = [
-        ("token_embd.weight", "model.embed_tokens.weight"),
-        ("output_norm.weight", "model.norm.weight"),
-        ("output.weight", "lm_head.weight"),
-    ];
-    if let Some((_, hf)) = fixed.iter().find(|(gguf, _)| *gguf == name) {
-        return (*hf).to_owned();
-    }
-    let rest = name.strip_prefix("blk.").unwrap();
-    let (layer, rest) = rest.split_once('.').unwrap();
-    let (module, kind) = rest.rsplit_once('.').unwrap();
-    let hf_module = match module {
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        other => panic!("unknown module {other}"),
-    };
-    format!("model.layers.{layer}.{hf_module}.{kind}")
-}
-
 fn config_json(architecture: &str) -> serde_json::Value {
     json!({
         "architectures": [architecture],
@@ -84,7 +56,7 @@ fn stored_tensors(config: &serde_json::Value) -> Vec<StoredTensor> {
                 _ => (SafeDtype::BF16, DType::BF16),
             };
             StoredTensor {
-                hf_name: hf_name_of(&name),
+                hf_name: hf_name_of(&name).unwrap(),
                 dtype,
                 shape,
                 bytes: quant::quantize(ours, &values).unwrap(),
@@ -170,6 +142,24 @@ fn gguf_names_map_from_hf() {
         None
     );
     assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+}
+
+#[test]
+fn hf_names_invert_gguf_names() {
+    let names = [
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.12.self_attn.k_proj.bias",
+        "model.layers.3.post_attention_layernorm.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ];
+    for name in names {
+        let gguf = gguf_name(name).unwrap();
+        assert_eq!(hf_name_of(&gguf).as_deref(), Some(name), "{gguf}");
+    }
+    assert_eq!(hf_name_of("blk.0.unknown.weight"), None);
+    assert_eq!(hf_name_of("rope_freqs.weight"), None);
 }
 
 #[test]
@@ -341,7 +331,12 @@ fn missing_tensor_is_named() {
     write_shard(&dir.path().join("model.safetensors"), &remaining);
     let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
     assert!(
-        message.contains("tensor `blk.1.ffn_up.weight` not found"),
+        message.contains("tensor `model.layers.1.mlp.up_proj.weight` is missing"),
+        "{message}"
+    );
+    assert_eq!(
+        message.matches(&dir.path().display().to_string()).count(),
+        1,
         "{message}"
     );
 }
