@@ -234,6 +234,28 @@ fn invalid_top_p_is_rejected() {
 }
 
 #[test]
+fn bench_engine_checks_batch_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let output = laser_host(&[
+        "bench",
+        "engine",
+        "--model",
+        model.to_str().unwrap(),
+        "--prefill-tokens",
+        "16",
+        "--decode-tokens",
+        "2",
+        "--batch",
+        "10000000",
+        "--skip-matmul",
+    ]);
+    assert_clean_failure(&output, "KV cache");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("prefill"), "{stdout}");
+}
+
+#[test]
 fn empty_stop_string_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

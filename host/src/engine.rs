@@ -241,6 +241,18 @@ impl Engine {
         self.weights.gpu_bytes() + cache + buffers.iter().map(|b| b.size()).sum::<u64>()
     }
 
+    /// Allocates the KV cache for `sequences` sequences of `max_len` tokens
+    /// up front, so that a batch too large for the device fails before any
+    /// work starts. [`Engine::generate`] reuses a cache that is big enough.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `max_len` exceeds the context length, or when the cache
+    /// does not fit the device's buffers.
+    pub fn reserve_kv_cache(&mut self, sequences: u32, max_len: u32) -> Result<()> {
+        self.reserve(sequences, max_len)
+    }
+
     /// Makes sure the KV cache has room for `slots` sequences of `max_len`
     /// tokens.
     fn reserve(&mut self, slots: u32, max_len: u32) -> Result<()> {

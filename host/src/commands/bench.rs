@@ -30,6 +30,9 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
         args.decode_tokens,
         context.saturating_sub(16)
     );
+    // The largest decode batch's KV cache, allocated now so that a batch
+    // too large for the device fails before the first measurement.
+    engine.reserve_kv_cache(args.batch, 16 + args.decode_tokens)?;
     println!("adapter: {}", engine.gpu.describe());
 
     // Matmul throughput: the square reference shape, then the model's own
