@@ -321,9 +321,9 @@ fn stop_string_cuts_generation() {
 
     // The tokens and log-probabilities end with the token in which the
     // text ends, not with the stop string's last token.
-    let kept = generation[0].tokens.len();
-    assert_eq!(generation[0].logprobs.len(), kept);
-    assert_eq!(generation[0].tokens[..], full[0].tokens[..kept]);
+    let kept_count = generation[0].tokens.len();
+    assert_eq!(generation[0].logprobs.len(), kept_count);
+    assert_eq!(generation[0].tokens[..], full[0].tokens[..kept_count]);
     let kept_text = engine
         .tokenizer
         .decode(&generation[0].tokens, true)
@@ -331,7 +331,7 @@ fn stop_string_cuts_generation() {
     assert!(kept_text.starts_with(&text[..cut]), "{kept_text:?}");
     let shorter = engine
         .tokenizer
-        .decode(&generation[0].tokens[..kept.saturating_sub(1)], true)
+        .decode(&generation[0].tokens[..kept_count.saturating_sub(1)], true)
         .unwrap();
-    assert!(shorter.len() < cut || kept == 0, "{shorter:?}");
+    assert!(shorter.len() < cut || kept_count == 0, "{shorter:?}");
 }

@@ -117,8 +117,8 @@ pub fn load_all<P: AsRef<Path>>(
             });
         }
         let mut loaded = load(path, *format)?;
-        // `load` has read the file, so a second read fails only in a race,
-        // which the copy check may then miss.
+        // `load` has just read the file. If reading it again fails, the file
+        // changed in between, and the copy check skips it.
         let contents = std::fs::read(path).ok();
         let twin = contents.as_ref().and_then(|contents| {
             sources[..index].iter().find(|(earlier, _)| {
@@ -637,7 +637,7 @@ mod tests {
         );
         assert_eq!(error.to_string(), expected);
 
-        // One changed answer makes it another file.
+        // One changed final number makes it another file.
         let text = std::fs::read_to_string(&gsm8k).unwrap();
         std::fs::write(&copy, text.replace("#### 16", "#### 17")).unwrap();
         let instances = load_all(&sources).unwrap();

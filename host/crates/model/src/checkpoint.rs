@@ -237,16 +237,16 @@ impl Checkpoint {
 
     fn check_tensors(&self) -> Result<()> {
         for (name, shape) in expected_tensors(&self.config) {
-            let shown = self.stored_name(&name);
+            let stored = self.stored_name(&name);
             ensure!(
                 self.has_tensor(&name),
-                "{}: tensor `{shown}` is missing, but the model's config requires it",
+                "{}: tensor `{stored}` is missing, but the model's config requires it",
                 self.path.display()
             );
             let tensor = self.tensor(&name)?;
             ensure!(
                 tensor.shape == shape,
-                "{}: tensor `{shown}` has shape {:?}: expected {shape:?}",
+                "{}: tensor `{stored}` has shape {:?}: expected {shape:?}",
                 self.path.display(),
                 tensor.shape
             );

@@ -10,6 +10,17 @@ const REAL_VOCAB: usize = 49_152;
 
 /// Runs [`Sampler`] on the GPU and returns `(tokens, logprobs)`.
 fn sample_on_gpu(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>, Vec<f32>) {
+    sample_leading_on_gpu(logits, params, v, v)
+}
+
+/// Runs [`Sampler::encode_leading`] over the first `v` of every `stride`
+/// logits and returns `(tokens, logprobs)`.
+fn sample_leading_on_gpu(
+    logits: &[f32],
+    params: &[SampleParams],
+    v: usize,
+    stride: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let gpu = gpu();
     let op = Sampler::new(gpu).unwrap();
     let b = params.len();
@@ -18,7 +29,7 @@ fn sample_on_gpu(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>
     let tokens_buf = gpu.buffer_zeroed("tokens", (b * 4) as u64);
     let logprobs_buf = gpu.buffer_zeroed("logprobs", (b * 4) as u64);
     run(|enc| {
-        op.encode(
+        op.encode_leading(
             gpu,
             enc,
             &logits_buf,
@@ -27,6 +38,7 @@ fn sample_on_gpu(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>
             &logprobs_buf,
             b as u32,
             v as u32,
+            stride as u32,
         )
     });
     (read_u32(&tokens_buf, b), read_f32(&logprobs_buf, b))
@@ -34,9 +46,7 @@ fn sample_on_gpu(logits: &[f32], params: &[SampleParams], v: usize) -> (Vec<u32>
 
 #[test]
 fn leading_ids_exclude_padding() {
-    let gpu = gpu();
-    let op = Sampler::new(gpu).unwrap();
-    // Two rows of 10 logits, of which only the first 6 may be drawn; the
+    // Two rows of 10 logits, of which only the first 6 may be drawn. The
     // padding ids 6 .. 9 hold each row's largest logits.
     let (v, stride) = (6usize, 10usize);
     let mut rng = rng(11);
@@ -48,26 +58,7 @@ fn leading_ids_exclude_padding() {
     }
 
     let params = [SampleParams::greedy(), SampleParams::new(1.0, 0, 1.0, 3, 0)];
-    let logits_buf = gpu.buffer_from("logits", &logits);
-    let params_buf = gpu.buffer_from("params", &params);
-    let tokens_buf = gpu.buffer_zeroed("tokens", 8);
-    let logprobs_buf = gpu.buffer_zeroed("logprobs", 8);
-    run(|enc| {
-        op.encode_leading(
-            gpu,
-            enc,
-            &logits_buf,
-            &params_buf,
-            &tokens_buf,
-            &logprobs_buf,
-            2,
-            v as u32,
-            stride as u32,
-        )
-    });
-
-    let tokens = read_u32(&tokens_buf, 2);
-    let logprobs = read_f32(&logprobs_buf, 2);
+    let (tokens, logprobs) = sample_leading_on_gpu(&logits, &params, v, stride);
     for row in 0..2 {
         let leading = &logits[row * stride..row * stride + v];
         let token = tokens[row] as usize;
