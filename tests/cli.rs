@@ -304,3 +304,30 @@ fn best_of_n_rejects_training_option() {
     assert!(!output.status.success());
     assert!(stderr.contains("--learning-rate"), "{stderr}");
 }
+
+#[test]
+fn negative_number_reaches_validation() {
+    // `--temperature -1` is a value, not an unknown flag `-1`, so the
+    // error explains the valid range.
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let model = model.to_str().unwrap();
+    let output = laser_host(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "-1",
+    ]);
+    assert_clean_failure(&output, "--temperature must be a finite number >= 0, got -1");
+}
+
+#[test]
+fn plugins_on_unrelated_command_warns() {
+    let output = laser_host(&["--plugins", "no-such-folder", "models", "path"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("--plugins is ignored"), "stderr: {stderr}");
+}

@@ -18,7 +18,7 @@ pub use train::{BenchTrainArgs, DpoArgs, MergeArgs, TrainOptions};
 #[command(name = "laser-host", version, about)]
 pub struct Cli {
     /// Folder of plugins (NAME.wasm beside NAME.toml): reward models and
-    /// selectors.
+    /// selectors. Read by train, best-of-n, eval, compare and plugins list.
     #[arg(long, global = true, value_name = "DIR", env = "LASER_HOST_PLUGINS")]
     pub plugins: Option<PathBuf>,
 
@@ -57,6 +57,20 @@ impl Cli {
                 .collect();
         }
         cli
+    }
+}
+
+impl Command {
+    /// Returns whether the command reads the --plugins folder.
+    pub fn uses_plugins(&self) -> bool {
+        matches!(
+            self,
+            Command::Train(_)
+                | Command::BestOfN(_)
+                | Command::Eval(_)
+                | Command::Compare(_)
+                | Command::Plugins(PluginsCommand::List { .. })
+        )
     }
 }
 
@@ -135,11 +149,11 @@ pub struct GenerateArgs {
     pub num_samples: u32,
 
     /// Sampling temperature; 0 decodes greedily.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
     pub temperature: f32,
 
     /// Keep the smallest set of tokens whose probability reaches P; 1 is off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub top_p: f32,
 
     /// Keep the K most likely tokens; 0 is off.
@@ -301,7 +315,7 @@ pub struct RunArgs {
     pub seed: u64,
 
     /// Sampling temperature of the policy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
     pub temperature: f32,
 
     /// The maximum number of new tokens per sample.
@@ -320,7 +334,7 @@ pub struct RunArgs {
     pub ensemble: EnsembleMode,
 
     /// Lambda of `--ensemble mean-minus-std`.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub ensemble_lambda: f64,
 
     /// Training instances per iteration; 0 uses all.
@@ -372,15 +386,15 @@ pub struct PreferenceArgs {
     pub pair_mode: PairMode,
 
     /// DPO beta.
-    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.beta)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = PreferenceArgs::DEFAULT.beta)]
     pub beta: f32,
 
     /// Weight of the NLL term on the chosen response.
-    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.nll_weight)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = PreferenceArgs::DEFAULT.nll_weight)]
     pub nll_weight: f32,
 
     /// AdamW learning rate.
-    #[arg(long, default_value_t = PreferenceArgs::DEFAULT.learning_rate)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = PreferenceArgs::DEFAULT.learning_rate)]
     pub learning_rate: f32,
 }
 
@@ -453,7 +467,12 @@ pub struct EvalArgs {
     pub rm: Option<String>,
 
     /// Sampling temperature of --best-of.
-    #[arg(long, default_value_t = 0.8, requires = "best_of")]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        default_value_t = 0.8,
+        requires = "best_of"
+    )]
     pub temperature: f32,
 }
 

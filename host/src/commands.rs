@@ -24,6 +24,12 @@ use crate::fetch;
 ///
 /// Returns the command's error, with context for each layer.
 pub fn run(cli: Cli) -> Result<()> {
+    if cli.plugins.is_some()
+        && cli.given.iter().any(|id| id == "plugins")
+        && !cli.command.uses_plugins()
+    {
+        eprintln!("warning: this command loads no plugins, so --plugins is ignored");
+    }
     match cli.command {
         Command::Train(args) => run::run(
             &args.run,

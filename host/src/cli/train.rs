@@ -18,12 +18,12 @@ pub struct TrainOptions {
     pub rank: u32,
 
     /// LoRA alpha; the adapter's output is scaled by alpha / rank.
-    #[arg(long, default_value_t = 32.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 32.0)]
     pub alpha: f32,
 
     /// LoRA dropout: the probability of zeroing each input element of an
     /// adapter in training passes (not in reference or evaluation passes).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub dropout: f32,
 
     /// Projections that get adapters.
@@ -86,7 +86,7 @@ pub struct DpoArgs {
     pub steps: u32,
 
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2e-4)]
     pub lr: f32,
 
     /// Learning-rate schedule after warm-up.
@@ -98,11 +98,11 @@ pub struct DpoArgs {
     pub warmup_steps: u32,
 
     /// AdamW decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub weight_decay: f32,
 
     /// Clip gradients to this global L2 norm; 0 turns clipping off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub max_grad_norm: f32,
 
     /// Preference loss.
@@ -110,11 +110,11 @@ pub struct DpoArgs {
     pub loss: LossKind,
 
     /// DPO / IPO beta.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     pub beta: f64,
 
     /// Weight of the chosen response's mean per-token NLL.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub nll_weight: f64,
 
     /// Save the adapter and the training state every this many steps.
