@@ -321,7 +321,10 @@ fn negative_number_reaches_validation() {
         "--temperature",
         "-1",
     ]);
-    assert_clean_failure(&output, "--temperature must be a finite number >= 0, got -1");
+    assert_clean_failure(
+        &output,
+        "--temperature must be a finite number >= 0, got -1",
+    );
 }
 
 #[test]

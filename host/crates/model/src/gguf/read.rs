@@ -309,22 +309,25 @@ fn read_tensor_info(cursor: &mut Cursor<'_>, name: String) -> ParseResult<Tensor
 
     // ggml order: ne0 (the row length) first.
     let mut dims = Vec::with_capacity(n_dims as usize);
-    let mut n_elements: u64 = 1;
     for _ in 0..n_dims {
         let dim = cursor.u64("tensor dimension")?;
         if dim == 0 {
             return Err(format!("tensor `{shown_name}` has a zero dimension"));
         }
-        n_elements = n_elements
-            .checked_mul(dim)
-            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
-            .ok_or_else(|| {
-                format!(
-                    "tensor `{shown_name}` dimension {dim} makes the element count exceed the maximum of {MAX_TENSOR_ELEMENTS}"
-                )
-            })?;
         dims.push(dim);
     }
+    // Name every dimension: the one that overflows the product need not
+    // be the wrong one.
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |count, &dim| count.checked_mul(dim))
+        .filter(|&count| count <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            format!(
+                "tensor `{shown_name}` has dimensions {dims:?} (row length first), more than \
+                 the maximum of {MAX_TENSOR_ELEMENTS} elements"
+            )
+        })?;
 
     let type_id = cursor.u32("tensor type")?;
     let dtype = DType::from_ggml_id(type_id).ok_or_else(|| {

@@ -307,11 +307,23 @@ fn overflowing_dims_are_rejected() {
     bytes[pos + 8..pos + 16].copy_from_slice(&(1u64 << 62).to_le_bytes());
     let message = open_error(&bytes);
     assert!(
-        message.contains("`a.weight` dimension 4611686018427387904"),
+        message.contains("`a.weight` has dimensions [4611686018427387904, 4611686018427387904]"),
         "{message}"
     );
+    assert!(message.contains("more than the maximum"), "{message}");
+}
+
+#[test]
+fn oversized_row_length_is_named() {
+    // The row length is the wrong dimension here, though the product only
+    // overflows at the second.
+    let mut bytes = sample_writer().to_bytes();
+    let pos = tensor_info_pos(&bytes, "a.weight") + 4;
+    let second = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().unwrap());
+    bytes[pos..pos + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let message = open_error(&bytes);
     assert!(
-        message.contains("element count exceed the maximum"),
+        message.contains(&format!("has dimensions [1099511627776, {second}]")),
         "{message}"
     );
 }
