@@ -334,3 +334,21 @@ fn plugins_on_unrelated_command_warns() {
     assert!(output.status.success(), "stderr: {stderr}");
     assert!(stderr.contains("--plugins is ignored"), "stderr: {stderr}");
 }
+
+#[test]
+fn merge_into_nonempty_folder_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("config.json"), "{}").unwrap();
+    let output = laser_host(&[
+        "merge",
+        "--adapter",
+        dir.path().join("adapter").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, "is not empty");
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert_eq!(config, "{}");
+}

@@ -386,6 +386,12 @@ impl Engine {
             };
             return Ok(vec![empty; prompts.len()]);
         }
+        ensure!(
+            prompts.len() <= MAX_ROWS as usize,
+            "{} sequences at once are more than the {MAX_ROWS} that one decode step takes; \
+             generate fewer at a time",
+            prompts.len()
+        );
         for (i, prompt) in prompts.iter().enumerate() {
             ensure!(!prompt.is_empty(), "prompt {i} is empty");
         }

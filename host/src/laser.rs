@@ -397,12 +397,14 @@ impl Run {
             progress: indicatif::MultiProgress::new(),
             policy,
         };
-        run.write_plugins()?;
+        run.write_plugins(resume)?;
         Ok(run)
     }
 
     /// Records each plugin's name, version and digest in `plugins.json`.
-    fn write_plugins(&self) -> Result<()> {
+    /// A resumed run first checks that each plugin recorded there is still
+    /// the same file, because the records so far came from those plugins.
+    fn write_plugins(&self, resume: bool) -> Result<()> {
         let mut plugins = vec![serde_json::json!({
             "role": "selector",
             "name": self.selector.meta().label(),
@@ -415,7 +417,11 @@ impl Run {
                 "digest": arm.plugin.digest(),
             }));
         }
-        atomic::write_json(&self.out.join("plugins.json"), &plugins)
+        let path = self.out.join("plugins.json");
+        if resume && path.exists() {
+            check_plugins_unchanged(&path, &plugins, &self.config.plugins)?;
+        }
+        atomic::write_json(&path, &plugins)
     }
 
     /// Records `before`, from [`Run::eval_before`] of another run, as the
@@ -587,7 +593,7 @@ impl Run {
                         self.arms.len()
                     );
                     self.arms.push(Arm { plugin: rm, name });
-                    let _ = self.write_plugins();
+                    let _ = self.write_plugins(false);
                 }
             }
         }
@@ -759,6 +765,19 @@ impl Run {
                     config.ensemble_lambda,
                 ),
             };
+            // A score that is not finite would be written as null, and the
+            // run could not read its own records back.
+            let scores = scores.filter(|scores| {
+                let finite = scores.iter().all(|score| score.is_finite());
+                if !finite {
+                    eprintln!(
+                        "warning: prompt {:?}: combined scores {scores:?} are not finite; \
+                         the prompt gets no pick",
+                        batch[i].id
+                    );
+                }
+                finite
+            });
             final_scores.push(scores);
         }
 
@@ -1235,8 +1254,46 @@ impl Pick {
     }
 }
 
+/// Checks that every plugin in the `plugins.json` at `path` is among
+/// `loaded` (records of the same form) with the same digest.
+fn check_plugins_unchanged(
+    path: &Path,
+    loaded: &[serde_json::Value],
+    folder: &Path,
+) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is damaged", path.display()))?;
+    for old in &recorded {
+        let (role, name) = (&old["role"], &old["name"]);
+        let label = name.as_str().unwrap_or_default();
+        let now = loaded
+            .iter()
+            .find(|new| &new["role"] == role && &new["name"] == name)
+            .with_context(|| {
+                format!(
+                    "this run started with plugin {label}, which {} no longer holds; \
+                     put it back to resume the run",
+                    folder.display()
+                )
+            })?;
+        ensure!(
+            now["digest"] == old["digest"],
+            "plugin {label} changed since this run started: {} records sha256 {}, and {} \
+             now holds {}; put the original back to resume the run, or start a new run",
+            path.display(),
+            old["digest"].as_str().unwrap_or_default(),
+            folder.display(),
+            now["digest"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Combines the normalised scores of several arms for one prompt's
-/// candidates, or `None` when no arm scored them.
+/// candidates, or returns `None` when no arm with a positive weight scored
+/// them.
 fn ensemble_scores<'a>(
     weights: &[f32],
     arms: impl Iterator<Item = (usize, &'a Vec<f64>)>,
@@ -1246,6 +1303,11 @@ fn ensemble_scores<'a>(
     let arms: Vec<(f64, &Vec<f64>)> = arms.map(|(k, s)| (f64::from(weights[k]), s)).collect();
     let first = arms.first()?;
     let total: f64 = arms.iter().map(|(w, _)| w).sum();
+    // The arms the selector weighed may all have failed, leaving weights
+    // of 0 and a mean of 0 / 0.
+    if total <= 0.0 {
+        return None;
+    }
     let candidates = first.1.len();
     let combined = (0..candidates)
         .map(|c| {
@@ -1512,6 +1574,39 @@ mod tests {
         let mean =
             ensemble_scores(&[1.0, 1.0], arms.iter().copied(), EnsembleMode::Mean, 1.0).unwrap();
         assert_eq!(mean, vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn changed_plugin_blocks_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugins.json");
+        let record = |name: &str, digest: &str| {
+            serde_json::json!({"role": "reward-model", "name": name, "digest": digest})
+        };
+        let recorded = [record("length@0.1.0", "aa"), record("format@0.1.0", "bb")];
+        std::fs::write(&path, serde_json::to_string(&recorded).unwrap()).unwrap();
+        let folder = Path::new("plugins");
+
+        assert!(check_plugins_unchanged(&path, &recorded, folder).is_ok());
+
+        let changed = [record("length@0.1.0", "cc"), record("format@0.1.0", "bb")];
+        let error = check_plugins_unchanged(&path, &changed, folder).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("plugin length@0.1.0 changed"), "{message}");
+        assert!(message.contains("sha256 aa"), "{message}");
+
+        let missing = [record("format@0.1.0", "bb")];
+        let error = check_plugins_unchanged(&path, &missing, folder).unwrap_err();
+        assert!(error.to_string().contains("no longer holds"), "{error}");
+    }
+
+    #[test]
+    fn ensemble_without_weighted_arm_is_none() {
+        // Arm 0 held all the weight and failed, so only arm 1 scored.
+        let b = vec![0.0, 2.0];
+        let arms = [(1usize, &b)];
+        let combined = ensemble_scores(&[1.0, 0.0], arms.iter().copied(), EnsembleMode::Mean, 1.0);
+        assert_eq!(combined, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use laser_host::cli::Cli;
 
 fn main() -> ExitCode {
+    exit_on_closed_pipe();
     quiet_wayland_probe();
     ignore_empty_settings();
     let cli = Cli::parse_with_sources();
@@ -31,6 +32,19 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores,
+/// so that `laser-host plugins list DIR | head -1` ends quietly when the
+/// reader closes the pipe, as other command-line tools do, instead of
+/// panicking in `println!`.
+fn exit_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists,
+    // and it changes only how the process reacts to the signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -132,8 +132,8 @@ pub struct MergeArgs {
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
 
-    /// Folder for the merged model: `model.safetensors` (f32, Hugging Face
-    /// names), `config.json` and `tokenizer.json`.
+    /// New or empty folder for the merged model: `model.safetensors` (f32,
+    /// Hugging Face names), `config.json` and `tokenizer.json`.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, ensure};
 use laser_plugins::{LoadedPlugin, PluginDir, PluginHost};
 
 use crate::cli::EvalArgs;
+use crate::engine::MAX_ROWS;
 use crate::laser::eval::{self, Accuracy, BestOfN};
 use crate::laser::service::EngineService;
 
@@ -81,7 +82,11 @@ fn best_of_n(
     instances: &[laser_data::Instance],
     progress: impl FnMut(usize),
 ) -> Result<Accuracy> {
-    ensure!(n >= 1, "--best-of must be at least 1");
+    ensure!(
+        (1..=MAX_ROWS).contains(&n),
+        "--best-of must be between 1 and {MAX_ROWS}, the samples the engine generates at once, \
+         got {n}"
+    );
     if args.temperature == 0.0 && n > 1 {
         eprintln!(
             "warning: --temperature 0 samples greedily, so the {n} samples of a prompt are the \

@@ -3,12 +3,12 @@
 use anyhow::{Result, ensure};
 
 use crate::cli::GenerateArgs;
-use crate::engine::{FinishReason, SamplingConfig};
+use crate::engine::{FinishReason, MAX_ROWS, SamplingConfig};
 
 pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
     ensure!(
-        args.num_samples >= 1,
-        "-n must be at least 1, got {}",
+        (1..=MAX_ROWS).contains(&args.num_samples),
+        "-n must be between 1 and {MAX_ROWS}, the sequences one decode step takes, got {}",
         args.num_samples
     );
     ensure!(

@@ -8,6 +8,8 @@ use crate::cli::MergeArgs;
 use crate::train::{merge, peft};
 
 pub(crate) fn run(args: &MergeArgs, _verbose: bool) -> Result<()> {
+    // The files written would replace those of a run or an earlier merge.
+    super::ensure_empty_out(&args.out)?;
     let path = super::model_path(&args.model)?;
     let checkpoint = Checkpoint::open(&path)?;
     let (layout, params) = peft::load(&args.adapter, checkpoint.config())?;

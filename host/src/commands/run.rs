@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 
 use crate::cli::{PreferenceArgs, RunArgs};
-use crate::engine::Engine;
+use crate::engine::{Engine, MAX_ROWS};
 use crate::laser::{Mode, PairMode, Run, RunConfig};
 
 /// Options that may come with `--resume`: they do not change the run.
@@ -143,6 +143,14 @@ pub(crate) fn config_from_args(
     ensure!(
         args.n >= 2,
         "--n must be at least 2 to compare samples, got {}",
+        args.n
+    );
+    let sequences = args.batch_size as u64 * u64::from(args.n);
+    ensure!(
+        sequences <= u64::from(MAX_ROWS),
+        "--batch-size {} times --n {} makes {sequences} sequences per batch, more than the \
+         {MAX_ROWS} that the engine generates at once; lower --batch-size or --n",
+        args.batch_size,
         args.n
     );
     ensure!(args.iterations >= 1, "--iterations must be at least 1");

@@ -10,7 +10,7 @@ use laser_data::Instance;
 use laser_plugins::{RewardModelPlugin, ScoredInstance};
 use serde::Serialize;
 
-use crate::engine::{Engine, SamplingConfig};
+use crate::engine::{Engine, MAX_ROWS, SamplingConfig};
 
 /// Accuracy overall and per category.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -66,9 +66,11 @@ pub fn evaluate_best_of_n(
     mut on_batch: impl FnMut(usize),
 ) -> Result<Accuracy> {
     let n = best_of.n as usize;
+    // One generate call takes at most MAX_ROWS sequences: n per prompt.
+    let batch_size = batch_size.clamp(1, (MAX_ROWS as usize / n.max(1)).max(1));
     let mut accuracy = Accuracy::default();
     let mut done = 0;
-    for (index, chunk) in instances.chunks(batch_size.max(1)).enumerate() {
+    for (index, chunk) in instances.chunks(batch_size).enumerate() {
         let generations = {
             let mut engine = engine
                 .lock()

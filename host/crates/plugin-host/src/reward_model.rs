@@ -7,6 +7,11 @@ use crate::host::{PluginHost, Prepared};
 use crate::plugin::{PluginCore, PluginMeta, link};
 use crate::{PluginInfo, ScoredInstance, size};
 
+/// The largest score magnitude accepted from a reward model. The ensemble
+/// standardizes scores with running sums of squares, which overflow near
+/// f64's limit. Log-probabilities, verdicts and lengths stay far below.
+pub const MAX_SCORE: f64 = 1e30;
+
 /// A reward model running in its own sandboxed store.
 ///
 /// The first failed call (a trap, an error, a timeout, invalid output)
@@ -133,10 +138,11 @@ impl RewardModelPlugin {
                     row.len()
                 )));
             }
-            if let Some((j, value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            let out_of_range = |v: &f64| !v.is_finite() || v.abs() > MAX_SCORE;
+            if let Some((j, value)) = row.iter().enumerate().find(|(_, v)| out_of_range(v)) {
                 return Err(invalid(format!(
                     "instance {i} ({:?}), candidate {j}: score {value} is \
-                     not finite",
+                     not a finite number of magnitude at most {MAX_SCORE:e}",
                     item.instance.id
                 )));
             }

@@ -204,7 +204,10 @@ fn nan_score_rejected() {
     let PluginErrorKind::InvalidOutput(reason) = &error.kind else {
         panic!("expected invalid output, got {error}");
     };
-    assert!(reason.contains("score NaN is not finite"), "{reason}");
+    assert!(
+        reason.contains("score NaN is not a finite number"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -213,7 +216,20 @@ fn infinite_score_rejected() {
     let PluginErrorKind::InvalidOutput(reason) = &error.kind else {
         panic!("expected invalid output, got {error}");
     };
-    assert!(reason.contains("score inf is not finite"), "{reason}");
+    assert!(
+        reason.contains("score inf is not a finite number"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn extreme_score_rejected() {
+    // Finite, but its square overflows the ensemble's running statistics.
+    let error = bad_scores_error("extreme");
+    let PluginErrorKind::InvalidOutput(reason) = &error.kind else {
+        panic!("expected invalid output, got {error}");
+    };
+    assert!(reason.contains("magnitude at most 1e30"), "{reason}");
 }
 
 #[test]

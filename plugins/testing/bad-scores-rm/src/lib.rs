@@ -1,7 +1,7 @@
 //! Test reward model that returns invalid results, picked by
-//! `[config] mode`: `nan`, `infinite`, `short` (one score too few),
-//! `rows` (one row too few), `huge` (more output than the limit) or
-//! `error` (an error value).
+//! `[config] mode`: `nan`, `infinite`, `extreme` (the largest finite
+//! f64), `short` (one score too few), `rows` (one row too few), `huge`
+//! (more output than the limit) or `error` (an error value).
 
 use laser_plugin_sdk::{RewardModel, ScoredInstance, export_reward_model};
 
@@ -34,6 +34,7 @@ impl RewardModel for BadScoresRm {
         match self.mode.as_str() {
             "nan" => scores[0][0] = f64::NAN,
             "infinite" => scores[0][0] = f64::INFINITY,
+            "extreme" => scores[0][0] = -f64::MAX,
             "short" => {
                 scores[0].pop();
             }
