@@ -1,5 +1,6 @@
 //! A plugin folder: loads every `NAME.toml` + `NAME.wasm` pair, and on
 //! rescan only the files that are new or changed since the last scan.
+//! Symbolic links to regular files count as those files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,13 +13,19 @@ use crate::host::{LoadedPlugin, PluginHost};
 /// contain.
 const PRECOMPILED_EXTENSION: &str = "cwasm";
 
+/// Size and modification time of a file, to notice when it changes.
+type Stamp = (u64, Option<SystemTime>);
+
+/// Symbolic links that cannot be followed, with the error of following each.
+type BrokenLinks = BTreeMap<PathBuf, std::io::Error>;
+
 /// A plugin folder, remembering which files it has seen.
 #[derive(Debug)]
 pub struct PluginDir {
     dir: PathBuf,
     /// Size and modification time of each file at its last scan, so that a
     /// file that failed is retried only when it changes.
-    seen: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+    seen: BTreeMap<PathBuf, Stamp>,
     /// Plugins loaded since the last full scan, as paths without extension.
     /// They are not loaded again, so a run never gets the same arm twice.
     loaded: BTreeSet<PathBuf>,
@@ -69,15 +76,7 @@ impl PluginDir {
     ///
     /// As [`PluginDir::scan`].
     pub fn rescan(&mut self, host: &PluginHost) -> std::io::Result<ScanReport> {
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let metadata = entry.metadata()?;
-            if metadata.is_file() {
-                files.insert(path, (metadata.len(), metadata.modified().ok()));
-            }
-        }
+        let (files, broken) = self.list_files()?;
 
         let mut report = ScanReport {
             loaded: Vec::new(),
@@ -107,6 +106,16 @@ impl PluginDir {
             }
             let wasm = stem.with_extension("wasm");
             let toml = stem.with_extension("toml");
+            let mut link_broken = false;
+            for path in [&wasm, &toml] {
+                if let Some(error) = broken.get(path) {
+                    report.errors.push(broken_link_error(path, error));
+                    link_broken = true;
+                }
+            }
+            if link_broken {
+                continue;
+            }
             if !files.contains_key(&wasm) {
                 report.errors.push(LoadError::MissingComponent {
                     path: toml,
@@ -127,5 +136,53 @@ impl PluginDir {
         }
         self.seen = files;
         Ok(report)
+    }
+
+    /// Lists the regular files of the folder with their stamps, following
+    /// symbolic links. Links that cannot be followed are returned apart with
+    /// the error, and also listed with an empty stamp, so each is reported
+    /// once and retried when it changes.
+    fn list_files(&self) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, BrokenLinks)> {
+        let mut files = BTreeMap::new();
+        let mut broken = BrokenLinks::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            match std::fs::metadata(&path) {
+                Ok(metadata) if metadata.is_file() => {
+                    files.insert(path, (metadata.len(), metadata.modified().ok()));
+                }
+                Ok(_) => {}
+                Err(error) if entry.file_type()?.is_symlink() => {
+                    files.insert(path.clone(), (0, None));
+                    broken.insert(path, error);
+                }
+                // The file was removed since the listing.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((files, broken))
+    }
+}
+
+/// Builds the error for a symbolic link in the folder that cannot be
+/// followed, because its target is missing or cannot be read.
+fn broken_link_error(path: &Path, error: &std::io::Error) -> LoadError {
+    let target = match std::fs::read_link(path) {
+        Ok(target) => target.display().to_string(),
+        Err(error) => format!("an unreadable target ({error})"),
+    };
+    let reason = if error.kind() == std::io::ErrorKind::NotFound {
+        format!("it is a symbolic link to {target}, which does not exist: fix or remove the link")
+    } else {
+        format!(
+            "it is a symbolic link to {target}, which cannot be read ({error}): \
+             fix its permissions or remove the link"
+        )
+    };
+    LoadError::Io {
+        path: path.to_path_buf(),
+        error: std::io::Error::new(error.kind(), reason),
     }
 }

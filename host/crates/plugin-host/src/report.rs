@@ -144,16 +144,26 @@ pub fn list_plugins(dir: &Path) -> anyhow::Result<ListReport> {
 /// Returns an error when the host cannot start, or the [`LoadError`] that
 /// gives the reason the plugin is rejected.
 pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
+    let wasm = component_path(path)?;
+    let host = PluginHost::new(Arc::new(StubModelService))?;
+    let plugin: LoadedPlugin = host
+        .load(&wasm)
+        .map_err(|e: LoadError| anyhow::anyhow!(e))?;
+    Ok(PluginReport::new(plugin.meta()))
+}
+
+/// Returns the component path of a plugin given as its `NAME.wasm` or its
+/// `NAME.toml`.
+///
+/// # Errors
+///
+/// Returns an error when `path` has neither extension.
+pub(crate) fn component_path(path: &Path) -> anyhow::Result<PathBuf> {
     let extension = path.extension().and_then(|e| e.to_str());
     anyhow::ensure!(
         matches!(extension, Some("wasm" | "toml")),
         "{} is not a plugin: pass a NAME.wasm component or its NAME.toml manifest",
         path.display()
     );
-    let host = PluginHost::new(Arc::new(StubModelService))?;
-    let wasm = path.with_extension("wasm");
-    let plugin: LoadedPlugin = host
-        .load(&wasm)
-        .map_err(|e: LoadError| anyhow::anyhow!(e))?;
-    Ok(PluginReport::new(plugin.meta()))
+    Ok(path.with_extension("wasm"))
 }

@@ -212,6 +212,66 @@ fn scan_loads_good_and_reports_bad() {
 }
 
 #[test]
+fn scan_follows_symlinks() {
+    let store = TempDir::new().unwrap();
+    let good = install(store.path(), "good-rm");
+    let selector = install(store.path(), "counting-selector");
+    let dir = TempDir::new().unwrap();
+    // The good-rm component is a link, and both counting-selector files are.
+    std::os::unix::fs::symlink(&good, dir.path().join("good-rm.wasm")).unwrap();
+    std::fs::copy(good.with_extension("toml"), dir.path().join("good-rm.toml")).unwrap();
+    std::os::unix::fs::symlink(&selector, dir.path().join("counting-selector.wasm")).unwrap();
+    std::os::unix::fs::symlink(
+        selector.with_extension("toml"),
+        dir.path().join("counting-selector.toml"),
+    )
+    .unwrap();
+
+    let report = PluginDir::new(dir.path()).scan(&host()).unwrap();
+    let names: Vec<String> = report.loaded.iter().map(|p| p.meta().label()).collect();
+    let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(names, ["counting-selector@0.1.0", "good-rm@0.1.0"]);
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let listed = list_plugins(dir.path()).unwrap();
+    assert_eq!(listed.plugins.len(), 2, "{listed}");
+    assert!(listed.errors.is_empty(), "{listed}");
+}
+
+#[test]
+fn scan_reports_broken_symlink() {
+    let dir = TempDir::new().unwrap();
+    let wasm = install(dir.path(), "good-rm");
+    std::fs::remove_file(&wasm).unwrap();
+    let elsewhere = TempDir::new().unwrap();
+    let target = elsewhere.path().join("gone.wasm");
+    std::os::unix::fs::symlink(&target, &wasm).unwrap();
+    let host = host();
+    let mut plugins = PluginDir::new(dir.path());
+
+    let first = plugins.scan(&host).unwrap();
+    assert!(first.loaded.is_empty());
+    assert_eq!(first.errors.len(), 1, "{:#?}", first.errors);
+    let error = first.errors[0].to_string();
+    assert!(error.contains("good-rm.wasm"), "{error}");
+    assert!(error.contains("symbolic link to"), "{error}");
+    assert!(error.contains("gone.wasm, which does not exist"), "{error}");
+    let again = plugins.rescan(&host).unwrap();
+    assert!(
+        again.errors.is_empty(),
+        "an unchanged link is not reported twice"
+    );
+
+    // The link works once its target appears.
+    let built = support::built_plugins().join("good_rm.wasm");
+    std::fs::copy(built, &target).unwrap();
+    let fixed = plugins.rescan(&host).unwrap();
+    let names: Vec<String> = fixed.loaded.iter().map(|p| p.meta().label()).collect();
+    assert_eq!(names, ["good-rm@0.1.0"]);
+    assert!(fixed.errors.is_empty(), "{:#?}", fixed.errors);
+}
+
+#[test]
 fn rescan_loads_only_new_plugins() {
     let host = host();
     let dir = TempDir::new().unwrap();

@@ -55,6 +55,53 @@ pub fn built_plugins() -> &'static Path {
     })
 }
 
+/// Returns the names of the bundled selectors: every `plugins/selector/NAME`
+/// folder with a manifest `NAME.toml`, as `plugins/build.sh` finds them.
+pub fn bundled_selectors() -> Vec<String> {
+    let selectors = repo_root().join("plugins/selector");
+    let mut names: Vec<String> = std::fs::read_dir(&selectors)
+        .unwrap_or_else(|e| panic!("list {}: {e}", selectors.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| selectors.join(name).join(format!("{name}.toml")).is_file())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Builds every bundled selector for wasm32-wasip2, once per test binary,
+/// and returns the folder of the built components.
+pub fn built_bundled_selectors() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = repo_root();
+        let target_dir = root.join("plugins/target");
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(root.join("plugins/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir);
+        for name in bundled_selectors() {
+            command.args(["-p", &name]);
+        }
+        let status = command.status().expect("failed to run cargo");
+        assert!(status.success(), "building the bundled selectors failed");
+        target_dir.join("wasm32-wasip2/release")
+    })
+}
+
+/// Copies bundled selector `name`'s component and manifest into `dir` as
+/// `NAME.wasm` and `NAME.toml`, and returns the component path.
+pub fn install_bundled_selector(dir: &Path, name: &str) -> PathBuf {
+    let built = built_bundled_selectors().join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm = dir.join(format!("{name}.wasm"));
+    std::fs::copy(&built, &wasm).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+    let manifest = repo_root().join(format!("plugins/selector/{name}/{name}.toml"));
+    std::fs::copy(&manifest, dir.join(format!("{name}.toml")))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", manifest.display()));
+    wasm
+}
+
 /// Copies plugin `name`'s component and manifest into `dir` as
 /// `NAME.wasm` and `NAME.toml`, and returns the component path.
 pub fn install(dir: &Path, name: &str) -> PathBuf {
