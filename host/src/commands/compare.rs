@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic;
 use crate::cli::CompareArgs;
 use crate::engine::Engine;
-use crate::laser::{Run, RunConfig, RunSummary};
+use crate::laser::{EvalBefore, Run, RunConfig, RunSummary};
 
 /// One row of the table: a selector with its config.
 struct Variant {
@@ -77,17 +77,97 @@ pub(crate) fn run(
     };
     let base = settings.config;
 
-    // Expand `fixed` into one variant per reward model, each setting the
-    // arm in the selector's config.
     let rms = if base.rms.is_empty() {
         reward_model_names(&base.plugins)?
     } else {
         base.rms.clone()
     };
+    let variants = variants(&settings.selectors, &rms);
+
+    let gpu = super::open_gpu(verbose)?;
+    let mut engine = Some(Engine::load(gpu.clone(), &base.model)?);
+    let mut rows: Vec<(String, Outcome)> = Vec::new();
+    // Every run starts from the same policy with the same seed and
+    // held-out split, so the accuracy before training is measured once.
+    let mut eval_before = None;
+    for variant in variants {
+        eprintln!("== {}", variant.label);
+        let mut config = base.clone();
+        config.selector = variant.selector;
+        config.selector_config = variant.selector_config;
+        config.rms = rms.clone();
+        let dir = out.join(variant.label.replace(':', "-"));
+        // A failed run can take the engine with it, so the model is loaded
+        // again for the next run.
+        let result = match engine.take() {
+            Some(loaded) => Ok(loaded),
+            None => Engine::load(gpu.clone(), &base.model),
+        }
+        .and_then(|loaded| run_variant(config, loaded, &dir, &mut eval_before, &mut engine));
+        let outcome = match result {
+            Ok(summary) => Outcome {
+                summary: Some(summary),
+                error: None,
+            },
+            Err(err) => {
+                let error = format!("{err:#}");
+                eprintln!(
+                    "warning: selector {} failed, continuing with the other selectors: {error}",
+                    variant.label
+                );
+                Outcome {
+                    summary: None,
+                    error: Some(error),
+                }
+            }
+        };
+        rows.push((variant.label, outcome));
+    }
+
+    let table = render_table(&rows)?;
+    print!("{table}");
+    let table_path = out.join("compare.md");
+    atomic::write(&table_path, table.as_bytes())?;
+    atomic::write_json(&out.join("compare.json"), &rows)?;
+
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|(_, outcome)| outcome.error.is_some())
+        .map(|(label, _)| label.as_str())
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "{} of {} selectors failed ({}), and {} has the rows of the others. Fix what failed \
+         and pass --resume {} to retry them (a run resumes only with the plugin files it \
+         started with, so after changing a plugin delete that selector's folder first), or \
+         start a new compare without them",
+        failed.len(),
+        rows.len(),
+        failed.join(", "),
+        table_path.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The result of one selector's run: its summary, or the error that
+/// stopped it.
+#[derive(Serialize)]
+struct Outcome {
+    #[serde(flatten)]
+    summary: Option<RunSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Expands the selectors of a compare into its variants: `fixed` becomes
+/// one variant per reward model in `rms`, each setting the arm in the
+/// selector's config.
+fn variants(selectors: &[String], rms: &[String]) -> Vec<Variant> {
     let mut variants: Vec<Variant> = Vec::new();
-    for selector in &settings.selectors {
+    for selector in selectors {
         if selector == "fixed" {
-            for rm in &rms {
+            for rm in rms {
                 variants.push(Variant {
                     label: format!("fixed:{rm}"),
                     selector: "fixed".into(),
@@ -105,37 +185,38 @@ pub(crate) fn run(
             });
         }
     }
+    variants
+}
 
-    let gpu = super::open_gpu(verbose)?;
-    let mut engine = Engine::load(gpu, &base.model)?;
-    let mut rows: Vec<(String, RunSummary)> = Vec::new();
-    // Every run starts from the same policy with the same seed and
-    // held-out split, so the accuracy before training is measured once.
-    let mut eval_before = None;
-    for variant in variants {
-        eprintln!("== {}", variant.label);
-        let mut config = base.clone();
-        config.selector = variant.selector;
-        config.selector_config = variant.selector_config;
-        config.rms = rms.clone();
-        let dir = out.join(variant.label.replace(':', "-"));
-        let resume = dir.join(crate::laser::checkpoint::STATE_FILE).exists();
-        let mut run = Run::open(config, engine, &dir, resume)?;
-        if let Some(before) = &eval_before {
-            run.set_eval_before(before);
-        }
-        run.run()?;
-        let summary = run.summary()?;
-        eval_before = eval_before.or_else(|| run.eval_before());
-        rows.push((variant.label, summary));
-        engine = run.into_engine()?;
+/// Runs one variant in `dir`, resuming the run there if it has one, and
+/// returns its summary. A finished run only has its summary read again.
+///
+/// Shares `eval_before` between the runs. Puts the engine back in `engine`
+/// unless the run lost it, because [`Run::open`] drops it when it fails and
+/// a run cannot hand it back while a plugin still has a reference to it.
+fn run_variant(
+    config: RunConfig,
+    loaded: Engine,
+    dir: &Path,
+    eval_before: &mut Option<EvalBefore>,
+    engine: &mut Option<Engine>,
+) -> Result<RunSummary> {
+    let resume = dir.join(crate::laser::checkpoint::STATE_FILE).exists();
+    let mut run = Run::open(config, loaded, dir, resume)?;
+    if let Some(before) = eval_before.as_ref() {
+        run.set_eval_before(before);
     }
-
-    let table = render_table(&rows)?;
-    print!("{table}");
-    atomic::write(&out.join("compare.md"), table.as_bytes())?;
-    atomic::write_json(&out.join("compare.json"), &rows)?;
-    Ok(())
+    let result = run.run().and_then(|()| run.summary());
+    // A run that failed after measuring the accuracy before training
+    // measured it on the same policy and split as the others.
+    if eval_before.is_none() {
+        *eval_before = run.eval_before();
+    }
+    match run.into_engine() {
+        Ok(returned) => *engine = Some(returned),
+        Err(err) => eprintln!("warning: {err:#}, so the next run loads the model again"),
+    }
+    result
 }
 
 /// Reads the settings of the compare in `dir`, after checking that no
@@ -157,7 +238,9 @@ fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Resul
     Ok(settings)
 }
 
-fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {
+/// Renders the compare table. A failed run's row shows `-` in every
+/// column, and its error follows the table.
+fn render_table(rows: &[(String, Outcome)]) -> Result<String> {
     let mut table = String::new();
     let format = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     writeln!(
@@ -170,7 +253,13 @@ fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {
         "|---|---|---|---|---|---|---|{}",
         "---|".repeat(PHASES.len())
     )?;
-    for (label, s) in rows {
+    for (label, outcome) in rows {
+        let Some(s) = &outcome.summary else {
+            // The six summary columns, then one per phase.
+            let columns = 6 + PHASES.len();
+            writeln!(table, "| {label} (failed) |{}", " - |".repeat(columns))?;
+            continue;
+        };
         let seconds: Vec<String> = PHASES
             .iter()
             .map(|p| format!("{:.1}", s.seconds.get(*p).copied().unwrap_or(0.0)))
@@ -186,6 +275,18 @@ fn render_table(rows: &[(String, RunSummary)]) -> Result<String> {
             s.rm_tokens,
             seconds.join(" | ")
         )?;
+    }
+    let errors: Vec<(&String, &String)> = rows
+        .iter()
+        .filter_map(|(label, outcome)| outcome.error.as_ref().map(|error| (label, error)))
+        .collect();
+    if !errors.is_empty() {
+        writeln!(table, "\nFailed runs:\n")?;
+        for (label, error) in errors {
+            // One list item per run, even when a plugin's message has
+            // several lines.
+            writeln!(table, "- {label}: {}", error.replace('\n', " "))?;
+        }
     }
     Ok(table)
 }
