@@ -225,11 +225,12 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Plugin load time (cold and cached) and host-to-plugin call overhead.
     Plugins {
-        /// A selector component to measure, e.g. `plugins/dist/linucb.wasm`
-        /// (its manifest beside it).
+        /// A selector to measure: its component or its manifest, e.g.
+        /// `plugins/dist/linucb.wasm` or `plugins/dist/linucb.toml` (the
+        /// other file beside it).
         selector: PathBuf,
 
-        /// Calls per measurement.
+        /// Calls per measurement, at least 1.
         #[arg(long, default_value_t = 200)]
         iterations: u32,
     },
@@ -434,9 +435,9 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 96)]
     pub builtin_count: usize,
 
-    /// Held-out instances to evaluate (the same split that a run with this
-    /// seed holds out).
-    #[arg(long, default_value_t = 32)]
+    /// Held-out instances to evaluate: the split that a run with this seed
+    /// and --eval-size holds out (16 by default for both).
+    #[arg(long, default_value_t = 16)]
     pub eval_size: usize,
 
     /// Seed of the split.

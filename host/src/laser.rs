@@ -314,19 +314,23 @@ impl Run {
         let is_rm = rms
             .iter()
             .any(|rm| rm.meta().manifest.name == config.selector);
+        let available = if other_selectors.is_empty() {
+            "none".to_owned()
+        } else {
+            other_selectors.join(", ")
+        };
         ensure!(
             selector.is_some() || !is_rm,
-            "--selector {:?} is a reward model, not a selector; the selectors in {} are: {}",
+            "--selector {:?} is a reward model, not a selector; the selectors in {} are: \
+             {available}",
             config.selector,
             config.plugins.display(),
-            other_selectors.join(", ")
         );
         let mut selector = selector.with_context(|| {
             format!(
-                "selector {:?} not found in {}; the selectors there are: {}",
+                "selector {:?} not found in {}; the selectors there are: {available}",
                 config.selector,
                 config.plugins.display(),
-                other_selectors.join(", ")
             )
         })?;
         other_selectors.push(config.selector.clone());
@@ -1256,15 +1260,11 @@ impl Pick {
 
 /// Checks that every plugin in the `plugins.json` at `path` is among
 /// `loaded` (records of the same form) with the same digest.
-fn check_plugins_unchanged(
-    path: &Path,
-    loaded: &[serde_json::Value],
-    folder: &Path,
-) -> Result<()> {
+fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
-    let recorded: Vec<serde_json::Value> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is damaged", path.display()))?;
+    let recorded: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
     for old in &recorded {
         let (role, name) = (&old["role"], &old["name"]);
         let label = name.as_str().unwrap_or_default();
@@ -1580,9 +1580,7 @@ mod tests {
     fn changed_plugin_blocks_resume() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plugins.json");
-        let record = |name: &str, digest: &str| {
-            serde_json::json!({"role": "reward-model", "name": name, "digest": digest})
-        };
+        let record = |name: &str, digest: &str| serde_json::json!({"role": "reward-model", "name": name, "digest": digest});
         let recorded = [record("length@0.1.0", "aa"), record("format@0.1.0", "bb")];
         std::fs::write(&path, serde_json::to_string(&recorded).unwrap()).unwrap();
         let folder = Path::new("plugins");

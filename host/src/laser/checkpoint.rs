@@ -16,7 +16,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
@@ -96,25 +96,33 @@ impl RunState {
     /// Fails when `dir` contains no run or its state is damaged.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
-        let text = fs::read_to_string(&path).with_context(|| {
-            if dir.join(COMPARE_SETTINGS_FILE).is_file() {
-                format!(
-                    "{} contains a compare, whose runs are its subfolders: pass one of them, or \
-                     finish the compare with `laser-host compare --resume {}`",
-                    dir.display(),
-                    dir.display()
-                )
-            } else if dir.join("config.json").is_file() {
-                format!(
-                    "the run in {} stopped before it saved any progress ({} is missing); \
-                     delete the folder and start the run again",
-                    dir.display(),
-                    path.display()
-                )
-            } else {
-                format!("no run in {}: {} is missing", dir.display(), path.display())
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            // A missing state file has a cause worth naming, and the
+            // operating system's "not found" adds nothing to it.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if dir.join(COMPARE_SETTINGS_FILE).is_file() {
+                    bail!(
+                        "{} contains a compare, whose runs are its subfolders: pass one of them, \
+                         or finish the compare with `laser-host compare --resume {}`",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                if dir.join("config.json").is_file() {
+                    bail!(
+                        "the run in {} stopped before it saved any progress ({} is missing); \
+                         delete the folder and start the run again",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+                bail!("no run in {}: {} is missing", dir.display(), path.display());
             }
-        })?;
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to read {}", path.display()));
+            }
+        };
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
     }
 

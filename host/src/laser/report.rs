@@ -407,8 +407,8 @@ fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path, limit: usize) ->
         .collect()
 }
 
-fn plot_error<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
-    move |err| anyhow::anyhow!("failed to draw {}: {err:?}", path.display())
+fn plot_error<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |err| anyhow::anyhow!("failed to draw {}: {err}", path.display())
 }
 
 /// Draws `series` as lines into an SVG file.
