@@ -1,13 +1,16 @@
 //! `laser-host compare` with selectors that fail: the others still run, the
 //! table lists every run, and `--resume` retries only the failed ones.
 
+#[path = "support/bundled_plugins.rs"]
+mod bundled_plugins;
 #[path = "support/tiny_model.rs"]
 mod tiny_model;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use bundled_plugins::bundled_plugins;
 use tiny_model::{TinySpec, write_tiny_model};
 
 /// The bundled plugins that the compares here load.
@@ -15,22 +18,6 @@ const BUNDLED: [&str; 5] = ["verifier", "format", "length", "round-robin", "rand
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds the bundled plugins once per test binary.
-fn bundled_plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-plugins");
-        let status = Command::new("bash")
-            .arg(repo_root().join("plugins/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "plugins/build.sh failed");
-        out
-    })
 }
 
 /// Builds the test selector `counting-selector` once per test binary and

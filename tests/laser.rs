@@ -2,6 +2,8 @@
 //! bundled plugins: the run folder, resume after `kill -9`, and errors for
 //! bad arguments.
 
+#[path = "support/bundled_plugins.rs"]
+mod bundled_plugins;
 #[path = "support/tiny_model.rs"]
 mod tiny_model;
 
@@ -10,24 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bundled_plugins::bundled_plugins;
 use tiny_model::{TinySpec, write_tiny_model};
-
-/// Builds the bundled plugins once per test binary.
-fn plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundled-plugins");
-        let status = Command::new("bash")
-            .arg(root.join("plugins/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "plugins/build.sh failed");
-        out
-    })
-}
 
 fn model() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -57,7 +43,7 @@ fn subcommand(name: &str, out: &Path, extra: &[&str]) -> Command {
         ("--seed", "5"),
     ];
     let mut command = Command::new(env!("CARGO_BIN_EXE_laser-host"));
-    command.arg("--plugins").arg(plugins()).arg(name);
+    command.arg("--plugins").arg(bundled_plugins()).arg(name);
     command.arg("--model").arg(model());
     for (option, value) in defaults {
         if !extra.contains(&option) {
@@ -391,7 +377,7 @@ fn resume_rejects_changed_options() {
 fn compare(out: &Path, selectors: &str, eval_size: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .arg("--plugins")
-        .arg(plugins())
+        .arg(bundled_plugins())
         .arg("compare")
         .arg("--model")
         .arg(model())
@@ -430,7 +416,7 @@ fn plugins_check_prints_error_once() {
     let dir = tempfile::tempdir().unwrap();
     for extension in ["wasm", "toml"] {
         let name = format!("fixed.{extension}");
-        std::fs::copy(plugins().join(&name), dir.path().join(&name)).unwrap();
+        std::fs::copy(bundled_plugins().join(&name), dir.path().join(&name)).unwrap();
     }
     let manifest = dir.path().join("fixed.toml");
     let text = read(&manifest).replace("arm = \"verifier\"", "arm = \"\"");
@@ -540,7 +526,7 @@ fn compare_evaluates_start_once() {
     assert_eq!(config["selector_config"]["arm"], "format");
     assert_eq!(
         config["plugins"].as_str().unwrap(),
-        plugins().to_str().unwrap()
+        bundled_plugins().to_str().unwrap()
     );
     let folders: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -583,7 +569,7 @@ fn eval_picks_best_of_n_with_adapter() {
     let eval = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_laser-host"))
             .arg("--plugins")
-            .arg(plugins())
+            .arg(bundled_plugins())
             .arg("eval")
             .arg("--model")
             .arg(model())

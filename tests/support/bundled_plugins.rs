@@ -1,0 +1,23 @@
+//! The bundled plugins, built once per test binary by `plugins/build.sh`
+//! into the test binary's temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Builds the bundled plugins on first use and returns their folder.
+pub fn bundled_plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundled-plugins");
+        let status = Command::new("bash")
+            .arg(root.join("plugins/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "plugins/build.sh failed");
+        out
+    })
+}
