@@ -1580,7 +1580,10 @@ mod tests {
     fn changed_plugin_blocks_resume() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plugins.json");
-        let record = |name: &str, digest: &str| serde_json::json!({"role": "reward-model", "name": name, "digest": digest});
+        let record = |name: &str, digest: &str| {
+            let role = "reward-model";
+            serde_json::json!({"role": role, "name": name, "digest": digest})
+        };
         let recorded = [record("length@0.1.0", "aa"), record("format@0.1.0", "bb")];
         std::fs::write(&path, serde_json::to_string(&recorded).unwrap()).unwrap();
         let folder = Path::new("plugins");
