@@ -1,6 +1,8 @@
 //! A plugin folder: loads every `NAME.toml` + `NAME.wasm` pair, and on
 //! rescan only the files that are new or changed since the last scan.
-//! Symbolic links to regular files count as those files.
+//! Symbolic links to regular files count as those files. Plugin names that
+//! differ only in case are rejected, since they clash on case-insensitive
+//! file systems.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -70,7 +72,9 @@ impl PluginDir {
     /// Loads the plugins that appeared since the last scan, for plugins
     /// dropped into the folder during a run. A plugin that failed to load
     /// is retried once its component or manifest changes. A plugin that
-    /// loaded is not loaded again, even when its files change.
+    /// loaded is not loaded again, even when its files change. A plugin
+    /// whose name differs only in case from one that appeared before it is
+    /// rejected with [`LoadError::NameCaseClash`].
     ///
     /// # Errors
     ///
@@ -100,8 +104,18 @@ impl PluginDir {
             }
         }
 
+        let names = self.name_owners(stems.keys());
         for (stem, changed) in stems {
+            let name_owner = &names[&lowercase_name(&stem)];
             if !changed || self.loaded.contains(&stem) {
+                continue;
+            }
+            if *name_owner != stem {
+                report.errors.push(LoadError::NameCaseClash {
+                    path: plugin_file(&stem, &files),
+                    name: plugin_name(&stem),
+                    other: plugin_file(name_owner, &files),
+                });
                 continue;
             }
             let wasm = stem.with_extension("wasm");
@@ -138,6 +152,30 @@ impl PluginDir {
         Ok(report)
     }
 
+    /// Maps each lowercase plugin name to the plugin that keeps it: a plugin
+    /// loaded earlier, else one with a file seen by the last scan, else the
+    /// first in file-name order, even when that plugin failed to load.
+    fn name_owners<'a>(
+        &self,
+        stems: impl Iterator<Item = &'a PathBuf> + Clone,
+    ) -> BTreeMap<String, PathBuf> {
+        let mut owners: BTreeMap<String, PathBuf> = self
+            .loaded
+            .iter()
+            .map(|stem| (lowercase_name(stem), stem.clone()))
+            .collect();
+        let seen_before = |stem: &&PathBuf| {
+            self.seen.contains_key(&stem.with_extension("wasm"))
+                || self.seen.contains_key(&stem.with_extension("toml"))
+        };
+        for stem in stems.clone().filter(seen_before).chain(stems) {
+            owners
+                .entry(lowercase_name(stem))
+                .or_insert_with(|| stem.clone());
+        }
+        owners
+    }
+
     /// Lists the regular files of the folder with their stamps, following
     /// symbolic links. Links that cannot be followed are returned apart with
     /// the error, and also listed with an empty stamp, so each is reported
@@ -166,6 +204,32 @@ impl PluginDir {
     }
 }
 
+/// Returns the plugin name of `stem`, a path without extension.
+fn plugin_name(stem: &Path) -> String {
+    stem.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Returns the plugin name of `stem` in lowercase, the form in which two
+/// names that differ only in case are equal.
+fn lowercase_name(stem: &Path) -> String {
+    plugin_name(stem).to_lowercase()
+}
+
+/// Returns a file of the plugin at `stem` to name in errors: its component
+/// when the folder has one, else its manifest. A plugin loaded earlier whose
+/// files are gone is named by its component.
+fn plugin_file(stem: &Path, files: &BTreeMap<PathBuf, Stamp>) -> PathBuf {
+    let wasm = stem.with_extension("wasm");
+    let toml = stem.with_extension("toml");
+    if !files.contains_key(&wasm) && files.contains_key(&toml) {
+        toml
+    } else {
+        wasm
+    }
+}
+
 /// Builds the error for a symbolic link in the folder that cannot be
 /// followed, because its target is missing or cannot be read.
 fn broken_link_error(path: &Path, error: &std::io::Error) -> LoadError {
@@ -184,5 +248,145 @@ fn broken_link_error(path: &Path, error: &std::io::Error) -> LoadError {
     LoadError::Io {
         path: path.to_path_buf(),
         error: std::io::Error::new(error.kind(), reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::StubModelService;
+
+    fn host(cache: &TempDir) -> PluginHost {
+        PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache.path().to_path_buf()))
+            .unwrap()
+    }
+
+    /// Writes `NAME.wasm` (not a valid component) and `NAME.toml` into `dir`.
+    fn write_plugin(dir: &Path, name: &str) {
+        std::fs::write(dir.join(format!("{name}.wasm")), b"not wasm").unwrap();
+        std::fs::write(dir.join(format!("{name}.toml")), format!("name = {name:?}")).unwrap();
+    }
+
+    /// Returns the `NameCaseClash` errors of `report` as (path, name, other).
+    fn name_case_errors(report: &ScanReport) -> Vec<(PathBuf, String, PathBuf)> {
+        report
+            .errors
+            .iter()
+            .filter_map(|error| match error {
+                LoadError::NameCaseClash { path, name, other } => {
+                    Some((path.clone(), name.clone(), other.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scan_rejects_name_differing_in_case() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        write_plugin(dir.path(), "Length");
+        write_plugin(dir.path(), "length");
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        assert_eq!(report.errors.len(), 2, "{:#?}", report.errors);
+        assert!(
+            !matches!(report.errors[0], LoadError::NameCaseClash { .. }),
+            "the first in file-name order keeps the name: {}",
+            report.errors[0]
+        );
+        let clashes = name_case_errors(&report);
+        let expected = (
+            dir.path().join("length.wasm"),
+            "length".to_string(),
+            dir.path().join("Length.wasm"),
+        );
+        assert_eq!(clashes, [expected]);
+        let message = report.errors[1].to_string();
+        assert!(
+            message.contains("length.wasm: plugin name \"length\""),
+            "{message}"
+        );
+        assert!(message.contains("Length.wasm"), "{message}");
+        assert!(message.contains("rename or remove one"), "{message}");
+    }
+
+    #[test]
+    fn scan_names_manifest_without_component() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("Length.toml"), "name = \"Length\"").unwrap();
+        write_plugin(dir.path(), "length");
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        let clashes = name_case_errors(&report);
+        assert_eq!(clashes.len(), 1, "{:#?}", report.errors);
+        assert_eq!(clashes[0].2, dir.path().join("Length.toml"));
+    }
+
+    #[test]
+    fn rescan_keeps_name_of_loaded_plugin() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        let mut plugins = PluginDir::new(dir.path());
+        // "LENGTH" sorts before "length", but a plugin loaded earlier keeps
+        // its name even after its files are removed.
+        plugins.loaded.insert(dir.path().join("length"));
+        write_plugin(dir.path(), "LENGTH");
+
+        let report = plugins.rescan(&host(&cache)).unwrap();
+
+        let clashes = name_case_errors(&report);
+        let expected = (
+            dir.path().join("LENGTH.wasm"),
+            "LENGTH".to_string(),
+            dir.path().join("length.wasm"),
+        );
+        assert_eq!(clashes, [expected]);
+        assert_eq!(report.errors.len(), 1);
+    }
+
+    #[test]
+    fn rescan_keeps_name_of_earlier_plugin() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        let host = host(&cache);
+        let mut plugins = PluginDir::new(dir.path());
+        write_plugin(dir.path(), "length");
+        let first = plugins.scan(&host).unwrap();
+        assert_eq!(first.errors.len(), 1, "the invalid component is reported");
+
+        // "Length" sorts before "length", but "length" was there first and
+        // keeps its name although it failed to load.
+        write_plugin(dir.path(), "Length");
+        let report = plugins.rescan(&host).unwrap();
+
+        let clashes = name_case_errors(&report);
+        let expected = (
+            dir.path().join("Length.wasm"),
+            "Length".to_string(),
+            dir.path().join("length.wasm"),
+        );
+        assert_eq!(clashes, [expected]);
+        assert_eq!(report.errors.len(), 1);
+    }
+
+    #[test]
+    fn scan_accepts_distinct_names() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        write_plugin(dir.path(), "length");
+        write_plugin(dir.path(), "length-2");
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        assert!(name_case_errors(&report).is_empty());
+        assert_eq!(report.errors.len(), 2);
     }
 }

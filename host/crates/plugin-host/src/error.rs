@@ -189,6 +189,24 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
+    /// Another plugin in the same folder has a name that differs only in
+    /// case. The two would clash on a case-insensitive file system.
+    #[error(
+        "{}: plugin name {name:?} differs only in case from {}, which \
+         clashes on case-insensitive file systems: rename or remove one of \
+         the two plugins",
+        path.display(),
+        other.display()
+    )]
+    NameCaseClash {
+        /// A file of the rejected plugin.
+        path: PathBuf,
+        /// The rejected plugin's name, its file stem.
+        name: String,
+        /// A file of the plugin that keeps the name because it appeared
+        /// first.
+        other: PathBuf,
+    },
     /// The file is not a WebAssembly component.
     #[error("{}: not a WebAssembly component: {reason}", path.display())]
     NotAComponent {
@@ -250,6 +268,7 @@ impl LoadError {
             | LoadError::MissingManifest { path, .. }
             | LoadError::MissingComponent { path, .. }
             | LoadError::Precompiled { path }
+            | LoadError::NameCaseClash { path, .. }
             | LoadError::NotAComponent { path, .. }
             | LoadError::ApiVersion { path, .. }
             | LoadError::Mismatch { path, .. }

@@ -65,7 +65,7 @@ impl Default for Limits {
 pub struct Manifest {
     /// Plugin name. It must equal the file stem of the manifest.
     pub name: String,
-    /// Version of the plugin itself.
+    /// Version of the plugin itself, a semantic version such as `0.1.0`.
     pub version: String,
     /// Whether the plugin is a reward model or a selector.
     pub kind: PluginKind,
@@ -107,7 +107,8 @@ impl Manifest {
     ///
     /// Returns an error naming the file when it cannot be read, is not
     /// valid TOML, has an unknown or missing field, names a different
-    /// plugin than its file stem, or has zero limits.
+    /// plugin than its file stem, has a `version` that is not a semantic
+    /// version, or has zero limits.
     pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
             path: path.to_path_buf(),
@@ -139,6 +140,14 @@ impl Manifest {
         }
         if manifest.name.is_empty() {
             return Err(error("`name` is empty".to_string()));
+        }
+        if let Err(e) = semver::Version::parse(&manifest.version) {
+            return Err(error(format!(
+                "`version` is {:?}, which is not a semantic version ({e}): \
+                 write MAJOR.MINOR.PATCH such as \"0.1.0\", optionally with \
+                 a pre-release or build suffix such as \"0.2.0-beta.1\"",
+                manifest.version
+            )));
         }
         let limits = &manifest.limits;
         for (field, value) in [
@@ -265,6 +274,37 @@ mod tests {
         let text = GOOD.replace("\"length\"", "\"other\"");
         let error = parse(&text).unwrap_err().to_string();
         assert!(error.contains("file is length.toml"), "{error}");
+    }
+
+    #[test]
+    fn manifest_accepts_semantic_versions() {
+        for version in [
+            "0.1.0",
+            "10.20.30",
+            "1.0.0-beta.1",
+            "1.0.0+build.5",
+            "1.0.0-rc.1+sha.5114f85",
+        ] {
+            let text = GOOD.replace("\"0.1.0\"", &format!("{version:?}"));
+            let manifest = parse(&text).unwrap_or_else(|e| panic!("{version}: {e}"));
+            assert_eq!(manifest.version, version);
+        }
+    }
+
+    #[test]
+    fn manifest_rejects_invalid_version() {
+        for version in [
+            "banana", "", "1", "1.0", "1.0.0.0", "v1.0.0", "01.0.0", "1.0.0 ", "1.0.0-",
+        ] {
+            let text = GOOD.replace("\"0.1.0\"", &format!("{version:?}"));
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains("plugins/length.toml"), "{error}");
+            assert!(
+                error.contains(&format!("`version` is {version:?}")),
+                "{error}"
+            );
+            assert!(error.contains("not a semantic version"), "{error}");
+        }
     }
 
     #[test]

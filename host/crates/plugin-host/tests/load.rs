@@ -322,6 +322,44 @@ fn rescan_retries_fixed_plugin() {
 }
 
 #[test]
+fn scan_rejects_names_differing_in_case() {
+    let host = host();
+    let dir = TempDir::new().unwrap();
+    let wasm = install(dir.path(), "good-rm");
+    let mut plugins = PluginDir::new(dir.path());
+    let first = plugins.scan(&host).unwrap();
+    assert_eq!(first.loaded.len(), 1, "{:#?}", first.errors);
+
+    // "GOOD-RM" sorts first, but "good-rm" loaded first and keeps its name.
+    let copy = |name: &str| {
+        std::fs::copy(&wasm, dir.path().join(format!("{name}.wasm"))).unwrap();
+        let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
+        let manifest = manifest.replace("name = \"good-rm\"", &format!("name = {name:?}"));
+        std::fs::write(dir.path().join(format!("{name}.toml")), manifest).unwrap();
+    };
+    copy("GOOD-RM");
+    let added = plugins.rescan(&host).unwrap();
+    assert!(added.loaded.is_empty());
+    let errors: Vec<String> = added.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("GOOD-RM.wasm: plugin name \"GOOD-RM\""),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("differs only in case"), "{}", errors[0]);
+    assert!(errors[0].contains("good-rm.wasm"), "{}", errors[0]);
+
+    // A fresh listing keeps the first name in file-name order.
+    let listed = list_plugins(dir.path()).unwrap();
+    let names: Vec<&str> = listed.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["GOOD-RM"], "{listed}");
+    assert_eq!(listed.errors.len(), 1, "{listed}");
+    assert!(listed.errors[0].contains("good-rm.wasm"), "{listed}");
+    assert!(listed.errors[0].contains("GOOD-RM.wasm"), "{listed}");
+}
+
+#[test]
 fn compile_cache_reused() {
     let cache = TempDir::new().unwrap();
     let dir = TempDir::new().unwrap();
