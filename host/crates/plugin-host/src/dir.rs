@@ -118,8 +118,8 @@ impl PluginDir {
                 });
                 continue;
             }
-            let wasm = stem.with_extension("wasm");
-            let toml = stem.with_extension("toml");
+            let wasm = with_suffix(&stem, "wasm");
+            let toml = with_suffix(&stem, "toml");
             let mut link_broken = false;
             for path in [&wasm, &toml] {
                 if let Some(error) = broken.get(path) {
@@ -165,8 +165,8 @@ impl PluginDir {
             .map(|stem| (lowercase_name(stem), stem.clone()))
             .collect();
         let seen_before = |stem: &&PathBuf| {
-            self.seen.contains_key(&stem.with_extension("wasm"))
-                || self.seen.contains_key(&stem.with_extension("toml"))
+            self.seen.contains_key(&with_suffix(stem, "wasm"))
+                || self.seen.contains_key(&with_suffix(stem, "toml"))
         };
         for stem in stems.clone().filter(seen_before).chain(stems) {
             owners
@@ -204,6 +204,15 @@ impl PluginDir {
     }
 }
 
+/// Returns `stem` with `.extension` appended. `Path::with_extension` would
+/// replace the part after a dot in the name itself (`my.rm` to `my.wasm`).
+fn with_suffix(stem: &Path, extension: &str) -> PathBuf {
+    let mut path = stem.as_os_str().to_owned();
+    path.push(".");
+    path.push(extension);
+    PathBuf::from(path)
+}
+
 /// Returns the plugin name of `stem`, a path without extension.
 fn plugin_name(stem: &Path) -> String {
     stem.file_name()
@@ -221,8 +230,8 @@ fn lowercase_name(stem: &Path) -> String {
 /// when the folder has one, else its manifest. A plugin loaded earlier whose
 /// files are gone is named by its component.
 fn plugin_file(stem: &Path, files: &BTreeMap<PathBuf, Stamp>) -> PathBuf {
-    let wasm = stem.with_extension("wasm");
-    let toml = stem.with_extension("toml");
+    let wasm = with_suffix(stem, "wasm");
+    let toml = with_suffix(stem, "toml");
     if !files.contains_key(&wasm) && files.contains_key(&toml) {
         toml
     } else {
@@ -259,6 +268,13 @@ mod tests {
 
     use super::*;
     use crate::StubModelService;
+
+    #[test]
+    fn suffix_keeps_dotted_name() {
+        let stem = Path::new("plugins/my.rm");
+        assert_eq!(with_suffix(stem, "wasm"), Path::new("plugins/my.rm.wasm"));
+        assert_eq!(with_suffix(stem, "toml"), Path::new("plugins/my.rm.toml"));
+    }
 
     fn host(cache: &TempDir) -> PluginHost {
         PluginHost::with_cache_dir(Arc::new(StubModelService), Some(cache.path().to_path_buf()))
