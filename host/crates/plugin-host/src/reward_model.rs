@@ -141,7 +141,7 @@ impl RewardModelPlugin {
             let out_of_range = |v: &f64| !v.is_finite() || v.abs() > MAX_SCORE;
             if let Some((j, value)) = row.iter().enumerate().find(|(_, v)| out_of_range(v)) {
                 return Err(invalid(format!(
-                    "instance {i} ({:?}), candidate {j}: score {value} is \
+                    "instance {i} ({:?}), candidate {j}: score {value:e} is \
                      not a finite number of magnitude at most {MAX_SCORE:e}",
                     item.instance.id
                 )));
