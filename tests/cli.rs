@@ -56,6 +56,21 @@ fn logits_with_model(model: &Path, dir: &Path) -> Output {
     ])
 }
 
+/// Runs `generate` on a tiny model with the prompt "x" and `options`.
+fn generate_with(options: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+    ];
+    args.extend_from_slice(options);
+    laser_host(&args)
+}
+
 #[test]
 fn truncated_gguf_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,17 +234,7 @@ fn bench_engine_prints_median_and_range() {
 
 #[test]
 fn invalid_top_p_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let output = laser_host(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "x",
-        "--top-p",
-        "1.5",
-    ]);
+    let output = generate_with(&["--top-p", "1.5"]);
     assert_clean_failure(&output, "--top-p");
 }
 
@@ -257,17 +262,7 @@ fn bench_engine_checks_batch_first() {
 
 #[test]
 fn empty_stop_string_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let output = laser_host(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "x",
-        "--stop",
-        "",
-    ]);
+    let output = generate_with(&["--stop", ""]);
     assert_clean_failure(&output, "--stop");
 }
 
@@ -309,18 +304,7 @@ fn best_of_n_rejects_training_option() {
 fn negative_number_reaches_validation() {
     // `--temperature -1` is a value, not an unknown flag `-1`, so the
     // error explains the valid range.
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let model = model.to_str().unwrap();
-    let output = laser_host(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "hi",
-        "--temperature",
-        "-1",
-    ]);
+    let output = generate_with(&["--temperature", "-1"]);
     assert_clean_failure(
         &output,
         "--temperature must be a finite number >= 0, got -1",

@@ -30,29 +30,34 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
 
-/// Builds every test plugin for wasm32-wasip2, once per test binary, and
-/// returns the folder of the built components.
+/// Builds the plugins `names` of the plugins workspace for wasm32-wasip2
+/// and returns the folder of the built components; `what` names them if
+/// the build fails.
 ///
 /// The plugins workspace has its own target folder, so this nested cargo
 /// does not wait on the lock of the cargo running the tests.
+fn build_components<S: AsRef<str>>(names: &[S], what: &str) -> PathBuf {
+    let root = repo_root();
+    let target_dir = root.join("plugins/target");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for name in names {
+        command.args(["-p", name.as_ref()]);
+    }
+    let status = command.status().expect("failed to run cargo");
+    assert!(status.success(), "building {what} failed");
+    target_dir.join("wasm32-wasip2/release")
+}
+
+/// Builds every test plugin once per test binary and returns the folder of
+/// the built components.
 pub fn built_plugins() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = repo_root();
-        let target_dir = root.join("plugins/target");
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .arg("--manifest-path")
-            .arg(root.join("plugins/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target_dir);
-        for name in TEST_PLUGINS {
-            command.args(["-p", name]);
-        }
-        let status = command.status().expect("failed to run cargo");
-        assert!(status.success(), "building the test plugins failed");
-        target_dir.join("wasm32-wasip2/release")
-    })
+    BUILT.get_or_init(|| build_components(TEST_PLUGINS, "the test plugins"))
 }
 
 /// Returns the names of the bundled selectors: every `plugins/selector/NAME`
@@ -68,26 +73,11 @@ pub fn bundled_selectors() -> Vec<String> {
     names
 }
 
-/// Builds every bundled selector for wasm32-wasip2, once per test binary,
-/// and returns the folder of the built components.
+/// Builds every bundled selector once per test binary and returns the
+/// folder of the built components.
 pub fn built_bundled_selectors() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = repo_root();
-        let target_dir = root.join("plugins/target");
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .arg("--manifest-path")
-            .arg(root.join("plugins/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target_dir);
-        for name in bundled_selectors() {
-            command.args(["-p", &name]);
-        }
-        let status = command.status().expect("failed to run cargo");
-        assert!(status.success(), "building the bundled selectors failed");
-        target_dir.join("wasm32-wasip2/release")
-    })
+    BUILT.get_or_init(|| build_components(&bundled_selectors(), "the bundled selectors"))
 }
 
 /// Copies bundled selector `name`'s component and manifest into `dir` as
