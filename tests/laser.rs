@@ -167,6 +167,49 @@ fn killed_run_resumes_to_same_result() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn interrupted_run_stops_after_batch() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut command = command(&out, &[]);
+    // SAFETY: only resets a signal's action between fork and exec. The
+    // test runner may have been started with SIGINT ignored, which a
+    // child would keep.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    let started = Instant::now();
+    while !out.join("metrics.jsonl").is_file() && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped after batch"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+
+    // The batch in progress was finished and saved, and the run resumes.
+    let state: serde_json::Value = serde_json::from_str(&read(&out.join("state.json"))).unwrap();
+    let done = state["iteration"].as_u64().unwrap() * 4 + state["next_batch"].as_u64().unwrap();
+    assert!(done >= 1, "{state}");
+    let resumed = resume("best-of-n", &out);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}
+
 #[test]
 fn unknown_reward_model_is_named() {
     let dir = tempfile::tempdir().unwrap();

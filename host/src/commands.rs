@@ -30,6 +30,12 @@ pub fn run(cli: Cli) -> Result<()> {
     {
         eprintln!("warning: this command loads no plugins, so --plugins is ignored");
     }
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::BestOfN(_) | Command::Compare(_)
+    ) {
+        crate::interrupt::install();
+    }
     match cli.command {
         Command::Train(args) => run::run(
             &args.run,

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use laser_data::Instance;
 use laser_plugins::{
     ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin, ScoreNormalizer,
@@ -521,6 +521,16 @@ impl Run {
                 self.state.next_batch += 1;
                 self.save()?;
                 bar.inc(1);
+                if crate::interrupt::requested() {
+                    bar.abandon();
+                    bail!(
+                        "stopped after batch {} of iteration {} on request; pass --resume {} to \
+                         continue",
+                        index + 1,
+                        iteration + 1,
+                        self.out.display()
+                    );
+                }
             }
             if config.eval_size > 0 {
                 // Best-of-n leaves the policy as it was, so its greedy

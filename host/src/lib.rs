@@ -12,5 +12,6 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod fetch;
+pub mod interrupt;
 pub mod laser;
 pub mod train;

@@ -109,6 +109,8 @@ pub(crate) fn run(
                 summary: Some(summary),
                 error: None,
             },
+            // Ctrl-C stops the whole compare; --resume continues it.
+            Err(err) if crate::interrupt::requested() => return Err(err),
             Err(err) => {
                 let error = format!("{err:#}");
                 eprintln!(
