@@ -336,3 +336,23 @@ fn merge_into_nonempty_folder_is_rejected() {
     let config = std::fs::read_to_string(out.join("config.json")).unwrap();
     assert_eq!(config, "{}");
 }
+
+#[test]
+fn batch_times_n_cannot_wrap() {
+    // 2^63 times 2 is 0 in u64 arithmetic.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = laser_host(&[
+        "--plugins",
+        "no-such-folder",
+        "best-of-n",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "9223372036854775808",
+        "--n",
+        "2",
+    ]);
+    assert_clean_failure(&output, "makes 18446744073709551616 sequences");
+    assert!(!out.exists());
+}

@@ -145,9 +145,9 @@ pub(crate) fn config_from_args(
         "--n must be at least 2 to compare samples, got {}",
         args.n
     );
-    let sequences = args.batch_size as u64 * u64::from(args.n);
+    let sequences = args.batch_size as u128 * u128::from(args.n);
     ensure!(
-        sequences <= u64::from(MAX_ROWS),
+        sequences <= u128::from(MAX_ROWS),
         "--batch-size {} times --n {} makes {sequences} sequences per batch, more than the \
          {MAX_ROWS} that the engine generates at once; lower --batch-size or --n",
         args.batch_size,
