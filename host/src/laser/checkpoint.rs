@@ -102,9 +102,17 @@ impl RunState {
             // operating system's "not found" adds nothing to it.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 if dir.join(COMPARE_SETTINGS_FILE).is_file() {
+                    let table = dir.join("compare.md");
+                    ensure!(
+                        !table.is_file(),
+                        "{} contains a compare, whose runs are its subfolders: pass one of \
+                         them, and find the compare's table in {}",
+                        dir.display(),
+                        table.display()
+                    );
                     bail!(
-                        "{} contains a compare, whose runs are its subfolders: pass one of them, \
-                         or finish the compare with `laser-host compare --resume {}`",
+                        "{} contains a compare, whose runs are its subfolders: pass one of \
+                         them, or finish the compare with `laser-host compare --resume {}`",
                         dir.display(),
                         dir.display()
                     );
