@@ -220,6 +220,35 @@ fn unknown_reward_model_is_named() {
 }
 
 #[test]
+fn broken_reward_model_is_not_called_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["linucb", "verifier", "length"] {
+        for extension in ["wasm", "toml"] {
+            let file = format!("{name}.{extension}");
+            std::fs::copy(bundled_plugins().join(&file), plugins.join(&file)).unwrap();
+        }
+    }
+    std::fs::write(plugins.join("length.wasm"), b"\0asm").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("--plugins")
+        .arg(&plugins)
+        .args(["best-of-n", "--rms", "verifier,length", "--model"])
+        .arg(model())
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("skipped plugin"), "{stderr}");
+    assert!(stderr.contains("reward model \"length\" in"), "{stderr}");
+    assert!(stderr.contains("failed to load"), "{stderr}");
+}
+
+#[test]
 fn misplaced_plugin_names_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 3] = [

@@ -300,6 +300,14 @@ impl Run {
         for error in &report.errors {
             eprintln!("warning: skipped plugin: {error}");
         }
+        // The plugins that failed to load, by file stem, to tell a broken
+        // plugin from a missing one.
+        let skipped: Vec<String> = report
+            .errors
+            .iter()
+            .filter_map(|error| error.path().file_stem())
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .collect();
         let (mut selector, mut rms) = (None, Vec::new());
         let mut other_selectors = Vec::new();
         for plugin in report.loaded {
@@ -326,6 +334,12 @@ impl Run {
             config.selector,
             config.plugins.display(),
         );
+        ensure!(
+            selector.is_some() || !skipped.contains(&config.selector),
+            "selector {:?} in {} failed to load, as the warning above says",
+            config.selector,
+            config.plugins.display(),
+        );
         let mut selector = selector.with_context(|| {
             format!(
                 "selector {:?} not found in {}; the selectors there are: {available}",
@@ -334,7 +348,7 @@ impl Run {
             )
         })?;
         other_selectors.push(config.selector.clone());
-        let arms = pick_arms(&config, rms, &other_selectors)?;
+        let arms = pick_arms(&config, rms, &other_selectors, &skipped)?;
         if !config.selector_config.is_empty() {
             selector
                 .reconfigure(&config.selector_config)
@@ -1355,11 +1369,12 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 }
 
 /// Orders the loaded reward models as arms: the `--rms` order when given,
-/// else load order.
+/// else load order. `skipped` names the plugins that failed to load.
 fn pick_arms(
     config: &RunConfig,
     rms: Vec<RewardModelPlugin>,
     selectors: &[String],
+    skipped: &[String],
 ) -> Result<Vec<Arm>> {
     let mut by_name: BTreeMap<String, RewardModelPlugin> = rms
         .into_iter()
@@ -1376,6 +1391,11 @@ fn pick_arms(
             !selectors.contains(&name),
             "{name:?} in --rms is a selector, not a reward model; choose the selector with \
              --selector {name}"
+        );
+        ensure!(
+            by_name.contains_key(&name) || !skipped.contains(&name),
+            "reward model {name:?} in {} failed to load, as the warning above says",
+            config.plugins.display()
         );
         let plugin = by_name.remove(&name).with_context(|| {
             format!(
