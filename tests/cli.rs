@@ -47,6 +47,11 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
 fn logits_with_model(model: &Path, dir: &Path) -> Output {
     let tokens = dir.join("tokens.jsonl");
     std::fs::write(&tokens, "[72, 101, 108]\n").unwrap();
+    logits_of(model, &tokens)
+}
+
+/// Runs `logits` on `model` with the token file `tokens`.
+fn logits_of(model: &Path, tokens: &Path) -> Output {
     laser_host(&[
         "logits",
         "--model",
@@ -114,13 +119,7 @@ fn malformed_tokens_line_names_file_and_line() {
     let model = tiny_model(dir.path());
     let tokens = dir.path().join("tokens.jsonl");
     std::fs::write(&tokens, "[1, 2]\nnot json\n").unwrap();
-    let output = laser_host(&[
-        "logits",
-        "--model",
-        model.to_str().unwrap(),
-        "--tokens-file",
-        tokens.to_str().unwrap(),
-    ]);
+    let output = logits_of(&model, &tokens);
     assert_clean_failure(&output, "tokens.jsonl:2");
 }
 
@@ -157,13 +156,7 @@ fn logits_checks_every_line_first() {
         serde_json::to_string(&long).unwrap()
     );
     std::fs::write(&tokens, text).unwrap();
-    let output = laser_host(&[
-        "logits",
-        "--model",
-        model.to_str().unwrap(),
-        "--tokens-file",
-        tokens.to_str().unwrap(),
-    ]);
+    let output = logits_of(&model, &tokens);
     assert_clean_failure(&output, "tokens.jsonl:3: 300 token ids");
     assert!(output.stdout.is_empty(), "printed before failing");
 }

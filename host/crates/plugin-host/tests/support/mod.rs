@@ -31,12 +31,12 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Builds the plugins `names` of the plugins workspace for wasm32-wasip2
-/// and returns the folder of the built components; `what` names them if
-/// the build fails.
+/// and returns the folder of the built components. The build failure
+/// message names them as `description`.
 ///
 /// The plugins workspace has its own target folder, so this nested cargo
 /// does not wait on the lock of the cargo running the tests.
-fn build_components<S: AsRef<str>>(names: &[S], what: &str) -> PathBuf {
+fn build_components<S: AsRef<str>>(names: &[S], description: &str) -> PathBuf {
     let root = repo_root();
     let target_dir = root.join("plugins/target");
     let mut command = Command::new(env!("CARGO"));
@@ -49,7 +49,7 @@ fn build_components<S: AsRef<str>>(names: &[S], what: &str) -> PathBuf {
         command.args(["-p", name.as_ref()]);
     }
     let status = command.status().expect("failed to run cargo");
-    assert!(status.success(), "building {what} failed");
+    assert!(status.success(), "building {description} failed");
     target_dir.join("wasm32-wasip2/release")
 }
 
@@ -83,22 +83,24 @@ pub fn built_bundled_selectors() -> &'static Path {
 /// Copies bundled selector `name`'s component and manifest into `dir` as
 /// `NAME.wasm` and `NAME.toml`, and returns the component path.
 pub fn install_bundled_selector(dir: &Path, name: &str) -> PathBuf {
-    let built = built_bundled_selectors().join(format!("{}.wasm", name.replace('-', "_")));
-    let wasm = dir.join(format!("{name}.wasm"));
-    std::fs::copy(&built, &wasm).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-    let manifest = repo_root().join(format!("plugins/selector/{name}/{name}.toml"));
-    std::fs::copy(&manifest, dir.join(format!("{name}.toml")))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", manifest.display()));
-    wasm
+    copy_plugin(built_bundled_selectors(), "plugins/selector", dir, name)
 }
 
 /// Copies plugin `name`'s component and manifest into `dir` as
 /// `NAME.wasm` and `NAME.toml`, and returns the component path.
 pub fn install(dir: &Path, name: &str) -> PathBuf {
-    let built = built_plugins().join(format!("{}.wasm", name.replace('-', "_")));
+    copy_plugin(built_plugins(), "plugins/testing", dir, name)
+}
+
+/// Copies the component of `name` from `built` and its manifest from the
+/// repository folder `source/NAME` into `dir`, and returns the component
+/// path.
+fn copy_plugin(built: &Path, source: &str, dir: &Path, name: &str) -> PathBuf {
+    let component = built.join(format!("{}.wasm", name.replace('-', "_")));
     let wasm = dir.join(format!("{name}.wasm"));
-    std::fs::copy(&built, &wasm).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-    let manifest = repo_root().join(format!("plugins/testing/{name}/{name}.toml"));
+    std::fs::copy(&component, &wasm)
+        .unwrap_or_else(|e| panic!("copy {}: {e}", component.display()));
+    let manifest = repo_root().join(format!("{source}/{name}/{name}.toml"));
     std::fs::copy(&manifest, dir.join(format!("{name}.toml")))
         .unwrap_or_else(|e| panic!("copy {}: {e}", manifest.display()));
     wasm
