@@ -2,8 +2,11 @@
 //   out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), or out[m, n] += that.
 //
 // Built once per weight type with `matmul_params.wgsl`, a `dequant_*.wgsl`
-// snippet and the constants THREADS_PER_ROW (a power of two up to 64) and
-// SUBGROUP_REDUCE prepended. Each row of the weight chunk is read by
+// snippet, the constants THREADS_PER_ROW (a power of two up to 64) and
+// SUBGROUP_REDUCE, and `subgroup_row_sum` prepended. The host writes that
+// function with subgroup shuffles only where SUBGROUP_REDUCE is set, since
+// a shader that names a subgroup operation does not compile on a device
+// without them, even where the code never runs. Each row of the weight chunk is read by
 // THREADS_PER_ROW threads that split K in 4-value groups and sum their
 // partial dot products with subgroup shuffles where SUBGROUP_REDUCE is set
 // (the host sets it only when THREADS_PER_ROW is at most the adapter's
@@ -76,11 +79,8 @@ fn matmul_gemv(
     var sum = sums.x + sums.y;
 
     if THREADS_PER_ROW > 1u && SUBGROUP_REDUCE {
-        // The row's threads are neighbouring lanes of one subgroup: a
-        // butterfly leaves the total in every one of them.
-        for (var offset = THREADS_PER_ROW / 2u; offset > 0u; offset /= 2u) {
-            sum += subgroupShuffleXor(sum, offset);
-        }
+        // The row's threads are neighbouring lanes of one subgroup.
+        sum = subgroup_row_sum(sum);
     } else if THREADS_PER_ROW > 1u {
         partial_sums[thread] = sum;
         for (var stride = THREADS_PER_ROW / 2u; stride > 0u; stride /= 2u) {

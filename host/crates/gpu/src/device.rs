@@ -6,6 +6,13 @@
 //! adapter's name). The device is requested with the adapter's own limits,
 //! not wgpu's portable defaults, because model weights need large storage
 //! bindings.
+//!
+//! `LASER_HOST_KERNELS` picks the kernels: `auto` (the default) runs the
+//! CPU-tuned `*_lanes` kernels on a CPU adapter with 8-lane subgroups and
+//! the GPU kernels elsewhere; `gpu` runs the GPU kernels on every adapter,
+//! as a GPU would; `gpu-no-subgroups` also leaves out subgroup operations,
+//! as on a GPU without them. The last two let a machine without a GPU
+//! test what a GPU runs.
 
 use std::sync::Arc;
 
@@ -17,6 +24,55 @@ use crate::profile::Profiler;
 /// The WGSL prelude prepended to every kernel: shared unpack helpers.
 const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
 
+/// The kernels `LASER_HOST_KERNELS` asks for (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// CPU-tuned kernels on a CPU adapter that suits them, GPU kernels elsewhere.
+    Auto,
+    /// The GPU kernels on every adapter.
+    Gpu,
+    /// The GPU kernels without subgroup operations.
+    GpuNoSubgroups,
+}
+
+impl Kernels {
+    /// Reads `LASER_HOST_KERNELS`. Unset or empty means [`Kernels::Auto`].
+    ///
+    /// # Errors
+    ///
+    /// Fails on any other value, naming the valid ones.
+    pub fn from_env() -> Result<Self> {
+        Self::parse(&std::env::var_os("LASER_HOST_KERNELS").unwrap_or_default())
+    }
+
+    /// Parses a value of `LASER_HOST_KERNELS`. Empty means [`Kernels::Auto`].
+    ///
+    /// # Errors
+    ///
+    /// Fails on an unknown value, naming the valid ones.
+    pub fn parse(value: &std::ffi::OsStr) -> Result<Self> {
+        match value.to_str() {
+            Some("" | "auto") => Ok(Kernels::Auto),
+            Some("gpu") => Ok(Kernels::Gpu),
+            Some("gpu-no-subgroups") => Ok(Kernels::GpuNoSubgroups),
+            _ => bail!(
+                "invalid LASER_HOST_KERNELS={value:?}: use `auto` (the \
+                 default), `gpu` (the GPU kernels on every adapter) or `gpu-no-subgroups` \
+                 (the GPU kernels without subgroup operations)"
+            ),
+        }
+    }
+
+    /// Returns the value of `LASER_HOST_KERNELS` that selects this choice.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Auto => "auto",
+            Kernels::Gpu => "gpu",
+            Kernels::GpuNoSubgroups => "gpu-no-subgroups",
+        }
+    }
+}
+
 /// An opened GPU: device, queue and what was chosen.
 #[derive(Clone)]
 pub struct Gpu {
@@ -25,6 +81,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The kernels `LASER_HOST_KERNELS` asked for.
+    pub kernels: Kernels,
     /// Per-kernel timing, when `LASER_HOST_PROFILE` is set and the adapter
     /// has timestamp queries.
     pub(crate) profiler: Option<Arc<Profiler>>,
@@ -43,6 +101,7 @@ impl Gpu {
     }
 
     async fn open() -> Result<Self> {
+        let kernels = Kernels::from_env()?;
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
         let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         descriptor.backends = backends;
@@ -81,6 +140,9 @@ impl Gpu {
         // Subgroup operations speed up reductions where present; every kernel
         // also works without them.
         let mut features = adapter.features() & wgpu::Features::SUBGROUP;
+        if kernels == Kernels::GpuNoSubgroups {
+            features = wgpu::Features::empty();
+        }
         let profile = std::env::var_os("LASER_HOST_PROFILE")
             .is_some_and(|value| !value.is_empty() && value != "0");
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
@@ -117,6 +179,7 @@ impl Gpu {
             info,
             limits,
             features,
+            kernels,
             profiler,
         })
     }
@@ -140,12 +203,18 @@ impl Gpu {
             .min(self.limits.max_buffer_size)
     }
 
+    /// Returns whether the kernels run as on a CPU adapter: true on a CPU
+    /// adapter unless `LASER_HOST_KERNELS` asks for the GPU kernels.
+    pub fn runs_as_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu && self.kernels == Kernels::Auto
+    }
+
     /// Returns whether this is a CPU adapter whose SIMD vectors are
     /// subgroups of exactly 8 lanes (lavapipe on AVX2), which the `*_lanes`
-    /// kernels are written for.
+    /// kernels are written for, and `LASER_HOST_KERNELS` allows them.
     pub fn has_cpu_lanes(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
-            && self.info.device_type == wgpu::DeviceType::Cpu
+            && self.runs_as_cpu()
             && self.info.subgroup_min_size == 8
             && self.info.subgroup_max_size == 8
     }
@@ -342,5 +411,19 @@ mod tests {
         assert_eq!(groups(1, 64), 1);
         assert_eq!(groups(64, 64), 1);
         assert_eq!(groups(65, 64), 2);
+    }
+
+    #[test]
+    fn kernels_parse_known_values() {
+        let parse = |value: &str| Kernels::parse(std::ffi::OsStr::new(value));
+        assert_eq!(parse("").unwrap(), Kernels::Auto);
+        for kernels in [Kernels::Auto, Kernels::Gpu, Kernels::GpuNoSubgroups] {
+            assert_eq!(parse(kernels.name()).unwrap(), kernels);
+        }
+        let err = parse("GPU").unwrap_err().to_string();
+        assert!(
+            err.contains("\"GPU\"") && err.contains("gpu-no-subgroups"),
+            "{err}"
+        );
     }
 }

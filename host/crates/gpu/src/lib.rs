@@ -23,7 +23,7 @@ pub mod sampling;
 #[cfg(test)]
 mod testing;
 
-pub use device::Gpu;
+pub use device::{Gpu, Kernels};
 pub use embedding::Embedding;
 pub use encoder::Encoder;
 pub use matmul::Matmul;

@@ -43,6 +43,21 @@ const LANES_PRODUCTS_SOURCE: &str = include_str!("../../../../shaders/matmul_lan
 const TRANSPOSED_LANES_SOURCE: &str =
     include_str!("../../../../shaders/matmul_transposed_lanes.wgsl");
 
+/// `subgroup_row_sum` of `matmul_gemv.wgsl`: a butterfly over the
+/// THREADS_PER_ROW neighbouring lanes of a row that leaves the row's total
+/// in each of them.
+const GEMV_SUBGROUP_ROW_SUM: &str = "fn subgroup_row_sum(value: f32) -> f32 {
+    var sum = value;
+    for (var offset = THREADS_PER_ROW / 2u; offset > 0u; offset /= 2u) {
+        sum += subgroupShuffleXor(sum, offset);
+    }
+    return sum;
+}";
+/// The same function where SUBGROUP_REDUCE is false and the kernel never
+/// calls it: a shader may not name subgroup operations on a device
+/// without them.
+const GEMV_NO_SUBGROUP_ROW_SUM: &str = "fn subgroup_row_sum(value: f32) -> f32 { return value; }";
+
 /// Activation row counts up to this one use the matrix-vector kernel when
 /// K is a multiple of 4 (it reads x as vec4s).
 const GEMV_MAX_ROWS: u32 = 4;
@@ -165,10 +180,7 @@ impl Matmul {
     pub fn new(gpu: &Gpu) -> Result<Matmul> {
         // On a CPU adapter the lanes of one SIMD vector are neighbouring
         // threads; giving each its own row lets all lanes read the same x.
-        let gemv_threads_per_row = match gpu.info.device_type {
-            wgpu::DeviceType::Cpu => 1,
-            _ => 32,
-        };
+        let gemv_threads_per_row = if gpu.runs_as_cpu() { 1 } else { 32 };
         Self::with_gemv_threads_per_row(gpu, gemv_threads_per_row)
     }
 
@@ -243,10 +255,15 @@ impl Matmul {
                 None => Vec::new(),
             });
             let snippet = dequant_snippet(dtype);
+            let row_sum = if subgroup_reduce {
+                GEMV_SUBGROUP_ROW_SUM
+            } else {
+                GEMV_NO_SUBGROUP_ROW_SUM
+            };
             let gemv = format!(
                 "const THREADS_PER_ROW: u32 = {gemv_threads_per_row}u;\n\
                  const SUBGROUP_REDUCE: bool = {subgroup_reduce};\n\
-                 {PARAMS_SOURCE}\n{snippet}\n{GEMV_SOURCE}"
+                 {row_sum}\n{PARAMS_SOURCE}\n{snippet}\n{GEMV_SOURCE}"
             );
             pipelines.push(Pipelines {
                 gemv: compile(gpu, &format!("matmul_gemv {dtype}"), &gemv, "matmul_gemv")?,
