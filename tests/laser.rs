@@ -251,19 +251,26 @@ fn broken_reward_model_is_not_called_missing() {
 #[test]
 fn misplaced_plugin_names_are_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--rms", "linucb"], "is a selector, not a reward model"),
         (&["--rms", ","], "--rms contains an empty name"),
         (
             &["--selector", "length"],
             "is a reward model, not a selector",
         ),
+        // The bundled `fixed` selector's manifest names the verifier.
+        (
+            &["--selector", "fixed", "--rms", "format,length"],
+            "cannot choose among the reward models",
+        ),
     ];
     for (extra, expected) in cases {
-        let output = run(&dir.path().join("run"), extra);
+        let out = dir.path().join("run");
+        let output = run(&out, extra);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{extra:?}");
         assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?} left a run folder");
     }
 }
 
@@ -483,23 +490,29 @@ fn compare_counts_one_rm_per_prompt() {
     assert_eq!(candidates(1), 3 * candidates(0));
 }
 
-#[test]
-fn plugins_check_prints_error_once() {
+/// Runs `plugins check` on a copy of bundled plugin `name` whose manifest
+/// text `edit` changed.
+fn check_edited_plugin(name: &str, edit: impl Fn(String) -> String) -> Output {
     let dir = tempfile::tempdir().unwrap();
     for extension in ["wasm", "toml"] {
-        let name = format!("fixed.{extension}");
-        std::fs::copy(bundled_plugins().join(&name), dir.path().join(&name)).unwrap();
+        let file = format!("{name}.{extension}");
+        std::fs::copy(bundled_plugins().join(&file), dir.path().join(&file)).unwrap();
     }
-    let manifest = dir.path().join("fixed.toml");
-    let text = read(&manifest).replace("arm = \"verifier\"", "arm = \"\"");
-    std::fs::write(&manifest, text).unwrap();
-
-    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+    let manifest = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&manifest, edit(read(&manifest))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .args(["plugins", "check"])
         .arg(&manifest)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn plugins_check_prints_error_once() {
+    let output = check_edited_plugin("fixed", |text| {
+        text.replace("arm = \"verifier\"", "arm = \"\"")
+    });
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -508,6 +521,23 @@ fn plugins_check_prints_error_once() {
             .matches("expected the name of a reward model")
             .count(),
         1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugins_check_warns_of_unserved_models() {
+    let output = check_edited_plugin("length", |text| {
+        let models_line = text
+            .lines()
+            .find(|line| line.starts_with("models"))
+            .expect("the manifest lists its models");
+        text.replace(models_line, "models = [\"policy\", \"judge-70b\"]")
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: length asks for models [\"judge-70b\"]"),
         "{stderr}"
     );
 }

@@ -82,11 +82,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let dir = dir.or(cli.plugins).context(
                 "missing plugin folder: pass it as `plugins list DIR` or with --plugins DIR",
             )?;
-            print!("{}", laser_plugins::list_plugins(&dir)?);
+            let report = laser_plugins::list_plugins(&dir)?;
+            print!("{report}");
+            report.plugins.iter().for_each(warn_unserved_models);
             Ok(())
         }
         Command::Plugins(PluginsCommand::Check { file }) => {
-            print!("{}", laser_plugins::check_plugin(&file)?);
+            let report = laser_plugins::check_plugin(&file)?;
+            print!("{report}");
+            warn_unserved_models(&report);
             Ok(())
         }
         Command::Bench(crate::cli::BenchCommand::Engine(args)) => bench::engine(&args, cli.verbose),
@@ -98,6 +102,25 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", laser_plugins::bench_plugins(&selector, iterations)?);
             Ok(())
         }
+    }
+}
+
+/// Warns when a plugin's manifest names models other than the policy,
+/// which is the only model this host serves: runs reject such a plugin
+/// when they start, though it loads here with stub models.
+fn warn_unserved_models(report: &laser_plugins::PluginReport) {
+    let unserved: Vec<&String> = report
+        .models
+        .iter()
+        .filter(|model| model.as_str() != crate::laser::service::POLICY)
+        .collect();
+    if !unserved.is_empty() {
+        eprintln!(
+            "warning: {} asks for models {unserved:?}, but laser-host serves only {:?}; \
+             runs will reject it until `models` in its manifest lists only that",
+            report.name,
+            crate::laser::service::POLICY
+        );
     }
 }
 

@@ -356,6 +356,7 @@ impl Run {
                     anyhow::anyhow!("failed to apply the run's selector_config: {err}")
                 })?;
         }
+        check_selector_fits(&selector, &arms, engine_hidden_size(&engine)?)?;
         if let Some(saved) = &state.selector_state {
             selector
                 .load_state(saved)
@@ -643,15 +644,7 @@ impl Run {
     }
 
     fn arm_infos(&self) -> Vec<ArmInfo> {
-        self.arms
-            .iter()
-            .map(|arm| ArmInfo {
-                name: arm.name.clone(),
-                version: arm.plugin.meta().manifest.version.clone(),
-                tags: arm.plugin.info().tags.clone(),
-                enabled: arm.plugin.disabled_reason().is_none(),
-            })
-            .collect()
+        arm_infos(&self.arms)
     }
 
     fn lock_engine(&self) -> Result<std::sync::MutexGuard<'_, Engine>> {
@@ -1370,6 +1363,46 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 
 /// Orders the loaded reward models as arms: the `--rms` order when given,
 /// else load order. `skipped` names the plugins that failed to load.
+/// Returns the description of each arm that `choose` passes to the selector.
+fn arm_infos(arms: &[Arm]) -> Vec<ArmInfo> {
+    arms.iter()
+        .map(|arm| ArmInfo {
+            name: arm.name.clone(),
+            version: arm.plugin.meta().manifest.version.clone(),
+            tags: arm.plugin.info().tags.clone(),
+            enabled: arm.plugin.disabled_reason().is_none(),
+        })
+        .collect()
+}
+
+/// Returns the width of the policy's hidden states, the selector's context.
+fn engine_hidden_size(engine: &Mutex<Engine>) -> Result<usize> {
+    let engine = engine
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
+    Ok(engine.config.n_embd)
+}
+
+/// Checks that the selector's config fits `arms` before the run folder
+/// exists. A fresh copy of the selector chooses once, for one context of
+/// unit length, so the run's own selector keeps its state. A `fixed`
+/// selector whose `arm` names no loaded reward model fails here.
+fn check_selector_fits(selector: &SelectorPlugin, arms: &[Arm], width: usize) -> Result<()> {
+    let name = &selector.meta().manifest.name;
+    let mut copy = selector
+        .fresh_copy()
+        .map_err(|err| anyhow::anyhow!("selector {name:?} failed to start: {err}"))?;
+    let context = vec![1.0 / (width.max(1) as f32).sqrt(); width];
+    let names: Vec<&str> = arms.iter().map(|arm| arm.name.as_str()).collect();
+    copy.choose(&[context], &arm_infos(arms)).map_err(|err| {
+        anyhow::anyhow!(
+            "selector {name:?} cannot choose among the reward models {names:?}: {err}; \
+             check its [config] and --rms"
+        )
+    })?;
+    Ok(())
+}
+
 fn pick_arms(
     config: &RunConfig,
     rms: Vec<RewardModelPlugin>,

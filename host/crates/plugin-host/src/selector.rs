@@ -251,6 +251,18 @@ impl SelectorPlugin {
         Ok(())
     }
 
+    /// Returns a new instance of this plugin with the same config
+    /// (overrides included) and a fresh state. Calls on it leave this one
+    /// as it is, so a caller can try a call without changing the run.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the new instance fails to start.
+    pub fn fresh_copy(&self) -> Result<SelectorPlugin, PluginError> {
+        let core = self.fresh_core(self.core.meta.clone());
+        SelectorPlugin::start(core, self.pre.clone(), Arc::clone(&self.models), None)
+    }
+
     /// Creates a store for a new instance of this plugin, described by
     /// `meta`.
     fn fresh_core(&self, meta: PluginMeta) -> PluginCore {
