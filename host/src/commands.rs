@@ -138,20 +138,7 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Gpu> {
             limits.max_compute_workgroup_storage_size >> 10,
             limits.max_compute_invocations_per_workgroup
         );
-        let family = if gpu.has_cpu_lanes() {
-            "CPU-tuned lane kernels"
-        } else {
-            "GPU kernels"
-        };
-        let subgroups = if gpu.features.contains(wgpu::Features::SUBGROUP) {
-            "with subgroup operations"
-        } else {
-            "without subgroup operations"
-        };
-        eprintln!(
-            "kernels: {family}, {subgroups} (LASER_HOST_KERNELS={})",
-            gpu.kernels.name()
-        );
+        eprintln!("kernels: {}", gpu.describe_kernels());
     }
     Ok(gpu)
 }

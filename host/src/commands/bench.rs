@@ -34,6 +34,7 @@ pub(crate) fn engine(args: &BenchEngineArgs, verbose: bool) -> Result<()> {
     // too large for the device fails before the first measurement.
     engine.reserve_kv_cache(args.batch, 16 + args.decode_tokens)?;
     println!("adapter: {}", engine.gpu.describe());
+    println!("kernels: {}", engine.gpu.describe_kernels());
 
     // Matmul throughput: the square reference shape, then the model's own
     // shapes at decode (M = 1) and prefill (M = 512) sizes.

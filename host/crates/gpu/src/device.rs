@@ -196,6 +196,25 @@ impl Gpu {
         )
     }
 
+    /// Returns which kernels run, for logs and benchmark reports, such as
+    /// "GPU kernels, with subgroup operations (LASER_HOST_KERNELS=gpu)".
+    pub fn describe_kernels(&self) -> String {
+        let family = if self.has_cpu_lanes() {
+            "CPU-tuned lane kernels"
+        } else {
+            "GPU kernels"
+        };
+        let subgroups = if self.features.contains(wgpu::Features::SUBGROUP) {
+            "with"
+        } else {
+            "without"
+        };
+        format!(
+            "{family}, {subgroups} subgroup operations (LASER_HOST_KERNELS={})",
+            self.kernels.name()
+        )
+    }
+
     /// Returns the largest byte size of one storage binding on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits

@@ -27,6 +27,7 @@ pub(crate) fn train(args: &BenchTrainArgs, verbose: bool) -> Result<()> {
     let path = super::super::model_path(&args.model)?;
     let gpu = super::super::open_gpu(verbose)?;
     println!("adapter: {}", gpu.describe());
+    println!("kernels: {}", gpu.describe_kernels());
     let checkpoint = Checkpoint::open(&path)?;
     let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
     let model = TrainModel::new(gpu, &checkpoint, layout)?;
