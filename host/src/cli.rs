@@ -168,7 +168,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Stop a sample when its text contains this string (repeatable).
+    /// Stop a sample when its text contains this string (repeatable). The
+    /// text ends before the stop string. The tokens (with --json) end with
+    /// the last one that starts before it, which may decode past it.
     #[arg(long)]
     pub stop: Vec<String>,
 

@@ -126,6 +126,8 @@ pub struct Engine {
     /// The model's chat template, or why it failed to compile, which
     /// matters only to callers that render a chat prompt.
     chat_template: Result<ChatTemplate, String>,
+    /// The checkpoint the model came from, for errors.
+    path: std::path::PathBuf,
     kernels: Kernels,
     weights: Weights,
     act: Activations,
@@ -164,9 +166,12 @@ impl Engine {
     /// Fails when the checkpoint is invalid or unsupported, or its weights do
     /// not fit on the device.
     pub fn load(gpu: Gpu, path: &Path) -> Result<Self> {
-        let checkpoint = Checkpoint::open(path)?;
-        Self::from_checkpoint(gpu, &checkpoint)
-            .with_context(|| format!("failed to load model {}", path.display()))
+        let advice = crate::fetch::refetch_advice(path);
+        let checkpoint =
+            Checkpoint::open(path).map_err(|err| anyhow::anyhow!("{err:#}{advice}"))?;
+        Self::from_checkpoint(gpu, &checkpoint).map_err(|err| {
+            anyhow::anyhow!("failed to load model {}: {err:#}{advice}", path.display())
+        })
     }
 
     /// Uploads an opened checkpoint onto `gpu`.
@@ -203,6 +208,7 @@ impl Engine {
             config,
             tokenizer,
             chat_template,
+            path: checkpoint.path().to_path_buf(),
             kernels,
             weights,
             act,
@@ -407,12 +413,13 @@ impl Engine {
                 "the prompt of {longest} tokens is longer than the model's context length \
                  of {context} tokens; shorten it"
             );
+            let allowed = context + 1 - u64::from(longest);
+            let noun = if allowed == 1 { "token" } else { "tokens" };
             bail!(
                 "the prompt of {longest} tokens and up to {} new tokens need {places} places, \
-                 more than the model's context length of {context} tokens; allow {} new tokens \
-                 or fewer (--max-new-tokens)",
+                 more than the model's context length of {context} tokens; allow {allowed} \
+                 new {noun} or fewer (--max-new-tokens)",
                 sampling.max_new_tokens,
-                context + 1 - u64::from(longest)
             );
         }
         self.reserve(slots, places as u32)?;
@@ -593,7 +600,7 @@ impl Engine {
             self.gpu.submit(encoder);
             let tokens: Vec<u32> = self.gpu.read(&self.head.sampled, u64::from(r) * 4)?;
             let logprobs: Vec<f32> = self.gpu.read(&self.head.logprobs, u64::from(r) * 4)?;
-            check_finite(&logprobs)?;
+            check_finite(&logprobs, &self.path)?;
             for ((&(_, slot), token), logprob) in group.iter().zip(tokens).zip(logprobs) {
                 let seq = &mut state[slot as usize];
                 seq.push(token, logprob, &self.config, &self.tokenizer, sampling)?;
@@ -659,7 +666,7 @@ impl Engine {
                 engine.gpu.submit(encoder);
                 let logprobs: Vec<f32> =
                     engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
-                check_finite(&logprobs)?;
+                check_finite(&logprobs, &engine.path)?;
                 for (w, logprob) in group.iter().zip(logprobs) {
                     out[w.1].push(logprob);
                 }
@@ -708,7 +715,7 @@ impl Engine {
             let states: Vec<f32> = engine
                 .gpu
                 .read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
-            check_finite(&states)?;
+            check_finite(&states, &engine.path)?;
             for (i, row) in rows.iter().enumerate() {
                 let seq = seq_index[i];
                 let state = &states[i * c..(i + 1) * c];
@@ -762,7 +769,7 @@ impl Engine {
             );
             self.gpu.submit(encoder);
             let embeddings: Vec<f32> = self.gpu.read(&self.act.x, u64::from(m) * c as u64 * 4)?;
-            check_finite(&embeddings)?;
+            check_finite(&embeddings, &self.path)?;
             for (&(seq, _), embedding) in chunk.iter().zip(embeddings.chunks(c)) {
                 for (sum, x) in sums[seq].iter_mut().zip(embedding) {
                     *sum += x;
@@ -794,7 +801,7 @@ impl Engine {
                 let logits: Vec<f32> = engine
                     .gpu
                     .read(&engine.head.logits, (group.len() * v * 4) as u64)?;
-                check_finite(&logits)?;
+                check_finite(&logits, &engine.path)?;
                 out.extend(logits.chunks(v).map(<[f32]>::to_vec));
             }
             Ok(())
@@ -1017,11 +1024,14 @@ fn warn_on_vocab_mismatch(model_vocab: usize, tokenizer_vocab: usize) {
 }
 
 /// Fails when `values` contains a NaN, which only corrupt weights produce.
-fn check_finite(values: &[f32]) -> Result<()> {
+/// `path` is the model's checkpoint.
+fn check_finite(values: &[f32], path: &Path) -> Result<()> {
     if values.iter().any(|v| v.is_nan()) {
         bail!(
-            "the model produced NaN logits; its weights are probably corrupt \
-             (NaN or infinite values): check the model file or fetch it again"
+            "the model {} produced NaN logits; its weights are probably corrupt \
+             (NaN or infinite values): check the model file or fetch it again{}",
+            path.display(),
+            crate::fetch::refetch_advice(path)
         );
     }
     Ok(())

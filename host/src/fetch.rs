@@ -47,6 +47,18 @@ pub fn default_model_path() -> PathBuf {
     cache_dir().join("models").join(DEFAULT_FILE)
 }
 
+/// Returns advice to append to an error about the model at `path`. For
+/// the cached default model it says how to check and replace the file,
+/// and for any other model it is empty.
+pub fn refetch_advice(path: &Path) -> &'static str {
+    if path == default_model_path() {
+        "; this is the cached default model: run `laser-host models fetch` to check \
+         its sha256 and fetch it again"
+    } else {
+        ""
+    }
+}
+
 /// Returns the default model's path, fetching it first when it is not
 /// cached yet.
 ///

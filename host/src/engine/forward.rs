@@ -82,8 +82,8 @@ impl KvCache {
         ensure!(
             per_block <= gpu.max_binding_bytes(),
             "KV cache for {slots} sequences of {max_len} tokens needs {} MiB per block, \
-             more than this device's largest binding ({} MiB); use fewer sequences or \
-             fewer tokens",
+             more than this device's largest binding ({} MiB); use fewer sequences (-n, --n or \
+             --batch-size) or fewer tokens (--max-new-tokens)",
             per_block >> 20,
             gpu.max_binding_bytes() >> 20
         );

@@ -102,3 +102,13 @@ pub fn load(dir: &Path) -> Result<Option<SavedState>> {
         tensors,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn state_file_is_not_read_as_weights() {
+        // The state is saved beside the model's shards, which a folder
+        // without an index lists by their extension.
+        assert!(laser_model::hf::NOT_SHARDS.contains(&super::STATE_FILE));
+    }
+}

@@ -7,16 +7,16 @@
 //! not wgpu's portable defaults, because model weights need large storage
 //! bindings.
 //!
-//! `LASER_HOST_KERNELS` picks the kernels: `auto` (the default) runs the
+//! `LASER_HOST_KERNELS` picks the kernels. `auto`, the default, runs the
 //! CPU-tuned `*_lanes` kernels on a CPU adapter with 8-lane subgroups and
-//! the GPU kernels elsewhere; `gpu` runs the GPU kernels on every adapter,
-//! as a GPU would; `gpu-no-subgroups` also leaves out subgroup operations,
-//! as on a GPU without them. The last two let a machine without a GPU
-//! test what a GPU runs.
+//! the GPU kernels elsewhere. `gpu` runs the GPU kernels on every adapter,
+//! and `gpu-no-subgroups` also leaves out subgroup operations, as on a GPU
+//! without them. These two let a machine without a GPU test what a GPU
+//! runs.
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use wgpu::util::DeviceExt;
 
 use crate::profile::Profiler;
@@ -24,7 +24,7 @@ use crate::profile::Profiler;
 /// The WGSL prelude prepended to every kernel: shared unpack helpers.
 const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
 
-/// The kernels `LASER_HOST_KERNELS` asks for (see the module docs).
+/// The kernel choice of `LASER_HOST_KERNELS` (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
     /// CPU-tuned kernels on a CPU adapter that suits them, GPU kernels elsewhere.
@@ -102,7 +102,13 @@ impl Gpu {
 
     async fn open() -> Result<Self> {
         let kernels = Kernels::from_env()?;
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let backend_choice = std::env::var("WGPU_BACKEND")
+            .ok()
+            .filter(|value| !value.trim().is_empty());
+        let backends = match &backend_choice {
+            Some(value) => parse_backends(value)?,
+            None => wgpu::Backends::PRIMARY,
+        };
         let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         descriptor.backends = backends;
         let instance = wgpu::Instance::new(descriptor);
@@ -127,12 +133,16 @@ impl Gpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|err| {
-                    anyhow::anyhow!(
+                .map_err(|err| match &backend_choice {
+                    Some(value) => anyhow::anyhow!(
+                        "no GPU adapter found for WGPU_BACKEND={value:?} ({err}); unset \
+                         WGPU_BACKEND to try every backend, or install that backend's driver"
+                    ),
+                    None => anyhow::anyhow!(
                         "no GPU adapter found ({err}); install your GPU's Vulkan, \
                          Metal or DX12 driver, or on Linux without a GPU install \
                          the CPU fallback with `apt-get install mesa-vulkan-drivers`"
-                    )
+                    ),
                 })?,
         };
         let info = adapter.get_info();
@@ -143,8 +153,10 @@ impl Gpu {
         if kernels == Kernels::GpuNoSubgroups {
             features = wgpu::Features::empty();
         }
-        let profile = std::env::var_os("LASER_HOST_PROFILE")
-            .is_some_and(|value| !value.is_empty() && value != "0");
+        let profile = parse_switch(
+            "LASER_HOST_PROFILE",
+            &std::env::var_os("LASER_HOST_PROFILE").unwrap_or_default(),
+        )?;
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if profile && !timestamps {
             tracing::warn!("LASER_HOST_PROFILE is set, but this adapter has no timestamp queries");
@@ -414,6 +426,60 @@ impl Gpu {
     }
 }
 
+/// Parses the on-or-off environment variable `name`: empty, `0`, `false`,
+/// `no` or `off` is off, and `1`, `true`, `yes` or `on` is on.
+///
+/// # Errors
+///
+/// Fails on any other value, so that a typo does not flip the setting.
+fn parse_switch(name: &str, value: &std::ffi::OsStr) -> Result<bool> {
+    let lower = value.to_str().map(str::to_ascii_lowercase);
+    match lower.as_deref() {
+        Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        _ => bail!("invalid {name}={value:?}: use 1 to turn it on or 0 to turn it off"),
+    }
+}
+
+/// Parses `WGPU_BACKEND`: backend names separated by commas, as wgpu reads
+/// them, limited to the backends this build has.
+///
+/// # Errors
+///
+/// Fails on a name wgpu does not know or a backend this build leaves out,
+/// where wgpu itself would skip the name and then report no adapter.
+fn parse_backends(value: &str) -> Result<wgpu::Backends> {
+    let built = wgpu::Instance::enabled_backend_features();
+    let names = [
+        (wgpu::Backends::VULKAN, "vulkan"),
+        (wgpu::Backends::METAL, "metal"),
+        (wgpu::Backends::DX12, "dx12"),
+        (wgpu::Backends::GL, "gl"),
+    ];
+    let usable: Vec<&str> = names
+        .iter()
+        .filter(|(backend, _)| built.contains(*backend))
+        .map(|&(_, name)| name)
+        .collect();
+    let usable = usable.join(", ");
+    let mut backends = wgpu::Backends::empty();
+    for name in value.split(',').map(str::trim) {
+        let backend = wgpu::Backends::from_comma_list(name);
+        ensure!(
+            !backend.is_empty() && !name.is_empty(),
+            "invalid WGPU_BACKEND={value:?}: {name:?} is not a backend; use one of \
+             {usable}, or leave WGPU_BACKEND unset to pick the best adapter"
+        );
+        ensure!(
+            built.contains(backend),
+            "invalid WGPU_BACKEND={value:?}: this build of laser-host has no {name} \
+             backend on this system; use one of {usable}"
+        );
+        backends |= backend;
+    }
+    Ok(backends)
+}
+
 /// Returns the number of workgroups needed to cover `n` items, `size` at a
 /// time.
 pub fn groups(n: u32, size: u32) -> u32 {
@@ -430,6 +496,37 @@ mod tests {
         assert_eq!(groups(1, 64), 1);
         assert_eq!(groups(64, 64), 1);
         assert_eq!(groups(65, 64), 2);
+    }
+
+    #[test]
+    fn switches_parse_on_and_off() {
+        let parse = |value: &str| parse_switch("X", std::ffi::OsStr::new(value));
+        for off in ["", "0", "false", "No", "OFF"] {
+            assert!(!parse(off).unwrap(), "{off:?}");
+        }
+        for on in ["1", "true", "Yes", "on"] {
+            assert!(parse(on).unwrap(), "{on:?}");
+        }
+        let err = parse("2").unwrap_err().to_string();
+        assert!(err.contains("invalid X=\"2\""), "{err}");
+    }
+
+    #[test]
+    fn backends_parse_known_names() {
+        // Vulkan is built in on Linux and Windows, not on macOS.
+        if wgpu::Instance::enabled_backend_features().contains(wgpu::Backends::VULKAN) {
+            assert_eq!(parse_backends("vulkan").unwrap(), wgpu::Backends::VULKAN);
+            assert_eq!(
+                parse_backends(" VK,vulkan").unwrap(),
+                wgpu::Backends::VULKAN
+            );
+        }
+        let err = parse_backends("vulcan").unwrap_err().to_string();
+        assert!(err.contains("\"vulcan\" is not a backend"), "{err}");
+        let err = parse_backends("vulkan,").unwrap_err().to_string();
+        assert!(err.contains("\"\" is not a backend"), "{err}");
+        let err = parse_backends("gl").unwrap_err().to_string();
+        assert!(err.contains("has no gl backend"), "{err}");
     }
 
     #[test]

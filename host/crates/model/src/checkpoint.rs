@@ -88,13 +88,16 @@ impl Checkpoint {
                 path.display()
             );
             Source::Hf(HfCheckpoint::open(path)?)
-        } else if path.file_name().is_some_and(|name| name == "config.json") {
+        } else if path.file_name().is_some_and(|name| name == "config.json")
+            || path.extension().is_some_and(|ext| ext == "safetensors")
+        {
             let folder = path
                 .parent()
                 .filter(|folder| !folder.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             bail!(
-                "{}: this is a Hugging Face config file. Give its folder {} as the model",
+                "{}: this file is part of a Hugging Face checkpoint. Give its folder {} \
+                 as the model",
                 path.display(),
                 folder.display()
             );
@@ -208,12 +211,14 @@ impl Checkpoint {
                 let bos = text_of(self.config.bos_token_id);
                 let eos = text_of(self.config.eos_token_ids.first().copied());
                 ChatTemplate::new(source, bos, eos)
+                    .with_context(|| format!("{}: tokenizer.chat_template", self.path.display()))
             }
             Source::Hf(hf) => {
                 let config = hf.tokenizer_config();
                 let bos = config.bos_token.as_ref().map_or("", |t| t.as_str());
                 let eos = config.eos_token.as_ref().map_or("", |t| t.as_str());
                 ChatTemplate::new(hf.chat_template_source(), bos, eos)
+                    .with_context(|| hf.chat_template_file().display().to_string())
             }
         }
     }
@@ -251,9 +256,56 @@ impl Checkpoint {
                 tensor.shape
             );
         }
-        // NOTE: a Hugging Face folder may store `lm_head.weight` even with
-        // tied embeddings; it is then ignored in favor of `token_embd.weight`.
-        Ok(())
+        self.check_no_unused_tensors()
+    }
+
+    /// Fails when the checkpoint holds tensors the config does not use. A
+    /// config that declares too few layers, or no attention biases where
+    /// the weights have them, would otherwise run and give wrong output.
+    fn check_no_unused_tensors(&self) -> Result<()> {
+        let expected: std::collections::HashSet<String> = expected_tensors(&self.config)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        // A Hugging Face folder may store `lm_head.weight` even with tied
+        // embeddings, as transformers does; `token_embd.weight` serves then.
+        let mut unused: Vec<String> = self
+            .tensor_names()
+            .into_iter()
+            .filter(|name| !expected.contains(*name))
+            .filter(|name| !(self.config.tied_embeddings && *name == "output.weight"))
+            .map(|name| self.stored_name(name))
+            .collect();
+        if let Source::Hf(hf) = &self.source {
+            unused.extend(hf.unmapped_tensors().iter().cloned());
+        }
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unused.sort_unstable();
+        let shown: Vec<String> = unused
+            .iter()
+            .take(4)
+            .map(|name| format!("`{name}`"))
+            .collect();
+        let more = if unused.len() > shown.len() {
+            format!(" and {} more", unused.len() - shown.len())
+        } else {
+            String::new()
+        };
+        let config = match &self.source {
+            Source::Gguf(_) => "the GGUF metadata",
+            Source::Hf(_) => "config.json",
+        };
+        bail!(
+            "{}: the model's config does not use {} of its tensors ({}{more}); check that \
+             the layer count ({}) and attention biases in {config} match the weights, and \
+             that the checkpoint is of a supported architecture (llama or qwen2)",
+            self.path.display(),
+            unused.len(),
+            shown.join(", "),
+            self.config.n_layer
+        )
     }
 
     /// Returns the name that the checkpoint's own files use for the tensor

@@ -146,6 +146,10 @@ impl ModelConfig {
             n_head > 0,
             "gguf: {path}: `{arch_name}.attention.head_count` is 0; a model needs at least one attention head"
         );
+        ensure!(
+            n_embd > 0,
+            "gguf: {path}: `{arch_name}.embedding_length` is 0; a model needs a nonzero width"
+        );
         let head_dim = optional("attention.key_length")?;
         if let (Some(k), Some(v)) = (head_dim, optional("attention.value_length")?) {
             ensure!(
@@ -154,7 +158,15 @@ impl ModelConfig {
             );
         }
         if let Some(rope_dim) = optional("rope.dimension_count")? {
-            let head = head_dim.unwrap_or(n_embd / n_head.max(1));
+            // Without a key length the head size is C / H, which must
+            // divide; otherwise the message below would blame the RoPE size.
+            ensure!(
+                head_dim.is_some() || n_embd.is_multiple_of(n_head),
+                "gguf: {path}: `{arch_name}.embedding_length` {n_embd} is not a multiple of \
+                 `{arch_name}.attention.head_count` {n_head}, and no key length gives the \
+                 head size"
+            );
+            let head = head_dim.unwrap_or(n_embd / n_head);
             ensure!(
                 rope_dim == head,
                 "gguf: {path}: rope.dimension_count {rope_dim} differs from the head size {head}: partial RoPE is not supported"
@@ -219,7 +231,7 @@ impl ModelConfig {
     /// RoPE scaling or sliding-window attention, or fails
     /// [`ModelConfig::validate`].
     pub fn from_hf_json(json: &str) -> Result<Self> {
-        let raw: HfConfig = serde_json::from_str(json).context("invalid config.json")?;
+        let raw: HfConfig = serde_json::from_str(json)?;
         raw.into_config()
     }
 
@@ -425,7 +437,6 @@ impl HfConfig {
         config
             .with_default_head_dim()
             .and_then(ModelConfig::validate)
-            .context("config.json: invalid model config")
     }
 }
 

@@ -29,6 +29,9 @@ pub struct HfCheckpoint {
     config: ModelConfig,
     shards: Vec<Shard>,
     tensors: HashMap<String, HfTensor>,
+    /// Names of stored tensors that map to no GGUF name, other than
+    /// rotary frequency buffers.
+    unmapped: Vec<String>,
     tokenizer_config: TokenizerConfig,
     /// The contents of `chat_template.jinja`, where newer transformers
     /// versions save the template.
@@ -127,6 +130,7 @@ impl HfCheckpoint {
 
         let mut shards = Vec::with_capacity(shard_names.len());
         let mut tensors = HashMap::new();
+        let mut unmapped = Vec::new();
         for name in &shard_names {
             ensure!(
                 !name.contains('/') && !name.contains('\\'),
@@ -134,7 +138,7 @@ impl HfCheckpoint {
                 dir.join(INDEX_FILE).display()
             );
             let shard = map_shard(&dir.join(name))?;
-            index_shard(&shard, shards.len(), &mut tensors)?;
+            index_shard(&shard, &shards, &mut tensors, &mut unmapped)?;
             shards.push(shard);
         }
 
@@ -156,6 +160,7 @@ impl HfCheckpoint {
             config,
             shards,
             tensors,
+            unmapped,
             tokenizer_config,
             template_file,
         })
@@ -186,6 +191,14 @@ impl HfCheckpoint {
         let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// Returns the stored names of the tensors that the engine has no use
+    /// for, such as those of another architecture's modules. Rotary
+    /// frequency buffers (`rotary_emb.inv_freq`) are left out: the engine
+    /// computes those from the config.
+    pub fn unmapped_tensors(&self) -> &[String] {
+        &self.unmapped
     }
 
     /// Returns the Hugging Face name of the tensor with GGUF name `name`, if present.
@@ -247,6 +260,17 @@ impl HfCheckpoint {
                 .map(|t| t.template.as_str()),
             None => self.template_file.as_deref(),
         }
+    }
+
+    /// Returns the file that [`HfCheckpoint::chat_template_source`] comes
+    /// from, for errors.
+    pub fn chat_template_file(&self) -> PathBuf {
+        let name = if self.tokenizer_config.chat_template.is_some() {
+            "tokenizer_config.json"
+        } else {
+            "chat_template.jinja"
+        };
+        self.dir.join(name)
     }
 }
 
@@ -316,6 +340,13 @@ fn read_index(dir: &Path) -> Result<Option<ShardIndex>> {
     Ok(Some(index))
 }
 
+/// Safetensors files that may sit in a model folder without holding its
+/// weights: laser-host's training state (parameters and AdamW moments) and
+/// a PEFT LoRA adapter.
+pub const NOT_SHARDS: [&str; 2] = ["training_state.safetensors", "adapter_model.safetensors"];
+
+/// Returns the names of the folder's weight shards: its `*.safetensors`
+/// files except [`NOT_SHARDS`].
 fn list_safetensors(dir: &Path) -> Result<BTreeSet<String>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("{}: failed to list", dir.display()))?;
@@ -323,7 +354,7 @@ fn list_safetensors(dir: &Path) -> Result<BTreeSet<String>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("{}: failed to list", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors") {
+        if name.ends_with(".safetensors") && !NOT_SHARDS.contains(&name.as_str()) {
             names.insert(name);
         }
     }
@@ -342,12 +373,16 @@ fn map_shard(path: &Path) -> Result<Shard> {
     })
 }
 
-/// Adds the tensors of `shard` to `tensors` under their GGUF names.
+/// Adds the tensors of `shard` to `tensors` under their GGUF names, and
+/// the names of those with no GGUF name to `unmapped`. `earlier` holds the
+/// shards indexed before this one.
 fn index_shard(
     shard: &Shard,
-    shard_index: usize,
+    earlier: &[Shard],
     tensors: &mut HashMap<String, HfTensor>,
+    unmapped: &mut Vec<String>,
 ) -> Result<()> {
+    let shard_index = earlier.len();
     let path = shard.path.display();
     let (header_len, metadata) = SafeTensors::read_metadata(&shard.mmap)
         .map_err(|e| anyhow!("{path}: invalid safetensors file: {e}"))?;
@@ -358,7 +393,9 @@ fn index_shard(
 
     for (hf_name, info) in metadata.tensors() {
         let Some(name) = gguf_name(&hf_name) else {
-            tracing::debug!(tensor = %hf_name, shard = %path, "skipping unused tensor");
+            if !hf_name.ends_with("rotary_emb.inv_freq") {
+                unmapped.push(hf_name.clone());
+            }
             continue;
         };
         let dtype = match info.dtype {
@@ -395,6 +432,12 @@ fn index_shard(
             end,
         };
         if let Some(previous) = tensors.insert(name.clone(), tensor) {
+            ensure!(
+                previous.shard == shard_index,
+                "{path}: tensor `{hf_name}` is also stored in {}: remove the extra shard \
+                 or the duplicate tensor",
+                earlier[previous.shard].path.display()
+            );
             bail!(
                 "{path}: tensor `{hf_name}` and `{}` both map to `{name}`",
                 previous.hf_name

@@ -205,6 +205,23 @@ fn wrong_tensor_shape_is_rejected() {
 }
 
 #[test]
+fn unused_gguf_layer_is_rejected() {
+    let config = tiny_llama_config();
+    let mut writer = synthetic_gguf(&config, DType::F32, 3).unwrap();
+    writer.add_metadata("llama.block_count", (config.n_layer - 1) as u32);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fewer.gguf");
+    writer.write(&path).unwrap();
+    let message = format!("{:#}", Checkpoint::open(&path).unwrap_err());
+    let last = config.n_layer - 1;
+    assert!(
+        message.contains(&format!("`blk.{last}.attn_k.weight`")),
+        "{message}"
+    );
+    assert!(message.contains("in the GGUF metadata"), "{message}");
+}
+
+#[test]
 fn missing_gguf_names_path() {
     let message = format!("{:#}", Checkpoint::open("/nonexistent/x.gguf").unwrap_err());
     assert!(
@@ -232,15 +249,17 @@ fn folder_without_config_names_expected_files() {
 }
 
 #[test]
-fn config_json_path_points_to_folder() {
+fn checkpoint_file_points_to_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.json");
-    std::fs::write(&config, "{}").unwrap();
-    let error = Checkpoint::open(&config).err().unwrap();
-    let message = format!("{error:#}");
-    assert!(message.contains("Give its folder"), "{message}");
-    assert!(
-        message.contains(&dir.path().display().to_string()),
-        "{message}"
-    );
+    for name in ["config.json", "model-00001-of-00002.safetensors"] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, "{}").unwrap();
+        let error = Checkpoint::open(&file).err().unwrap();
+        let message = format!("{error:#}");
+        assert!(message.contains("Give its folder"), "{name}: {message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{name}: {message}"
+        );
+    }
 }

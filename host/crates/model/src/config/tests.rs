@@ -239,6 +239,20 @@ fn gguf_partial_rope_is_rejected() {
 }
 
 #[test]
+fn gguf_width_errors_name_the_width() {
+    for (width, expected) in [
+        (0u32, "`llama.embedding_length` is 0"),
+        (30, "`llama.embedding_length` 30 is not a multiple of"),
+    ] {
+        let mut writer = llama_gguf();
+        writer.add_metadata("llama.embedding_length", width);
+        writer.add_metadata("llama.rope.dimension_count", 16u32);
+        let message = format!("{:#}", open_gguf(&writer).unwrap_err());
+        assert!(message.contains(expected), "{width}: {message}");
+    }
+}
+
+#[test]
 fn gguf_bad_heads_are_rejected() {
     let mut writer = llama_gguf();
     writer.add_metadata("llama.attention.head_count_kv", 3u32);

@@ -377,3 +377,67 @@ fn folder_without_shards_is_rejected() {
         "{message}"
     );
 }
+
+#[test]
+fn unused_layer_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_json("LlamaForCausalLM");
+    write_folder(dir.path(), &config);
+    let mut fewer = config.clone();
+    fewer["num_hidden_layers"] = json!(1);
+    std::fs::write(dir.path().join("config.json"), fewer.to_string()).unwrap();
+    let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
+    assert!(
+        message.contains("does not use 9 of its tensors"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`model.layers.1.input_layernorm.weight`"),
+        "{message}"
+    );
+    assert!(message.contains("and 5 more"), "{message}");
+    assert!(message.contains("layer count (1)"), "{message}");
+}
+
+#[test]
+fn stray_tensor_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_json("LlamaForCausalLM");
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    write_tokenizer_files(dir.path());
+    let mut tensors = stored_tensors(&config);
+    tensors.push(StoredTensor {
+        hf_name: "vision_tower.patch_embed.weight".to_owned(),
+        dtype: SafeDtype::F32,
+        shape: vec![2],
+        bytes: vec![0; 8],
+    });
+    write_shard(
+        &dir.path().join("model.safetensors"),
+        &tensors.iter().collect::<Vec<_>>(),
+    );
+    let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
+    assert!(
+        message.contains("does not use 1 of its tensors (`vision_tower.patch_embed.weight`)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tensor_in_two_shards_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_json("LlamaForCausalLM");
+    let tensors = write_folder(dir.path(), &config);
+    let copy: Vec<&StoredTensor> = tensors
+        .iter()
+        .filter(|t| t.hf_name == "model.norm.weight")
+        .collect();
+    write_shard(&dir.path().join("model-extra.safetensors"), &copy);
+    let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
+    assert!(
+        message.contains("tensor `model.norm.weight` is also stored in"),
+        "{message}"
+    );
+    assert!(message.contains("model-extra.safetensors"), "{message}");
+    assert!(message.contains("model.safetensors"), "{message}");
+}
