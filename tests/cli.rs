@@ -188,6 +188,35 @@ fn generate_with_tiny_model_is_reproducible() {
 }
 
 #[test]
+fn streamed_text_matches_json_text() {
+    // One plain sample is printed as it is generated; it must end up the
+    // same as the final text, stop strings and partial characters included.
+    for seed in ["1", "2"] {
+        for stop in [None, Some("e")] {
+            let mut options = vec!["--max-new-tokens", "12", "--seed", seed];
+            if let Some(stop) = stop {
+                options.extend(["--stop", stop]);
+            }
+            let plain = generate_with(&options);
+            options.push("--json");
+            let json = generate_with(&options);
+            assert!(
+                plain.status.success() && json.status.success(),
+                "{}",
+                String::from_utf8_lossy(&plain.stderr)
+            );
+            let record: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+            let expected = format!("{}\n", record["text"].as_str().unwrap());
+            assert_eq!(
+                String::from_utf8_lossy(&plain.stdout),
+                expected,
+                "seed {seed}, stop {stop:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bench_engine_prints_median_and_range() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -380,6 +380,24 @@ impl Engine {
         prompts: &[Vec<u32>],
         sampling: &SamplingConfig,
     ) -> Result<Vec<Generation>> {
+        self.generate_with(prompts, sampling, &mut |_, _, _| {})
+    }
+
+    /// Like [`Engine::generate`], calling `on_tokens(tokenizer, i, tokens)`
+    /// each time sequence `i` gets a new token, with its tokens so far, so
+    /// that a caller can print text as it comes. A sequence that ends on a
+    /// stop string or EOS gets no call for that last step; its
+    /// [`Generation`] has the final text.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::generate`].
+    pub fn generate_with(
+        &mut self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+        on_tokens: &mut dyn FnMut(&Tokenizer, usize, &[u32]),
+    ) -> Result<Vec<Generation>> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
@@ -472,7 +490,9 @@ impl Engine {
                         .map(move |slot| (i as u32, slot as u32))
                 })
                 .collect();
+            let before: Vec<usize> = state.iter().map(|s| s.tokens.len()).collect();
             self.sample_rows(&last_rows, &mut state, sampling)?;
+            report_new_tokens(&self.tokenizer, &state, &before, on_tokens);
         }
         self.copy_shared_prefixes(prompts, &source);
 
@@ -498,7 +518,9 @@ impl Engine {
                 .enumerate()
                 .map(|(i, r)| (i as u32, r.slot))
                 .collect();
+            let before: Vec<usize> = state.iter().map(|s| s.tokens.len()).collect();
             self.sample_rows(&picks, &mut state, sampling)?;
+            report_new_tokens(&self.tokenizer, &state, &before, on_tokens);
         }
 
         state
@@ -1001,6 +1023,21 @@ impl SequenceState {
             logprobs: self.logprobs,
             finish: self.finish.unwrap_or(FinishReason::Length),
         })
+    }
+}
+
+/// Calls `on_tokens` for each unfinished sequence that has more tokens
+/// than `before` records.
+fn report_new_tokens(
+    tokenizer: &Tokenizer,
+    state: &[SequenceState],
+    before: &[usize],
+    on_tokens: &mut dyn FnMut(&Tokenizer, usize, &[u32]),
+) {
+    for (i, (sequence, &count)) in state.iter().zip(before).enumerate() {
+        if sequence.finish != Some(FinishReason::Stop) && sequence.tokens.len() > count {
+            on_tokens(tokenizer, i, &sequence.tokens);
+        }
     }
 }
 

@@ -57,7 +57,15 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
     };
     let prompts = vec![prompt; args.num_samples as usize];
     let started = std::time::Instant::now();
-    let generations = engine.generate(&prompts, &sampling)?;
+    // One plain-text sample is printed as it is generated.
+    let mut stream = (args.num_samples == 1 && !args.json).then(|| Stream::new(&args.stop));
+    let generations = engine.generate_with(&prompts, &sampling, &mut |tokenizer, _, tokens| {
+        if let Some(stream) = &mut stream
+            && let Ok(text) = tokenizer.decode(tokens, true)
+        {
+            stream.show(&text);
+        }
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     let new_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
     for (i, generation) in generations.iter().enumerate() {
@@ -67,7 +75,10 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
             if args.num_samples > 1 {
                 println!("--- sample {} ---", i + 1);
             }
-            println!("{}", generation.text);
+            match &mut stream {
+                Some(stream) => stream.finish(&generation.text),
+                None => println!("{}", generation.text),
+            }
             if generation.text.is_empty() {
                 eprintln!("{}", empty_sample_note(generation.finish, args.chat));
             }
@@ -80,6 +91,69 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints a sample's text while it is generated. Each step decodes the
+/// tokens so far and prints what is new, less a trailing partial
+/// character and a tail that may be the start of a stop string, which the
+/// final text would not have.
+struct Stream {
+    stops: Vec<String>,
+    printed: String,
+}
+
+impl Stream {
+    fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.to_vec(),
+            printed: String::new(),
+        }
+    }
+
+    /// Prints the part of `text`, the decoded tokens so far, that is new
+    /// and final.
+    fn show(&mut self, text: &str) {
+        let ready = ready_text(text, &self.stops);
+        if let Some(new) = ready.strip_prefix(self.printed.as_str())
+            && !new.is_empty()
+        {
+            print!("{new}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            self.printed = ready.to_owned();
+        }
+    }
+
+    /// Prints the rest of the sample's final text and ends its line.
+    fn finish(&mut self, text: &str) {
+        match text.strip_prefix(self.printed.as_str()) {
+            Some(rest) => println!("{rest}"),
+            // The final text differs from what was shown; print it whole
+            // on a line of its own.
+            None => println!("\n{text}"),
+        }
+    }
+}
+
+/// Returns the start of `text` that later tokens cannot change. It ends
+/// before any stop string and before a tail that a stop string starts
+/// with. It also leaves out a trailing U+FFFD: a character whose bytes
+/// span tokens decodes to that until its last byte comes.
+fn ready_text<'a>(text: &'a str, stops: &[String]) -> &'a str {
+    let mut end = stops
+        .iter()
+        .filter_map(|stop| text.find(stop.as_str()))
+        .min()
+        .unwrap_or(text.len());
+    for stop in stops {
+        let partial = (1..stop.len())
+            .rev()
+            .filter(|&k| stop.is_char_boundary(k))
+            .find(|&k| text[..end].ends_with(&stop[..k]));
+        if let Some(k) = partial {
+            end -= k;
+        }
+    }
+    text[..end].trim_end_matches('\u{FFFD}')
 }
 
 /// Returns the line printed to stderr for an empty sample, which would
@@ -101,6 +175,19 @@ fn empty_sample_note(finish: FinishReason, chat: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_text_holds_back_what_may_change() {
+        let stops = vec!["STOP".to_owned()];
+        assert_eq!(ready_text("hello", &stops), "hello");
+        assert_eq!(ready_text("hello ST", &stops), "hello ");
+        assert_eq!(ready_text("hello STOP and on", &stops), "hello ");
+        assert_eq!(ready_text("caf\u{FFFD}", &[]), "caf");
+        assert_eq!(ready_text("S", &stops), "");
+        // A multi-byte stop string is held back whole characters at a time.
+        let stops = vec!["éé".to_owned()];
+        assert_eq!(ready_text("abé", &stops), "ab");
+    }
 
     #[test]
     fn empty_sample_note_names_reason() {
