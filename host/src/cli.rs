@@ -161,7 +161,7 @@ pub struct GenerateArgs {
     pub top_k: u32,
 
     /// The maximum number of new tokens per sample.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_new_tokens: u32,
 
     /// Random seed; the same seed gives the same samples.
@@ -322,7 +322,7 @@ pub struct RunArgs {
     pub temperature: f32,
 
     /// The maximum number of new tokens per sample.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_new_tokens: u32,
 
     /// The bandit context of a prompt: its final hidden states pooled by
@@ -451,7 +451,7 @@ pub struct EvalArgs {
     pub batch_size: usize,
 
     /// The maximum number of new tokens per response.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_new_tokens: u32,
 
     /// A PEFT LoRA adapter folder to apply to the model, such as a run's

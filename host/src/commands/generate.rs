@@ -21,10 +21,6 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         "--top-p must be in (0, 1], got {}",
         args.top_p
     );
-    ensure!(
-        args.max_new_tokens >= 1,
-        "--max-new-tokens must be at least 1"
-    );
     ensure!(!args.prompt.is_empty(), "--prompt is empty");
     ensure!(
         args.stop.iter().all(|stop| !stop.is_empty()),

@@ -80,6 +80,15 @@ impl Checkpoint {
     /// config is invalid, or a tensor is missing or has the wrong shape.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        // Reading a named pipe or a device would block or never end.
+        if let Ok(meta) = std::fs::metadata(path) {
+            ensure!(
+                meta.is_file() || meta.is_dir(),
+                "{}: not a regular file or folder; a model is a .gguf file or a Hugging Face \
+                 folder",
+                path.display()
+            );
+        }
         let source = if path.is_dir() {
             ensure!(
                 path.join("config.json").is_file(),

@@ -373,6 +373,81 @@ fn map_shard(path: &Path) -> Result<Shard> {
     })
 }
 
+/// Explains why the safetensors crate rejected `bytes`, since its message
+/// may name no tensor or the wrong one. It finds a shape that does not fit
+/// its byte range, a range past the end of a truncated file, and ranges
+/// that overlap or leave gaps, and returns `None` for anything else.
+fn explain_bad_layout(bytes: &[u8]) -> Option<String> {
+    let header_len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header_end = usize::try_from(header_len).ok()?.checked_add(8)?;
+    if header_end > bytes.len() {
+        return Some(format!(
+            "its header claims {header_len} bytes, but the file has {} after the length: \
+             the file is truncated",
+            bytes.len() - 8
+        ));
+    }
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end]).ok()?;
+    let data_len = (bytes.len() - header_end) as u64;
+    let mut ranges = Vec::new();
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype")?.as_str()?;
+        let size: u64 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            _ => return None,
+        };
+        let shape: Vec<u64> = info
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_u64)
+            .collect::<Option<_>>()?;
+        let offsets = info.get("data_offsets")?.as_array()?;
+        let (begin, end) = (offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?);
+        let bytes_needed = shape
+            .iter()
+            .try_fold(size, |total, &dim| total.checked_mul(dim))?;
+        if end < begin || end - begin != bytes_needed {
+            return Some(format!(
+                "tensor `{name}` of shape {shape:?} in {dtype} takes {bytes_needed} bytes, but \
+                 its offsets {begin}..{end} give it {}",
+                end.saturating_sub(begin)
+            ));
+        }
+        if end > data_len {
+            return Some(format!(
+                "tensor `{name}` ends at byte {end} of the data, but the file holds {data_len} \
+                 data bytes: the file is truncated"
+            ));
+        }
+        ranges.push((begin, end, name));
+    }
+    ranges.sort_unstable();
+    let mut covered = 0;
+    for (begin, end, name) in ranges {
+        if begin != covered {
+            return Some(format!(
+                "tensor `{name}` starts at byte {begin} of the data, where the tensors before \
+                 it end at {covered}: its range overlaps another or leaves a gap"
+            ));
+        }
+        covered = end;
+    }
+    (covered != data_len).then(|| {
+        format!(
+            "the tensors fill {covered} data bytes, but the file holds {data_len}: a tensor is \
+             missing from the header or the file has extra bytes"
+        )
+    })
+}
+
 /// Adds the tensors of `shard` to `tensors` under their GGUF names, and
 /// the names of those with no GGUF name to `unmapped`. `earlier` holds the
 /// shards indexed before this one.
@@ -384,8 +459,10 @@ fn index_shard(
 ) -> Result<()> {
     let shard_index = earlier.len();
     let path = shard.path.display();
-    let (header_len, metadata) = SafeTensors::read_metadata(&shard.mmap)
-        .map_err(|e| anyhow!("{path}: invalid safetensors file: {e}"))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(&shard.mmap).map_err(|e| {
+        let reason = explain_bad_layout(&shard.mmap).unwrap_or_else(|| e.to_string());
+        anyhow!("{path}: invalid safetensors file: {reason}")
+    })?;
     // The data section follows the 8-byte header length and the header.
     let data_start = header_len
         .checked_add(8)

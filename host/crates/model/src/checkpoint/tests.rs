@@ -221,6 +221,20 @@ fn unused_gguf_layer_is_rejected() {
     assert!(message.contains("in the GGUF metadata"), "{message}");
 }
 
+#[cfg(unix)]
+#[test]
+fn named_pipe_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("model.gguf");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let message = format!("{:#}", Checkpoint::open(&pipe).unwrap_err());
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
 #[test]
 fn missing_gguf_names_path() {
     let message = format!("{:#}", Checkpoint::open("/nonexistent/x.gguf").unwrap_err());

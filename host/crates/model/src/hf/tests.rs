@@ -441,3 +441,60 @@ fn tensor_in_two_shards_names_both() {
     assert!(message.contains("model-extra.safetensors"), "{message}");
     assert!(message.contains("model.safetensors"), "{message}");
 }
+
+/// Returns a safetensors file with `header` (JSON) and `data` bytes.
+fn raw_safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let header = header.to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn bad_layouts_are_explained() {
+    let good = json!({
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F16", "shape": [2], "data_offsets": [8, 12]},
+    });
+    assert_eq!(explain_bad_layout(&raw_safetensors(&good, &[0; 12])), None);
+
+    let truncated = raw_safetensors(&good, &[0; 10]);
+    let reason = explain_bad_layout(&truncated).unwrap();
+    assert!(reason.contains("tensor `b` ends at byte 12"), "{reason}");
+    assert!(reason.contains("truncated"), "{reason}");
+
+    let short_header = &raw_safetensors(&good, &[])[..20];
+    let reason = explain_bad_layout(short_header).unwrap();
+    assert!(reason.contains("truncated"), "{reason}");
+
+    let extra = raw_safetensors(&good, &[0; 16]);
+    let reason = explain_bad_layout(&extra).unwrap();
+    assert!(reason.contains("fill 12 data bytes"), "{reason}");
+
+    let wrong_shape = json!({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}});
+    let reason = explain_bad_layout(&raw_safetensors(&wrong_shape, &[0; 8])).unwrap();
+    assert!(
+        reason.contains("tensor `a` of shape [3] in F32 takes 12 bytes"),
+        "{reason}"
+    );
+
+    let overlap = json!({
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+    });
+    let reason = explain_bad_layout(&raw_safetensors(&overlap, &[0; 8])).unwrap();
+    assert!(reason.contains("tensor `b` starts at byte 4"), "{reason}");
+}
+
+#[test]
+fn truncated_shard_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    write_folder(dir.path(), &config_json("LlamaForCausalLM"));
+    let shard = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 1]).unwrap();
+    let message = format!("{:#}", Checkpoint::open(dir.path()).unwrap_err());
+    assert!(message.contains("the file is truncated"), "{message}");
+    assert!(message.contains("model.safetensors"), "{message}");
+}
