@@ -198,9 +198,12 @@ fn compare_goes_on_after_failed_selector() {
     assert!(rows[2][1]["error"].is_string(), "{}", rows[2]);
     assert!(rows[3][1].get("error").is_none(), "{}", rows[3]);
 
-    // With both selectors fixed, a resume runs only them.
+    // With both selectors fixed, a resume runs only them. The counting
+    // selector's settings changed, so its folder goes first, as the error
+    // message says.
     write_counting_manifest(&plugins, "");
     copy(&plugins.join("random.wasm"), &plugins.join("broken.wasm"));
+    std::fs::remove_dir_all(out.join("counting-selector")).unwrap();
     let metrics = out.join("round-robin").join("metrics.jsonl");
     let finished_metrics = read(&metrics);
     let output = laser_host(&["compare".as_ref(), "--resume".as_ref(), out.as_os_str()]);

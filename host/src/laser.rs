@@ -222,6 +222,8 @@ pub struct Run {
     progress: indicatif::MultiProgress,
     /// The policy's LoRA trainer, in `train` mode.
     policy: Option<PolicyTrainer>,
+    /// The run folder's lock, held while the run is open.
+    _lock: std::fs::File,
 }
 
 impl RunConfig {
@@ -269,7 +271,11 @@ impl Run {
         // Everything that can fail on bad input is checked before a new run
         // folder is created, so a failed start leaves no folder behind.
         config.validate()?;
+        // A resumed run's folder is locked before its files are cut back to
+        // the last saved batch; a new one once it exists.
+        let mut lock = None;
         let state = if resume {
+            lock = Some(checkpoint::lock_run_folder(out)?);
             RunState::load(out)?
         } else {
             ensure!(
@@ -365,6 +371,7 @@ impl Run {
         if !resume {
             std::fs::create_dir_all(out)
                 .with_context(|| format!("failed to create run folder {}", out.display()))?;
+            lock = Some(checkpoint::lock_run_folder(out)?);
             atomic::write_json(&out.join("config.json"), &config)?;
             // A run killed before its first batch can then be resumed.
             state.save(out)?;
@@ -415,6 +422,7 @@ impl Run {
             state,
             progress: indicatif::MultiProgress::new(),
             policy,
+            _lock: lock.map_or_else(|| checkpoint::lock_run_folder(out), Ok)?,
         };
         run.write_plugins(resume)?;
         Ok(run)
@@ -428,12 +436,14 @@ impl Run {
             "role": "selector",
             "name": self.selector.meta().label(),
             "digest": self.selector.digest(),
+            "settings": plugin_settings(&self.selector.meta().manifest),
         })];
         for arm in &self.arms {
             plugins.push(serde_json::json!({
                 "role": "reward-model",
                 "name": arm.plugin.meta().label(),
                 "digest": arm.plugin.digest(),
+                "settings": plugin_settings(&arm.plugin.meta().manifest),
             }));
         }
         let path = self.out.join("plugins.json");
@@ -1295,6 +1305,18 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
                     folder.display()
                 )
             })?;
+        // Runs from before plugins.json recorded settings have none to
+        // compare.
+        ensure!(
+            old.get("settings").is_none() || now["settings"] == old["settings"],
+            "the manifest of plugin {label} in {} changed since this run started: {} records \
+             {}, and it now gives {}; put the original settings back to resume the run, or \
+             start a new run",
+            folder.display(),
+            path.display(),
+            old["settings"],
+            now["settings"]
+        );
         ensure!(
             now["digest"] == old["digest"],
             "plugin {label} changed since this run started: {} records sha256 {}, and {} \
@@ -1363,6 +1385,16 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 
 /// Orders the loaded reward models as arms: the `--rms` order when given,
 /// else load order. `skipped` names the plugins that failed to load.
+/// Returns the manifest settings that change what a plugin computes (its
+/// `[config]`, limits and models), as `plugins.json` records them.
+fn plugin_settings(manifest: &laser_plugins::Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "config": manifest.config,
+        "limits": manifest.limits,
+        "models": manifest.models,
+    })
+}
+
 /// Returns the description of each arm that `choose` passes to the selector.
 fn arm_infos(arms: &[Arm]) -> Vec<ArmInfo> {
     arms.iter()
@@ -1468,6 +1500,15 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
         config.seed,
         config.builtin_count,
     )?;
+    ensure!(
+        !instances.is_empty(),
+        "no instances to train on: {}",
+        if config.data.is_empty() {
+            "--builtin-count is 0; give a positive count or --data FILE"
+        } else {
+            "the --data files hold none"
+        }
+    );
     let eval_size = config.eval_size.min(instances.len().saturating_sub(1));
     if eval_size < config.eval_size {
         eprintln!(
@@ -1662,6 +1703,37 @@ mod tests {
         let missing = [record("format@0.1.0", "bb")];
         let error = check_plugins_unchanged(&path, &missing, folder).unwrap_err();
         assert!(error.to_string().contains("no longer holds"), "{error}");
+    }
+
+    #[test]
+    fn changed_settings_block_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugins.json");
+        let record = |sigma: f64| {
+            serde_json::json!({
+                "role": "reward-model",
+                "name": "noisy@0.1.0",
+                "digest": "aa",
+                "settings": {"config": {"sigma": sigma}},
+            })
+        };
+        std::fs::write(&path, serde_json::to_string(&[record(0.25)]).unwrap()).unwrap();
+        let folder = Path::new("plugins");
+        assert!(check_plugins_unchanged(&path, &[record(0.25)], folder).is_ok());
+
+        let error = check_plugins_unchanged(&path, &[record(5.0)], folder).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("the manifest of plugin noisy@0.1.0"),
+            "{message}"
+        );
+        assert!(message.contains("\"sigma\":5.0"), "{message}");
+
+        // A record from before settings were kept passes.
+        let old =
+            serde_json::json!([{"role": "reward-model", "name": "noisy@0.1.0", "digest": "aa"}]);
+        std::fs::write(&path, old.to_string()).unwrap();
+        assert!(check_plugins_unchanged(&path, &[record(5.0)], folder).is_ok());
     }
 
     #[test]

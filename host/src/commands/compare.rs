@@ -140,9 +140,9 @@ pub(crate) fn run(
     ensure!(
         failed.is_empty(),
         "{} of {} selectors failed ({}), and {} has the rows of the others. Fix what failed \
-         and pass --resume {} to retry them (a run resumes only with the plugin files it \
-         started with, so after changing a plugin delete that selector's folder first), or \
-         start a new compare without them",
+         and pass --resume {} to retry them (a run resumes only with the plugin files and \
+         manifest settings it started with, so after changing a plugin delete that \
+         selector's folder first), or start a new compare without them",
         failed.len(),
         rows.len(),
         failed.join(", "),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use laser_plugins::{LoadedPlugin, PluginDir, PluginHost};
 
 use crate::cli::EvalArgs;
@@ -29,12 +29,28 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
-        ensure!(
-            !dir.join(crate::laser::checkpoint::STATE_FILE).exists(),
-            "--adapter {} is a run folder; pass one of its policy-NNNNNN folders, which hold \
-             the adapter",
-            dir.display()
-        );
+        if dir.join(crate::laser::checkpoint::STATE_FILE).exists() {
+            use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState};
+            let state = RunState::read(dir)?;
+            let legacy = dir.join(LEGACY_POLICY_DIR);
+            let policy = match state.policy_dir {
+                Some(name) => Some(dir.join(name)),
+                None => legacy.is_dir().then_some(legacy),
+            };
+            match policy {
+                Some(policy) => bail!(
+                    "--adapter {} is a run folder; pass its policy folder {}, which holds \
+                     the adapter",
+                    dir.display(),
+                    policy.display()
+                ),
+                None => bail!(
+                    "--adapter {} is a run folder with no trained adapter (a best-of-n run, \
+                     or a train run stopped before its first batch)",
+                    dir.display()
+                ),
+            }
+        }
         engine.load_adapter(dir)?;
     }
     let instances =

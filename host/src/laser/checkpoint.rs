@@ -95,6 +95,16 @@ impl RunState {
     ///
     /// Fails when `dir` contains no run or its state is damaged.
     pub fn read(dir: &Path) -> Result<Self> {
+        ensure!(
+            dir.exists(),
+            "no run folder {}: it does not exist",
+            dir.display()
+        );
+        ensure!(
+            dir.is_dir(),
+            "{} is a file, not a run folder",
+            dir.display()
+        );
         let path = dir.join(STATE_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -200,6 +210,53 @@ pub fn append_jsonl<T: Serialize>(path: &Path, records: &[&T], lines: &mut usize
     Ok(())
 }
 
+/// The file whose lock marks a run folder as in use by a process.
+pub const LOCK_FILE: &str = ".laser-host.lock";
+
+/// Locks the run folder `dir` for this process, so that a second process
+/// cannot resume the run while this one writes it: both would append the
+/// same batches to its JSONL files. The lock lasts while the returned file
+/// stays open, and the operating system drops it when the process dies.
+///
+/// # Errors
+///
+/// Fails when another process holds the lock, naming its process id, or
+/// when the lock file cannot be written.
+pub fn lock_run_folder(dir: &Path) -> Result<fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let process = if holder.is_empty() {
+                "another laser-host process".to_owned()
+            } else {
+                format!("another laser-host process (pid {holder})")
+            };
+            bail!(
+                "{} is in use by {process}; wait for it to finish or stop it, then run \
+                 this again",
+                dir.display()
+            );
+        }
+        Err(fs::TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("failed to lock {}", path.display()));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(file)
+}
+
 /// Keeps the first `keep` lines of `path`.
 fn truncate_lines(path: &Path, keep: usize) -> Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
@@ -263,6 +320,23 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_folder_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_run_folder(dir.path()).unwrap();
+        let message = lock_run_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("is in use by another laser-host process"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("(pid {})", std::process::id())),
+            "{message}"
+        );
+        drop(first);
+        assert!(lock_run_folder(dir.path()).is_ok());
+    }
 
     #[test]
     fn load_drops_lines_of_unfinished_batch() {

@@ -61,18 +61,21 @@ const DRIVER_KEYS: [&str; 4] = ["granularity", "normalize_reward", "context", "r
 ///
 /// # Errors
 ///
-/// [`BanditError::State`] when the text is not a JSON object or a key is
+/// [`BanditError::Config`] when the text is not a JSON object or a key is
 /// unknown or has the wrong type; the message names the key.
 pub fn parse_config<C: DeserializeOwned>(config_json: &str) -> Result<(C, DriverConfig)> {
-    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json)?;
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(config_json).map_err(BanditError::Config)?;
     let mut driver = serde_json::Map::new();
     for key in DRIVER_KEYS {
         if let Some(value) = object.remove(key) {
             driver.insert(key.to_owned(), value);
         }
     }
-    let algorithm = serde_json::from_value(serde_json::Value::Object(object))?;
-    let driver = serde_json::from_value(serde_json::Value::Object(driver))?;
+    let algorithm =
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(BanditError::Config)?;
+    let driver =
+        serde_json::from_value(serde_json::Value::Object(driver)).map_err(BanditError::Config)?;
     Ok((algorithm, driver))
 }
 

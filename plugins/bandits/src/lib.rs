@@ -136,6 +136,10 @@ pub enum BanditError {
         /// The valid range.
         reason: &'static str,
     },
+    /// The config object is not JSON, or a key is unknown or has the wrong
+    /// type.
+    #[error("{0}")]
+    Config(serde_json::Error),
     /// Saved state bytes could not be encoded or decoded.
     #[error("invalid bandit state: {0}")]
     State(#[from] serde_json::Error),
