@@ -29,28 +29,7 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
-        if dir.join(crate::laser::checkpoint::STATE_FILE).exists() {
-            use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState};
-            let state = RunState::read(dir)?;
-            let legacy = dir.join(LEGACY_POLICY_DIR);
-            let policy = match state.policy_dir {
-                Some(name) => Some(dir.join(name)),
-                None => legacy.is_dir().then_some(legacy),
-            };
-            match policy {
-                Some(policy) => bail!(
-                    "--adapter {} is a run folder; pass its policy folder {}, which holds \
-                     the adapter",
-                    dir.display(),
-                    policy.display()
-                ),
-                None => bail!(
-                    "--adapter {} is a run folder with no trained adapter (a best-of-n run, \
-                     or a train run stopped before its first batch)",
-                    dir.display()
-                ),
-            }
-        }
+        reject_run_folder(dir)?;
         engine.load_adapter(dir)?;
     }
     let instances =
@@ -169,4 +148,31 @@ fn best_of_n(
         &mut best_of,
         progress,
     )
+}
+
+/// Fails when `--adapter` names a run folder rather than an adapter,
+/// naming the run's policy folder, which holds its adapter, if it has one.
+fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
+    use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState, STATE_FILE};
+    if !dir.join(STATE_FILE).exists() {
+        return Ok(());
+    }
+    let state = RunState::read(dir)?;
+    let legacy = dir.join(LEGACY_POLICY_DIR);
+    let policy = match state.policy_dir {
+        Some(name) => Some(dir.join(name)),
+        None => legacy.is_dir().then_some(legacy),
+    };
+    match policy {
+        Some(policy) => bail!(
+            "--adapter {} is a run folder; pass its policy folder {}, which holds the adapter",
+            dir.display(),
+            policy.display()
+        ),
+        None => bail!(
+            "--adapter {} is a run folder with no trained adapter (a best-of-n run, or a \
+             train run stopped before its first batch)",
+            dir.display()
+        ),
+    }
 }
