@@ -176,3 +176,25 @@ fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::laser::checkpoint::RunState;
+
+    #[test]
+    fn run_folder_as_adapter_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(reject_run_folder(dir.path()).is_ok());
+
+        let mut state = RunState::default();
+        state.save(dir.path()).unwrap();
+        let message = reject_run_folder(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("no trained adapter"), "{message}");
+
+        state.policy_dir = Some("policy-000004".to_owned());
+        state.save(dir.path()).unwrap();
+        let message = reject_run_folder(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("policy-000004"), "{message}");
+    }
+}
