@@ -189,8 +189,8 @@ fn generate_with_tiny_model_is_reproducible() {
 
 #[test]
 fn streamed_text_matches_json_text() {
-    // One plain sample is printed as it is generated; it must end up the
-    // same as the final text, stop strings and partial characters included.
+    // One plain sample is printed as it is generated. The printed text must
+    // equal the final text, with stop strings and partial characters too.
     for seed in ["1", "2"] {
         for stop in [None, Some("e")] {
             let mut options = vec!["--max-new-tokens", "12", "--seed", seed];

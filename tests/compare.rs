@@ -199,8 +199,8 @@ fn compare_goes_on_after_failed_selector() {
     assert!(rows[3][1].get("error").is_none(), "{}", rows[3]);
 
     // With both selectors fixed, a resume runs only them. The counting
-    // selector's settings changed, so its folder goes first, as the error
-    // message says.
+    // selector's settings changed, so its folder is deleted first, as the
+    // error message directs.
     write_counting_manifest(&plugins, "");
     copy(&plugins.join("random.wasm"), &plugins.join("broken.wasm"));
     std::fs::remove_dir_all(out.join("counting-selector")).unwrap();

@@ -537,7 +537,7 @@ fn plugins_check_warns_of_unserved_models() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("warning: length asks for models [\"judge-70b\"]"),
+        stderr.contains("warning: length requests models [\"judge-70b\"]"),
         "{stderr}"
     );
 }

@@ -116,7 +116,7 @@ fn warn_unserved_models(report: &laser_plugins::PluginReport) {
         .collect();
     if !unserved.is_empty() {
         eprintln!(
-            "warning: {} asks for models {unserved:?}, but laser-host serves only {:?}; \
+            "warning: {} requests models {unserved:?}, but laser-host serves only {:?}, so \
              runs will reject it until `models` in its manifest lists only that",
             report.name,
             crate::laser::service::POLICY

@@ -48,8 +48,8 @@ pub fn default_model_path() -> PathBuf {
 }
 
 /// Returns advice to append to an error about the model at `path`. For
-/// the cached default model it says how to check and replace the file,
-/// and for any other model it is empty.
+/// the cached default model it names the command that checks and
+/// replaces the file, and for any other model it is empty.
 pub fn refetch_advice(path: &Path) -> &'static str {
     if path == default_model_path() {
         "; this is the cached default model: run `laser-host models fetch` to check \

@@ -297,6 +297,7 @@ impl Run {
             config.max_new_tokens
         );
         let eval = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
+        let context_width = engine.config.n_embd;
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
         let mut plugin_dir = PluginDir::new(&config.plugins);
@@ -362,7 +363,7 @@ impl Run {
                     anyhow::anyhow!("failed to apply the run's selector_config: {err}")
                 })?;
         }
-        check_selector_fits(&selector, &arms, engine_hidden_size(&engine)?)?;
+        check_selector_fits(&selector, &arms, context_width)?;
         if let Some(saved) = &state.selector_state {
             selector
                 .load_state(saved)
@@ -1405,14 +1406,6 @@ fn arm_infos(arms: &[Arm]) -> Vec<ArmInfo> {
             enabled: arm.plugin.disabled_reason().is_none(),
         })
         .collect()
-}
-
-/// Returns the width of the policy's hidden states, the selector's context.
-fn engine_hidden_size(engine: &Mutex<Engine>) -> Result<usize> {
-    let engine = engine
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
-    Ok(engine.config.n_embd)
 }
 
 /// Checks that the selector's config fits `arms` before the run folder

@@ -151,7 +151,7 @@ fn best_of_n(
 }
 
 /// Fails when `--adapter` names a run folder rather than an adapter,
-/// naming the run's policy folder, which holds its adapter, if it has one.
+/// naming the run's policy folder, which contains its adapter, if it has one.
 fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
     use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState, STATE_FILE};
     if !dir.join(STATE_FILE).exists() {
@@ -165,7 +165,7 @@ fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
     };
     match policy {
         Some(policy) => bail!(
-            "--adapter {} is a run folder; pass its policy folder {}, which holds the adapter",
+            "--adapter {} is a run folder; pass its policy folder {}, which contains the adapter",
             dir.display(),
             policy.display()
         ),

@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_text_holds_back_what_may_change() {
+    fn ready_text_withholds_unstable_tail() {
         let stops = vec!["STOP".to_owned()];
         assert_eq!(ready_text("hello", &stops), "hello");
         assert_eq!(ready_text("hello ST", &stops), "hello ");

@@ -81,7 +81,7 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    /// The kernels `LASER_HOST_KERNELS` asked for.
+    /// The kernel choice read from `LASER_HOST_KERNELS`.
     pub kernels: Kernels,
     /// Per-kernel timing, when `LASER_HOST_PROFILE` is set and the adapter
     /// has timestamp queries.
@@ -235,7 +235,7 @@ impl Gpu {
     }
 
     /// Returns whether the kernels run as on a CPU adapter: true on a CPU
-    /// adapter unless `LASER_HOST_KERNELS` asks for the GPU kernels.
+    /// adapter unless `LASER_HOST_KERNELS` requests the GPU kernels.
     pub fn runs_as_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu && self.kernels == Kernels::Auto
     }
@@ -442,12 +442,12 @@ fn parse_switch(name: &str, value: &std::ffi::OsStr) -> Result<bool> {
 }
 
 /// Parses `WGPU_BACKEND`: backend names separated by commas, as wgpu reads
-/// them, limited to the backends this build has.
+/// them, limited to the backends this build contains.
 ///
 /// # Errors
 ///
-/// Fails on a name wgpu does not know or a backend this build leaves out,
-/// where wgpu itself would skip the name and then report no adapter.
+/// Fails on an unknown name or a backend this build leaves out. wgpu
+/// itself would skip such a name and then report that no adapter exists.
 fn parse_backends(value: &str) -> Result<wgpu::Backends> {
     let built = wgpu::Instance::enabled_backend_features();
     let names = [

@@ -36,7 +36,7 @@ pub(crate) fn compile(
         pollster::block_on(out_of_memory.pop()),
     ];
     if let Some(err) = errors.into_iter().flatten().next() {
-        // wgpu's message already holds its causes; anyhow would repeat them.
+        // wgpu's message already contains its causes, so anyhow would repeat them.
         return Err(anyhow::anyhow!("{err}").context(format!("failed to compile kernel `{label}`")));
     }
     Ok(pipeline)

@@ -268,7 +268,7 @@ impl Checkpoint {
         self.check_no_unused_tensors()
     }
 
-    /// Fails when the checkpoint holds tensors the config does not use. A
+    /// Fails when the checkpoint contains tensors the config does not use. A
     /// config that declares too few layers, or no attention biases where
     /// the weights have them, would otherwise run and give wrong output.
     fn check_no_unused_tensors(&self) -> Result<()> {
@@ -292,13 +292,13 @@ impl Checkpoint {
             return Ok(());
         }
         unused.sort_unstable();
-        let shown: Vec<String> = unused
+        let listed: Vec<String> = unused
             .iter()
             .take(4)
             .map(|name| format!("`{name}`"))
             .collect();
-        let more = if unused.len() > shown.len() {
-            format!(" and {} more", unused.len() - shown.len())
+        let more = if unused.len() > listed.len() {
+            format!(" and {} more", unused.len() - listed.len())
         } else {
             String::new()
         };
@@ -312,7 +312,7 @@ impl Checkpoint {
              that the checkpoint is of a supported architecture (llama or qwen2)",
             self.path.display(),
             unused.len(),
-            shown.join(", "),
+            listed.join(", "),
             self.config.n_layer
         )
     }

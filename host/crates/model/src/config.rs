@@ -158,8 +158,8 @@ impl ModelConfig {
             );
         }
         if let Some(rope_dim) = optional("rope.dimension_count")? {
-            // Without a key length the head size is C / H, which must
-            // divide; otherwise the message below would blame the RoPE size.
+            // Without a key length the head size is C / H, which must divide.
+            // Checked here, because the message below would blame the RoPE size.
             ensure!(
                 head_dim.is_some() || n_embd.is_multiple_of(n_head),
                 "gguf: {path}: `{arch_name}.embedding_length` {n_embd} is not a multiple of \

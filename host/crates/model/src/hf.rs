@@ -449,8 +449,8 @@ fn explain_bad_layout(bytes: &[u8]) -> Option<String> {
 }
 
 /// Adds the tensors of `shard` to `tensors` under their GGUF names, and
-/// the names of those with no GGUF name to `unmapped`. `earlier` holds the
-/// shards indexed before this one.
+/// the names of those with no GGUF name to `unmapped`. `earlier` contains
+/// the shards indexed before this one.
 fn index_shard(
     shard: &Shard,
     earlier: &[Shard],
