@@ -61,7 +61,7 @@ fn matmul_gemv(
     let x_base = m * groups;
     // Four groups an iteration, because on CPU adapters (llvmpipe) each loop
     // iteration carries a fixed cost of execution-mask bookkeeping.
-    let step = THREADS_PER_ROW;
+    const step = THREADS_PER_ROW;
     var sums = vec2<f32>(0.0);
     var group = lane;
     for (; group + 3u * step < groups; group += 4u * step) {

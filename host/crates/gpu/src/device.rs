@@ -19,6 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use wgpu::util::DeviceExt;
 
+use crate::loops::loops_end;
 use crate::profile::Profiler;
 
 /// The WGSL prelude prepended to every kernel: shared unpack helpers.
@@ -254,12 +255,20 @@ impl Gpu {
     /// pipeline whose bind group layout is inferred from the shader.
     pub fn pipeline(&self, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
         let code = format!("{PRELUDE}\n{source}");
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(code.into()),
-            });
+        let mut checks = wgpu::ShaderRuntimeChecks::checked();
+        checks.force_loop_bounding = !loops_end(&code);
+        if checks.force_loop_bounding {
+            tracing::debug!("kernel {label} keeps wgpu's loop bounding: a loop may not end");
+        }
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(code.into()),
+        };
+        // SAFETY: the one check turned off is loop bounding, and only for a
+        // kernel whose loops all step by a constant towards a finite bound
+        // (`loops_end`), so no loop runs forever. Bounds and division
+        // checks stay on.
+        let module = unsafe { self.device.create_shader_module_trusted(desc, checks) };
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(label),

@@ -12,6 +12,7 @@ pub mod device;
 pub mod elementwise;
 pub mod embedding;
 mod encoder;
+mod loops;
 pub mod matmul;
 pub mod norm;
 pub mod optimizer;
