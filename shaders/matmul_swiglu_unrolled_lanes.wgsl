@@ -18,8 +18,7 @@
 //   group 0, binding 6: storage read       quants_up: array<vec4<u32>>
 //                       the chunks' quant words (the start of each chunk)
 //
-// Requires K to be a multiple of 32 and params.m == 1, and covers all of K
-// in one slice (FIRST_BLOCK is 0).
+// Requires K to be a multiple of 32 and params.m == 1.
 // Workgroup: 64 threads, one weight row each.
 // Dispatch: (X, Y, 1) once a chunk, with X * Y >= ceil(rows / 64).
 
@@ -43,8 +42,8 @@ fn matmul_swiglu_unrolled_lanes(
     // Rows past the chunk compute row 0 and are discarded.
     let valid = row < params.rows;
     let safe_row = select(0u, row, valid);
-    // The index of the slice's first block in this row.
-    let first = safe_row * (params.row_words / (4u * QUANT_VEC4S)) + FIRST_BLOCK;
+    // The index of this row's first block.
+    let first = safe_row * (params.row_words / (4u * QUANT_VEC4S));
     //@ accumulators: two vec4 sums a matrix, `gate_0`, `gate_1`, `up_0`, `up_1`
     //@ blocks: one `{ ... }` a block, adding to gate_(block % 2) and up_(block % 2)
 

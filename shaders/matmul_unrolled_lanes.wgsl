@@ -12,9 +12,8 @@
 // The products are also factored: a block's sum is d * (q · x)
 // (+ m * sum x), with the integer quants q converted but not scaled.
 //
-// Long bodies run slower, so a kernel covers one slice of K of up to 20
-// blocks, from block FIRST_BLOCK, and the host adds the slices into `out`
-// one dispatch each (`matmul/unrolled.rs` has the figures).
+// Long bodies run slower, so the host uses this kernel only for K of up
+// to 20 blocks (`matmul/unrolled.rs` has the figures).
 //
 // Bindings are those of `matmul_gemv_lanes.wgsl`:
 //   group 0, binding 0: uniform            params: MatmulParams
@@ -27,7 +26,7 @@
 //
 // Requires K to be a multiple of 32 and params.m == 1.
 // Workgroup: 64 threads, one weight row each.
-// Dispatch: (X, Y, 1) once a chunk and slice, with X * Y >= ceil(rows / 64).
+// Dispatch: (X, Y, 1) once a chunk, with X * Y >= ceil(rows / 64).
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -48,8 +47,8 @@ fn matmul_unrolled_lanes(
     // Rows past the chunk compute row 0 and are discarded.
     let valid = row < params.rows;
     let safe_row = select(0u, row, valid);
-    // The index of the slice's first block in this row.
-    let first = safe_row * (params.row_words / (4u * QUANT_VEC4S)) + FIRST_BLOCK;
+    // The index of this row's first block.
+    let first = safe_row * (params.row_words / (4u * QUANT_VEC4S));
     //@ accumulators: two vec4 sums, `sum_0` and `sum_1`
     //@ blocks: one `{ ... }` a block, adding to sum_(block % 2)
 

@@ -9,8 +9,8 @@
 //! On CPU adapters with 8-lane subgroups (lavapipe), F32, F16, Q4_0, Q4_1
 //! and Q8_0 weights go through `matmul_gemv_lanes.wgsl` and
 //! `matmul_transposed_lanes.wgsl` at every row count, except one activation
-//! row of Q4_0, Q4_1 or Q8_0 weights, which goes through the unrolled
-//! kernels that `matmul/unrolled.rs` writes. Elsewhere a few
+//! row of Q4_0, Q4_1 or Q8_0 weights with K of at most 640, which goes
+//! through the unrolled kernels that `matmul/unrolled.rs` writes. Elsewhere a few
 //! activation rows (decode) go through `matmul_gemv.wgsl`, which reads the
 //! weights once, and more rows (prefill) through the tiled
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
@@ -427,10 +427,7 @@ impl Matmul {
         check_size("x", x, u64::from(m) * k);
         check_size("out", out, u64::from(m) * n);
 
-        let unrolled = self
-            .unrolled_for(gpu, gate.dtype(), m, gate.cols(), true)
-            .and_then(|mut slices| slices.pop())
-            .map(|(_, pipeline)| pipeline);
+        let unrolled = self.unrolled_for(gpu, gate.dtype(), m, gate.cols(), true);
         let (tile, pipeline) = match &unrolled {
             Some(pipeline) => (m, pipeline),
             None => pick_tile(&SWIGLU_LANES_TILES, pipelines, m),
@@ -475,12 +472,12 @@ impl Matmul {
         true
     }
 
-    /// Returns the unrolled kernels, one a slice of K, for `m` rows of x
-    /// times a weight of `dtype` with `k` columns (the swiglu kernel, in one
-    /// slice, with `swiglu`), compiling them on first use. Returns `None`
-    /// where they do not apply: more than one row, K not in whole blocks,
-    /// a type they do not read, no lane kernels, more than one slice for
-    /// swiglu, or a kernel that failed to compile.
+    /// Returns the unrolled kernel for `m` rows of x times a weight of
+    /// `dtype` with `k` columns (the swiglu kernel with `swiglu`), compiling
+    /// it on first use. Returns `None` where it does not apply: more than
+    /// one row, K not in whole blocks or longer than
+    /// [`unrolled::MAX_BLOCKS`] blocks, a type it does not read, no lane
+    /// kernels, or a kernel that failed to compile.
     fn unrolled_for(
         &self,
         gpu: &Gpu,
@@ -488,42 +485,31 @@ impl Matmul {
         m: u32,
         k: usize,
         swiglu: bool,
-    ) -> Option<Vec<(unrolled::Shape, wgpu::ComputePipeline)>> {
+    ) -> Option<wgpu::ComputePipeline> {
         let cache = self.unrolled.as_ref()?;
         let blocks = u32::try_from(k / 32).ok()?;
-        if m != 1 || !k.is_multiple_of(32) || !unrolled::supports(dtype) {
+        let fits = (1..=unrolled::MAX_BLOCKS).contains(&blocks) && k.is_multiple_of(32);
+        if m != 1 || !fits || !unrolled::supports(dtype) {
             return None;
         }
-        let slices = unrolled::slices(blocks);
-        if swiglu && slices.len() > 1 {
-            return None;
-        }
+        let shape = unrolled::Shape {
+            dtype,
+            blocks,
+            swiglu,
+        };
         let mut cache = cache.lock().unwrap_or_else(|err| err.into_inner());
-        slices
-            .into_iter()
-            .map(|(first, length)| {
-                let shape = unrolled::Shape {
-                    dtype,
-                    first,
-                    blocks: length,
-                    swiglu,
-                };
-                let pipeline = cache.entry(shape).or_insert_with(|| {
-                    let label = format!(
-                        "{} {dtype} blocks {first}..{}",
-                        shape.entry(),
-                        first + length
-                    );
-                    let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
-                    compile(gpu, &label, &source, shape.entry())
-                        .inspect_err(|err| {
-                            tracing::warn!("{err:#}; using the general kernel instead");
-                        })
-                        .ok()
-                });
-                Some((shape, pipeline.clone()?))
+        cache
+            .entry(shape)
+            .or_insert_with(|| {
+                let label = format!("{} {dtype} {blocks} blocks", shape.entry());
+                let source = format!("{PARAMS_SOURCE}\n{}", unrolled::source(shape));
+                compile(gpu, &label, &source, shape.entry())
+                    .inspect_err(|err| {
+                        tracing::warn!("{err:#}; using the general kernel instead");
+                    })
+                    .ok()
             })
-            .collect()
+            .clone()
     }
 
     /// Records `encode`'s product with the unrolled kernels and returns
@@ -541,30 +527,21 @@ impl Matmul {
         m: u32,
         flags: u32,
     ) -> bool {
-        let Some(slices) = self.unrolled_for(gpu, w.dtype(), m, w.cols(), false) else {
+        let Some(pipeline) = self.unrolled_for(gpu, w.dtype(), m, w.cols(), false) else {
             return false;
         };
         for chunk in w.chunks() {
-            for (shape, pipeline) in &slices {
-                // Slices after the first add their share, without the bias.
-                let slice_flags = if shape.first == 0 {
-                    flags
-                } else {
-                    FLAG_ACCUMULATE
-                };
-                let params = MatmulParams::new(w, chunk, m, slice_flags);
-                let label = format!(
-                    "matmul_unrolled_lanes {} rows {} blocks {}",
-                    w.dtype(),
-                    chunk.row_offset,
-                    shape.first
-                );
-                let workgroups = split_groups(groups(chunk.rows, LANES_WORKGROUP));
-                let buffers = [x, &chunk.buffer, bias, out];
-                dispatch_lanes(
-                    gpu, encoder, &label, pipeline, &params, &buffers, w, chunk, workgroups,
-                );
-            }
+            let params = MatmulParams::new(w, chunk, m, flags);
+            let label = format!(
+                "matmul_unrolled_lanes {} rows {}",
+                w.dtype(),
+                chunk.row_offset
+            );
+            let workgroups = split_groups(groups(chunk.rows, LANES_WORKGROUP));
+            let buffers = [x, &chunk.buffer, bias, out];
+            dispatch_lanes(
+                gpu, encoder, &label, &pipeline, &params, &buffers, w, chunk, workgroups,
+            );
         }
         true
     }
@@ -1107,9 +1084,9 @@ mod tests {
 
     #[test]
     fn unrolled_kernel_matches_cpu() {
-        // One activation row of quantized weights takes the unrolled kernels
-        // on lane adapters, K beyond 20 blocks in slices: 21 blocks in two,
-        // 48 in three.
+        // One activation row of quantized weights takes the unrolled kernel
+        // on lane adapters when K has at most 20 blocks, and the lane kernel
+        // at 21 and 48 blocks.
         let gpu = gpu();
         let matmul = Matmul::new(gpu).unwrap();
         let mut rng = rng(7);
@@ -1123,14 +1100,11 @@ mod tests {
             ];
             for (n, blocks, chunk_rows) in shapes {
                 let k = 32 * blocks;
-                let slices = matmul.unrolled_for(gpu, dtype, 1, k, false);
-                let expected_slices = if gpu.has_cpu_lanes() && dtype.is_quantized() {
-                    blocks.div_ceil(20)
-                } else {
-                    0
-                };
-                let slice_count = slices.map_or(0, |slices| slices.len());
-                assert_eq!(slice_count, expected_slices, "{dtype} K={k}");
+                let unrolled = matmul.unrolled_for(gpu, dtype, 1, k, false).is_some();
+                let expected = gpu.has_cpu_lanes()
+                    && dtype.is_quantized()
+                    && blocks <= unrolled::MAX_BLOCKS as usize;
+                assert_eq!(unrolled, expected, "{dtype} K={k}");
                 let (bytes, w_values) = random_weight(&mut rng, dtype, n, k);
                 let w = upload_in_chunks(dtype, n, k, &bytes, chunk_rows);
                 let x = uniform_vec(&mut rng, k, 1.0);

@@ -15,20 +15,19 @@ const SOURCE: &str = include_str!("../../../../../shaders/matmul_unrolled_lanes.
 const SWIGLU_SOURCE: &str =
     include_str!("../../../../../shaders/matmul_swiglu_unrolled_lanes.wgsl");
 
-/// The most 32-value blocks one unrolled kernel covers; a longer K is split
-/// into slices, one dispatch each. On lavapipe a Q4_1 product with K = 576
-/// (18 blocks) ran at about 5 GB/s of weights, and with 24 or 48 blocks in
-/// one body at 3.6 (the body no longer fits the CPU's instruction cache).
-/// With K = 1536, three slices took 197 µs against 232 to 317 in one body.
-pub(super) const MAX_SLICE_BLOCKS: u32 = 20;
+/// The most 32-value blocks of K an unrolled kernel covers. On lavapipe a
+/// Q4_1 product with K = 576 (18 blocks) ran at about 5 GB/s of weights,
+/// and with 24 or 48 blocks in one body at 3.6 (the body no longer fits the
+/// CPU's instruction cache). A longer K goes to `matmul_gemv_lanes.wgsl`:
+/// for 1×576×1536 (48 blocks) it took 200 µs, against 340 for three
+/// unrolled slices of 16 blocks added up by three dispatches.
+pub(super) const MAX_BLOCKS: u32 = 20;
 
-/// The weight type, slice of K and kind of one unrolled kernel.
+/// The weight type, length of K and kind of one unrolled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     pub dtype: DType,
-    /// The slice's first block of 32 values in a weight row.
-    pub first: u32,
-    /// The number of blocks in the slice.
+    /// The number of 32-value blocks in a weight row, 1 to [`MAX_BLOCKS`].
     pub blocks: u32,
     /// The fused gate and up products of `matmul_swiglu_unrolled_lanes.wgsl`.
     pub swiglu: bool,
@@ -69,11 +68,7 @@ pub(super) fn source(shape: Shape) -> String {
         &["sum"]
     };
     let skeleton = if shape.swiglu { SWIGLU_SOURCE } else { SOURCE };
-    let mut out = format!(
-        "const QUANT_VEC4S: u32 = {}u;\nconst FIRST_BLOCK: u32 = {}u;\n",
-        quant_vec4s(shape.dtype),
-        shape.first
-    );
+    let mut out = format!("const QUANT_VEC4S: u32 = {}u;\n", quant_vec4s(shape.dtype));
     for line in skeleton.lines() {
         let Some(marker) = line.trim_start().strip_prefix("//@ ") else {
             out.push_str(line);
@@ -136,11 +131,7 @@ fn block_code(shape: Shape, matrices: &[&str], block: u32) -> String {
         }
     }
     for j in 0..8 {
-        let _ = writeln!(
-            code,
-            "    let x{j} = x[{}u];",
-            8 * (shape.first + block) + j
-        );
+        let _ = writeln!(code, "    let x{j} = x[{}u];", 8 * block + j);
     }
     if matches!(shape.dtype, DType::Q4_0 | DType::Q4_1) {
         code.push_str(
@@ -243,38 +234,9 @@ fn results(shape: Shape) -> String {
     }
 }
 
-/// Splits `blocks` blocks of K into slices of at most [`MAX_SLICE_BLOCKS`],
-/// as even as can be, and returns (first block, block count) of each.
-pub(super) fn slices(blocks: u32) -> Vec<(u32, u32)> {
-    let count = blocks.div_ceil(MAX_SLICE_BLOCKS).max(1);
-    let length = blocks.div_ceil(count);
-    (0..count)
-        .map(|i| (i * length, length.min(blocks.saturating_sub(i * length))))
-        .filter(|&(_, length)| length > 0)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slices_cover_k() {
-        assert_eq!(slices(18), vec![(0, 18)]);
-        assert_eq!(slices(48), vec![(0, 16), (16, 16), (32, 16)]);
-        assert_eq!(slices(21), vec![(0, 11), (11, 10)]);
-        for blocks in 1..300 {
-            let pieces = slices(blocks);
-            let mut next = 0;
-            for (first, length) in pieces {
-                assert_eq!(first, next, "{blocks} blocks");
-                assert!(length > 0, "{blocks} blocks");
-                assert!(length <= MAX_SLICE_BLOCKS, "{blocks} blocks");
-                next = first + length;
-            }
-            assert_eq!(next, blocks);
-        }
-    }
 
     #[test]
     fn source_replaces_every_marker() {
@@ -285,8 +247,7 @@ mod tests {
             for swiglu in [false, true] {
                 let shape = Shape {
                     dtype,
-                    first: 3,
-                    blocks: 2,
+                    blocks: 5,
                     swiglu,
                 };
                 let code = source(shape);
@@ -294,8 +255,8 @@ mod tests {
                     .lines()
                     .filter(|line| line.trim_start().starts_with("//@"));
                 assert_eq!(markers.count(), 0, "{dtype}: marker left");
-                // Blocks 3 and 4 read x vec4s 24 .. 39.
-                assert!(code.contains("x[24u]"), "{dtype}");
+                // Blocks 0 .. 4 read x vec4s 0 .. 39.
+                assert!(code.contains("x[0u]"), "{dtype}");
                 assert!(code.contains("x[39u]"), "{dtype}");
                 assert!(!code.contains("x[40u]"), "{dtype}");
             }
