@@ -622,6 +622,13 @@ impl Run {
         for error in &report.errors {
             eprintln!("warning: skipped plugin: {error}");
         }
+        for manifest in &report.changed {
+            eprintln!(
+                "warning: plugin {} changed on disk. This run keeps the version it \
+                 loaded, and a new run (not --resume) loads the new one",
+                manifest.display()
+            );
+        }
         for plugin in report.loaded {
             if let LoadedPlugin::RewardModel(rm) = plugin {
                 let name = rm.meta().manifest.name.clone();

@@ -40,6 +40,10 @@ pub struct ScanReport {
     pub loaded: Vec<LoadedPlugin>,
     /// One error per file that failed to load.
     pub errors: Vec<LoadError>,
+    /// Manifests of loaded plugins whose component or manifest changed
+    /// since the last scan. They are not loaded again (see
+    /// [`PluginDir::rescan`]).
+    pub changed: Vec<PathBuf>,
 }
 
 impl PluginDir {
@@ -72,7 +76,8 @@ impl PluginDir {
     /// Loads the plugins that appeared since the last scan, for plugins
     /// dropped into the folder during a run. A plugin that failed to load
     /// is retried once its component or manifest changes. A plugin that
-    /// loaded is not loaded again, even when its files change. A plugin
+    /// loaded is not loaded again, even when its files change: it is listed
+    /// in [`ScanReport::changed`] instead. A plugin
     /// whose name differs only in case from one that appeared before it is
     /// rejected with [`LoadError::NameCaseClash`].
     ///
@@ -85,6 +90,7 @@ impl PluginDir {
         let mut report = ScanReport {
             loaded: Vec::new(),
             errors: Vec::new(),
+            changed: Vec::new(),
         };
         let mut stems = BTreeMap::<PathBuf, bool>::new();
         for (path, stamp) in &files {
@@ -107,7 +113,11 @@ impl PluginDir {
         let names = self.name_owners(stems.keys());
         for (stem, changed) in stems {
             let name_owner = &names[&lowercase_name(&stem)];
-            if !changed || self.loaded.contains(&stem) {
+            if !changed {
+                continue;
+            }
+            if self.loaded.contains(&stem) {
+                report.changed.push(with_suffix(&stem, "toml"));
                 continue;
             }
             if *name_owner != stem {

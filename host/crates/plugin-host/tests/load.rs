@@ -297,6 +297,12 @@ fn rescan_loads_only_new_plugins() {
     });
     let touched = plugins.rescan(&host).unwrap();
     assert!(touched.loaded.is_empty());
+    assert_eq!(touched.changed, [dir.path().join("good-rm.toml")]);
+    assert!(touched.errors.is_empty(), "{:#?}", touched.errors);
+
+    // The change is reported once.
+    let settled = plugins.rescan(&host).unwrap();
+    assert!(settled.changed.is_empty());
 }
 
 #[test]
