@@ -901,7 +901,7 @@ impl Run {
         for (i, instance) in batch.iter().enumerate() {
             let arm = match &picks[i] {
                 Pick::Single(k) => names[*k].clone(),
-                Pick::Ensemble(_) => "ensemble".to_string(),
+                Pick::Ensemble(_) => laser_plugins::RESERVED_ARM_NAME.to_string(),
             };
             *arm_counts.entry(arm.clone()).or_insert(0) += 1;
             let response = generations[i * n + picked[i]].text.clone();

@@ -318,7 +318,7 @@ pub fn write_from_folder(dir: &Path) -> Result<()> {
 }
 
 /// The arm name of prompts whose weights were spread over several arms.
-const ENSEMBLE: &str = "ensemble";
+const ENSEMBLE: &str = laser_plugins::RESERVED_ARM_NAME;
 
 /// Writes a table of how often each arm was picked, the mean raw bandit
 /// reward of its prompts and how often its pick was correct.

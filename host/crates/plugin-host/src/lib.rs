@@ -35,7 +35,7 @@ pub use dir::{PluginDir, ScanReport};
 pub use ensemble::{ScoreNormalizer, combine_scores};
 pub use error::{LoadError, PluginError, PluginErrorKind};
 pub use host::{EPOCH_TICK, LoadedPlugin, PluginHost};
-pub use manifest::{Limits, Manifest, ManifestError, PluginKind};
+pub use manifest::{Limits, Manifest, ManifestError, PluginKind, RESERVED_ARM_NAME};
 pub use models::{ModelService, StubModelService};
 pub use plugin::PluginMeta;
 pub use report::{ListReport, PluginReport, check_plugin, list_plugins};

@@ -100,6 +100,10 @@ pub struct ManifestError {
     pub message: String,
 }
 
+/// The arm name that run reports give prompts whose selector spread its
+/// weights over several reward models, so no reward model may take it.
+pub const RESERVED_ARM_NAME: &str = "ensemble";
+
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     ///
@@ -107,7 +111,8 @@ impl Manifest {
     ///
     /// Returns an error naming the file when it cannot be read, is not
     /// valid TOML, has an unknown or missing field, names a different
-    /// plugin than its file stem, has a `version` that is not a semantic
+    /// plugin than its file stem, names a reward model
+    /// [`RESERVED_ARM_NAME`], has a `version` that is not a semantic
     /// version, or has zero limits.
     pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
@@ -140,6 +145,13 @@ impl Manifest {
         }
         if manifest.name.is_empty() {
             return Err(error("`name` is empty".to_string()));
+        }
+        if manifest.kind == PluginKind::RewardModel && manifest.name == RESERVED_ARM_NAME {
+            return Err(error(format!(
+                "`name` {RESERVED_ARM_NAME:?} is reserved for a reward model: run reports \
+                 use it for prompts whose selector spread its weights over several \
+                 reward models. Rename the plugin (manifest `name` and both file names)"
+            )));
         }
         if let Err(e) = semver::Version::parse(&manifest.version) {
             return Err(error(format!(
@@ -274,6 +286,19 @@ mod tests {
         let text = GOOD.replace("\"length\"", "\"other\"");
         let error = parse(&text).unwrap_err().to_string();
         assert!(error.contains("file is length.toml"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_reserved_name() {
+        let text = GOOD.replace("\"length\"", "\"ensemble\"");
+        let path = Path::new("plugins/ensemble.toml");
+        let error = Manifest::parse(&text, path).unwrap_err().to_string();
+        assert!(error.contains("is reserved"), "{error}");
+        assert!(error.contains("Rename the plugin"), "{error}");
+
+        // A selector may take the name, as the bundled ensemble does.
+        let selector = text.replace("reward-model", "selector");
+        assert!(Manifest::parse(&selector, path).is_ok());
     }
 
     #[test]
