@@ -526,6 +526,49 @@ fn plugins_check_prints_error_once() {
 }
 
 #[test]
+fn plugins_check_names_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.wasm");
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["plugins", "check"])
+        .arg(&missing)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("absent.wasm not found"), "{stderr}");
+    assert!(!stderr.contains("manifest"), "{stderr}");
+}
+
+#[test]
+fn plugins_check_rejects_reward_model_named_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    for extension in ["wasm", "toml"] {
+        std::fs::copy(
+            bundled_plugins().join(format!("length.{extension}")),
+            dir.path().join(format!("ensemble.{extension}")),
+        )
+        .unwrap();
+    }
+    let manifest = dir.path().join("ensemble.toml");
+    let text = read(&manifest).replace("name = \"length\"", "name = \"ensemble\"");
+    std::fs::write(&manifest, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["plugins", "check"])
+        .arg(&manifest)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("is reserved for a reward model"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn plugins_check_warns_of_unserved_models() {
     let output = check_edited_plugin("length", |text| {
         let models_line = text

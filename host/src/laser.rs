@@ -29,8 +29,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use laser_data::Instance;
 use laser_plugins::{
-    ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginHost, RewardModelPlugin, ScoreNormalizer,
-    ScoredInstance, SelectorPlugin,
+    ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginErrorKind, PluginHost, RewardModelPlugin,
+    ScoreNormalizer, ScoredInstance, SelectorPlugin,
 };
 use serde::{Deserialize, Serialize};
 
@@ -711,7 +711,7 @@ impl Run {
         let weights = self
             .selector
             .choose(&contexts, &arms)
-            .map_err(|err| anyhow::anyhow!("selector failed, stopping the run: {err}"))?;
+            .map_err(|err| selector_failed("choose", err))?;
         let picks: Vec<Pick> = weights.iter().map(|w| Pick::from_weights(w)).collect();
         lap("choose", &mut seconds);
 
@@ -774,7 +774,9 @@ impl Run {
                     }
                     arm_scores[k] = Some(full);
                 }
-                Err(err) => eprintln!("warning: {err}; continuing without this reward model"),
+                Err(err) => {
+                    eprintln!("warning: continuing without a reward model that failed: {err}")
+                }
             }
         }
         lap("score", &mut seconds);
@@ -888,7 +890,7 @@ impl Run {
         if !updates.is_empty() {
             self.selector
                 .update_batch(&updates)
-                .map_err(|err| anyhow::anyhow!("selector failed, stopping the run: {err}"))?;
+                .map_err(|err| selector_failed("update", err))?;
         }
         self.state.selector_state = Some(self.selector.last_good_state().to_vec());
         lap("update", &mut seconds);
@@ -1415,6 +1417,14 @@ fn arm_infos(arms: &[Arm]) -> Vec<ArmInfo> {
         .collect()
 }
 
+/// Returns the error that stops a run when the selector's `method` fails.
+fn selector_failed(method: &str, err: laser_plugins::PluginError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "selector failed in `{method}`, so the run stops. Finished batches are saved, \
+         and --resume repeats this batch from the state before it: {err}"
+    )
+}
+
 /// Checks that the selector's config fits `arms` before the run folder
 /// exists. A fresh copy of the selector chooses once, for one context of
 /// unit length, so the run's own selector keeps its state. A `fixed`
@@ -1427,9 +1437,15 @@ fn check_selector_fits(selector: &SelectorPlugin, arms: &[Arm], width: usize) ->
     let context = vec![1.0 / (width.max(1) as f32).sqrt(); width];
     let names: Vec<&str> = arms.iter().map(|arm| arm.name.as_str()).collect();
     copy.choose(&[context], &arm_infos(arms)).map_err(|err| {
+        // Weights of the wrong count or value are a bug in the plugin, and
+        // a returned error most often comes from its config.
+        let advice = if matches!(err.kind, PluginErrorKind::Guest(_)) {
+            "check its [config] and --rms"
+        } else {
+            "the plugin's `choose` is at fault: fix and rebuild it, or pick another --selector"
+        };
         anyhow::anyhow!(
-            "selector {name:?} cannot choose among the reward models {names:?}: {err}; \
-             check its [config] and --rms"
+            "selector {name:?} cannot choose among the reward models {names:?} ({advice}): {err}"
         )
     })?;
     Ok(())

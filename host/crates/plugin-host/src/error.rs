@@ -64,7 +64,32 @@ pub enum PluginErrorKind {
     Disabled(String),
 }
 
+/// Rust's hint after a panic message. The sandbox gives a plugin no
+/// environment variables, so the hint is of no use and is left out.
+const BACKTRACE_HINT: &str = "note: run with `RUST_BACKTRACE=1`";
+
 impl PluginError {
+    /// Returns the lines the plugin wrote during the call, less blank lines
+    /// and Rust's backtrace hint.
+    pub fn output_lines(&self) -> impl Iterator<Item = &str> {
+        self.output
+            .lines()
+            .map(str::trim_end)
+            .filter(|line| !line.trim().is_empty() && !line.starts_with(BACKTRACE_HINT))
+    }
+
+    /// Returns the failure on one line, as reports list it: the kind, and
+    /// for a trap the first two lines the plugin wrote, which for a Rust
+    /// panic are its location and message.
+    pub fn summary(&self) -> String {
+        let mut line = self.kind.to_string();
+        let output: Vec<&str> = self.output_lines().take(2).map(str::trim).collect();
+        if self.is_trap() && !output.is_empty() {
+            line.push_str(&format!(" (plugin output: {})", output.join(" ")));
+        }
+        line
+    }
+
     /// Returns true when the plugin trapped, ran out of time or memory, as
     /// opposed to returning an error or invalid output.
     pub fn is_trap(&self) -> bool {
@@ -125,10 +150,10 @@ impl fmt::Display for PluginErrorKind {
 impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "plugin {}: {}", self.plugin, self.kind)?;
-        if !self.output.is_empty() {
+        let mut lines = self.output_lines().peekable();
+        if lines.peek().is_some() {
             write!(f, "\nplugin output:")?;
-            // Rust's panic message starts with a blank line.
-            for line in self.output.trim().lines() {
+            for line in lines {
                 write!(f, "\n  {line}")?;
             }
         }

@@ -65,7 +65,11 @@ impl fmt::Display for PluginReport {
         }
         writeln!(f, "  file:        {}", self.path.display())?;
         writeln!(f, "  api:         {}", self.api)?;
-        writeln!(f, "  models:      {}", self.models.join(", "))?;
+        if self.models.is_empty() {
+            writeln!(f, "  models:      none")?;
+        } else {
+            writeln!(f, "  models:      {}", self.models.join(", "))?;
+        }
         if !self.tags.is_empty() {
             writeln!(f, "  tags:        {}", self.tags.join(", "))?;
         }
@@ -157,12 +161,22 @@ pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
 ///
 /// # Errors
 ///
-/// Returns an error when `path` has neither extension.
+/// Returns an error when `path` has neither extension, or does not exist.
 pub(crate) fn component_path(path: &Path) -> anyhow::Result<PathBuf> {
     let extension = path.extension().and_then(|e| e.to_str());
+    let lowercase = extension.map(str::to_ascii_lowercase);
     anyhow::ensure!(
         matches!(extension, Some("wasm" | "toml")),
-        "{} is not a plugin: pass a NAME.wasm component or its NAME.toml manifest",
+        "{} is not a plugin: pass a NAME.wasm component or its NAME.toml manifest{}",
+        path.display(),
+        match lowercase.as_deref() {
+            Some("wasm" | "toml") => " (the extension must be lowercase)",
+            _ => "",
+        }
+    );
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: pass the path of an existing NAME.wasm or NAME.toml",
         path.display()
     );
     Ok(path.with_extension("wasm"))

@@ -109,7 +109,7 @@ impl RewardModelPlugin {
                 error = %error,
                 "reward model disabled for the rest of the run"
             );
-            self.disabled = Some(error.kind.to_string());
+            self.disabled = Some(error.summary());
         }
         result
     }

@@ -184,6 +184,14 @@ fn panic_message_reaches_user() {
         message.contains("panic-rm cannot score 2 instances"),
         "{message}"
     );
+    assert!(!message.contains("RUST_BACKTRACE"), "{message}");
+    let reason = panicking.disabled_reason().unwrap();
+    assert!(reason.starts_with("trapped"), "{reason}");
+    assert!(
+        reason.contains("panic-rm cannot score 2 instances"),
+        "{reason}"
+    );
+    assert!(!reason.contains('\n'), "{reason}");
     assert_good_rm_works(&mut good);
 }
 
