@@ -68,6 +68,10 @@ pub enum PluginErrorKind {
 /// environment variables, so the hint is of no use and is left out.
 const BACKTRACE_HINT: &str = "note: run with `RUST_BACKTRACE=1`";
 
+/// The most characters of plugin output that [`PluginError::summary`]
+/// keeps.
+const SUMMARY_OUTPUT_CHARS: usize = 300;
+
 impl PluginError {
     /// Returns the lines the plugin wrote during the call, less blank lines
     /// and Rust's backtrace hint.
@@ -85,7 +89,15 @@ impl PluginError {
         let mut line = self.kind.to_string();
         let output: Vec<&str> = self.output_lines().take(2).map(str::trim).collect();
         if self.is_trap() && !output.is_empty() {
-            line.push_str(&format!(" (plugin output: {})", output.join(" ")));
+            let mut output = output.join(" ");
+            if output.chars().count() > SUMMARY_OUTPUT_CHARS {
+                output = output
+                    .chars()
+                    .take(SUMMARY_OUTPUT_CHARS)
+                    .collect::<String>()
+                    + "…";
+            }
+            line.push_str(&format!(" (plugin output: {output})"));
         }
         line
     }
