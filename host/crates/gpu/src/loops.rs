@@ -33,13 +33,11 @@ pub(crate) fn loops_end(source: &str) -> bool {
         .filter(|pair| pair[0] == "const" || pair[0] == "override")
         .map(|pair| pair[1].as_str())
         .collect();
-    for_headers(&code)
-        .map(|header| {
-            header
-                .and_then(update_clause)
-                .is_some_and(|u| update_is_constant(u, &constants))
-        })
-        .all(|ok| ok)
+    for_headers(&code).all(|header| {
+        header
+            .and_then(update_clause)
+            .is_some_and(|update| update_is_constant(update, &constants))
+    })
 }
 
 /// Removes `//` line comments and `/* */` block comments.
