@@ -141,9 +141,19 @@ impl PluginDir {
                 continue;
             }
             if !files.contains_key(&wasm) {
+                let other_case = files
+                    .keys()
+                    .find(|path| {
+                        path.with_extension("") == stem
+                            && path
+                                .extension()
+                                .is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
+                    })
+                    .cloned();
                 report.errors.push(LoadError::MissingComponent {
                     path: toml,
                     component: wasm,
+                    other_case,
                 });
                 continue;
             }
@@ -354,6 +364,23 @@ mod tests {
         let clashes = name_case_errors(&report);
         assert_eq!(clashes.len(), 1, "{:#?}", report.errors);
         assert_eq!(clashes[0].2, dir.path().join("Length.toml"));
+    }
+
+    #[test]
+    fn scan_points_out_upper_case_extension() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("upper.toml"), "name = \"upper\"").unwrap();
+        std::fs::write(dir.path().join("upper.WASM"), b"\0asm").unwrap();
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        assert_eq!(report.errors.len(), 1, "{:#?}", report.errors);
+        let message = report.errors[0].to_string();
+        assert!(message.contains("missing component"), "{message}");
+        assert!(message.contains("found"), "{message}");
+        assert!(message.contains("upper.WASM"), "{message}");
+        assert!(message.contains("must be lowercase"), "{message}");
     }
 
     #[test]

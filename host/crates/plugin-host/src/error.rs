@@ -68,8 +68,8 @@ pub enum PluginErrorKind {
 /// environment variables, so the hint is of no use and is left out.
 const BACKTRACE_HINT: &str = "note: run with `RUST_BACKTRACE=1`";
 
-/// The most characters of plugin output that [`PluginError::summary`]
-/// keeps.
+/// The maximum number of characters of plugin output that
+/// [`PluginError::summary`] keeps.
 const SUMMARY_OUTPUT_CHARS: usize = 300;
 
 impl PluginError {
@@ -205,15 +205,21 @@ pub enum LoadError {
     },
     /// A manifest has no component beside it.
     #[error(
-        "{}: missing component {}: every NAME.toml needs a NAME.wasm beside it",
+        "{}: missing component {}: every NAME.toml needs a NAME.wasm beside it{}",
         path.display(),
-        component.display()
+        component.display(),
+        other_case.as_ref().map_or(String::new(), |found| format!(
+            " (found {}: the extension must be lowercase)",
+            found.display()
+        ))
     )]
     MissingComponent {
         /// The manifest.
         path: PathBuf,
         /// The component path expected.
         component: PathBuf,
+        /// A file beside it whose extension is `wasm` in other case.
+        other_case: Option<PathBuf>,
     },
     /// A precompiled file was found in a plugin folder. The host only
     /// deserializes machine code from its own cache.
