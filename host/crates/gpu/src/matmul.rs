@@ -10,9 +10,9 @@
 //! and Q8_0 weights go through `matmul_gemv_lanes.wgsl` and
 //! `matmul_transposed_lanes.wgsl` at every row count, except one activation
 //! row of Q4_0, Q4_1 or Q8_0 weights with K of at most 640, which goes
-//! through the unrolled kernels that `matmul/unrolled.rs` writes. Elsewhere a few
-//! activation rows (decode) go through `matmul_gemv.wgsl`, which reads the
-//! weights once, and more rows (prefill) through the tiled
+//! through the unrolled kernels that `matmul/unrolled.rs` writes. Elsewhere
+//! a few activation rows (decode) go through `matmul_gemv.wgsl`, which
+//! reads the weights once, and more rows (prefill) through the tiled
 //! `matmul_gemm.wgsl`, which reuses each dequantized weight tile across 64
 //! rows.
 
