@@ -500,9 +500,14 @@ fn check_edited_plugin(name: &str, edit: impl Fn(String) -> String) -> Output {
     }
     let manifest = dir.path().join(format!("{name}.toml"));
     std::fs::write(&manifest, edit(read(&manifest))).unwrap();
+    plugins_check(&manifest)
+}
+
+/// Runs `plugins check` on `path`.
+fn plugins_check(path: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .args(["plugins", "check"])
-        .arg(&manifest)
+        .arg(path)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
         .unwrap()
@@ -528,17 +533,32 @@ fn plugins_check_prints_error_once() {
 #[test]
 fn plugins_check_names_missing_file() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("absent.wasm");
-    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
-        .args(["plugins", "check"])
-        .arg(&missing)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    let output = plugins_check(&dir.path().join("absent.wasm"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("absent.wasm not found"), "{stderr}");
     assert!(!stderr.contains("manifest"), "{stderr}");
+
+    // A manifest whose component has an upper-case extension.
+    std::fs::copy(
+        bundled_plugins().join("length.toml"),
+        dir.path().join("length.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        bundled_plugins().join("length.wasm"),
+        dir.path().join("length.WASM"),
+    )
+    .unwrap();
+    for given in ["length.toml", "length.wasm"] {
+        let output = plugins_check(&dir.path().join(given));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{given}");
+        assert!(stderr.contains("found"), "{given}: {stderr}");
+        assert!(stderr.contains("length.WASM"), "{given}: {stderr}");
+        assert!(stderr.contains("must be lowercase"), "{given}: {stderr}");
+        assert!(!stderr.contains("os error"), "{given}: {stderr}");
+    }
 }
 
 #[test]
@@ -554,12 +574,7 @@ fn plugins_check_rejects_reward_model_named_ensemble() {
     let manifest = dir.path().join("ensemble.toml");
     let text = read(&manifest).replace("name = \"length\"", "name = \"ensemble\"");
     std::fs::write(&manifest, text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
-        .args(["plugins", "check"])
-        .arg(&manifest)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    let output = plugins_check(&manifest);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(

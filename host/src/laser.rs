@@ -625,7 +625,7 @@ impl Run {
         for manifest in &report.changed {
             eprintln!(
                 "warning: plugin {} changed on disk. This run keeps the version it \
-                 loaded, and a new run (not --resume) loads the new one",
+                 loaded, and a new run (not --resume) reads the changed files",
                 manifest.display()
             );
         }

@@ -141,19 +141,10 @@ impl PluginDir {
                 continue;
             }
             if !files.contains_key(&wasm) {
-                let other_case = files
-                    .keys()
-                    .find(|path| {
-                        path.with_extension("") == stem
-                            && path
-                                .extension()
-                                .is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
-                    })
-                    .cloned();
                 report.errors.push(LoadError::MissingComponent {
+                    other_case: other_case_file(&wasm),
                     path: toml,
                     component: wasm,
-                    other_case,
                 });
                 continue;
             }
@@ -222,6 +213,27 @@ impl PluginDir {
         }
         Ok((files, broken))
     }
+}
+
+/// Returns a file beside `expected` whose name differs from it only in the
+/// case of the extension, such as `NAME.WASM` for `NAME.wasm`.
+pub(crate) fn other_case_file(expected: &Path) -> Option<PathBuf> {
+    let stem = expected.with_extension("");
+    let extension = expected.extension()?;
+    let parent = match expected.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| expected.with_file_name(entry.file_name()))
+        .find(|path| {
+            path.with_extension("") == stem
+                && path
+                    .extension()
+                    .is_some_and(|e| e != extension && e.eq_ignore_ascii_case(extension))
+        })
 }
 
 /// Returns `stem` with `.extension` appended. `Path::with_extension` would

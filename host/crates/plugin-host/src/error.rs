@@ -68,6 +68,17 @@ pub enum PluginErrorKind {
 /// environment variables, so the hint is of no use and is left out.
 const BACKTRACE_HINT: &str = "note: run with `RUST_BACKTRACE=1`";
 
+/// Returns a hint naming `found`, a file whose extension differs from the
+/// expected one only in case, or nothing when there is none.
+pub(crate) fn lowercase_hint(found: Option<&Path>) -> String {
+    found.map_or(String::new(), |found| {
+        format!(
+            " (found {}: the extension must be lowercase)",
+            found.display()
+        )
+    })
+}
+
 /// The maximum number of characters of plugin output that
 /// [`PluginError::summary`] keeps.
 const SUMMARY_OUTPUT_CHARS: usize = 300;
@@ -208,10 +219,7 @@ pub enum LoadError {
         "{}: missing component {}: every NAME.toml needs a NAME.wasm beside it{}",
         path.display(),
         component.display(),
-        other_case.as_ref().map_or(String::new(), |found| format!(
-            " (found {}: the extension must be lowercase)",
-            found.display()
-        ))
+        lowercase_hint(other_case.as_deref())
     )]
     MissingComponent {
         /// The manifest.

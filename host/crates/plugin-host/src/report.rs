@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dir::PluginDir;
-use crate::error::LoadError;
+use crate::dir::{PluginDir, other_case_file};
+use crate::error::{LoadError, lowercase_hint};
 use crate::host::{LoadedPlugin, PluginHost};
 use crate::manifest::{Limits, PluginKind};
 use crate::{PluginMeta, StubModelService};
@@ -161,7 +161,10 @@ pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
 ///
 /// # Errors
 ///
-/// Returns an error when `path` has neither extension, or does not exist.
+/// Returns an error when `path` has neither extension or does not exist,
+/// or when the component beside a manifest does not exist. The errors
+/// about a missing file name a file whose extension differs only in case,
+/// where there is one.
 pub(crate) fn component_path(path: &Path) -> anyhow::Result<PathBuf> {
     let extension = path.extension().and_then(|e| e.to_str());
     let lowercase = extension.map(str::to_ascii_lowercase);
@@ -176,8 +179,18 @@ pub(crate) fn component_path(path: &Path) -> anyhow::Result<PathBuf> {
     );
     anyhow::ensure!(
         path.exists(),
-        "{} not found: pass the path of an existing NAME.wasm or NAME.toml",
-        path.display()
+        "{} not found: pass the path of an existing NAME.wasm or NAME.toml{}",
+        path.display(),
+        lowercase_hint(other_case_file(path).as_deref())
     );
-    Ok(path.with_extension("wasm"))
+    let wasm = path.with_extension("wasm");
+    if !wasm.exists() {
+        return Err(LoadError::MissingComponent {
+            other_case: other_case_file(&wasm),
+            path: path.to_path_buf(),
+            component: wasm,
+        }
+        .into());
+    }
+    Ok(wasm)
 }
