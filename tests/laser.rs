@@ -550,14 +550,14 @@ fn plugins_check_names_missing_file() {
         dir.path().join("length.WASM"),
     )
     .unwrap();
-    for given in ["length.toml", "length.wasm"] {
-        let output = plugins_check(&dir.path().join(given));
+    for file in ["length.toml", "length.wasm"] {
+        let output = plugins_check(&dir.path().join(file));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{given}");
-        assert!(stderr.contains("found"), "{given}: {stderr}");
-        assert!(stderr.contains("length.WASM"), "{given}: {stderr}");
-        assert!(stderr.contains("must be lowercase"), "{given}: {stderr}");
-        assert!(!stderr.contains("os error"), "{given}: {stderr}");
+        assert!(!output.status.success(), "{file}");
+        assert!(stderr.contains("found"), "{file}: {stderr}");
+        assert!(stderr.contains("length.WASM"), "{file}: {stderr}");
+        assert!(stderr.contains("must be lowercase"), "{file}: {stderr}");
+        assert!(!stderr.contains("os error"), "{file}: {stderr}");
     }
 }
 

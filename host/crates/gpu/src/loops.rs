@@ -97,11 +97,11 @@ fn tokenize(code: &str) -> Vec<String> {
 /// `None` for a header whose parentheses do not close.
 fn for_headers(code: &str) -> impl Iterator<Item = Option<&str>> {
     let bytes = code.as_bytes();
-    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let is_identifier_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     code.match_indices("for").filter_map(move |(at, _)| {
-        let before_ok = at == 0 || !is_ident(bytes[at - 1]);
+        let before_ok = at == 0 || !is_identifier_byte(bytes[at - 1]);
         let after = at + 3;
-        let after_ok = bytes.get(after).is_none_or(|&b| !is_ident(b));
+        let after_ok = bytes.get(after).is_none_or(|&b| !is_identifier_byte(b));
         if !(before_ok && after_ok) {
             return None;
         }
