@@ -33,11 +33,16 @@ pub(crate) fn loops_end(source: &str) -> bool {
         .filter(|pair| pair[0] == "const" || pair[0] == "override")
         .map(|pair| pair[1].as_str())
         .collect();
-    for_headers(&code).all(|header| {
-        header
-            .and_then(update_clause)
-            .is_some_and(|update| update_is_constant(update, &constants))
-    })
+    let mut rest = tokens.as_slice();
+    while let Some(at) = rest.iter().position(|t| t == "for") {
+        rest = &rest[at + 1..];
+        let steps_by_constant =
+            update_clause(rest).is_some_and(|update| update_is_constant(update, &constants));
+        if !steps_by_constant {
+            return false;
+        }
+    }
+    true
 }
 
 /// Removes `//` line comments and `/* */` block comments.
@@ -93,63 +98,38 @@ fn tokenize(code: &str) -> Vec<String> {
     tokens
 }
 
-/// Yields the text between the parentheses of each `for (...)` header, or
-/// `None` for a header whose parentheses do not close.
-fn for_headers(code: &str) -> impl Iterator<Item = Option<&str>> {
-    let bytes = code.as_bytes();
-    let is_identifier_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    code.match_indices("for").filter_map(move |(at, _)| {
-        let before_ok = at == 0 || !is_identifier_byte(bytes[at - 1]);
-        let after = at + 3;
-        let after_ok = bytes.get(after).is_none_or(|&b| !is_identifier_byte(b));
-        if !(before_ok && after_ok) {
-            return None;
-        }
-        let open = after + code[after..].find(|c: char| !c.is_whitespace())?;
-        if bytes[open] != b'(' {
-            // `for` followed by anything but a header is not a WGSL loop.
-            return Some(None);
-        }
-        let mut depth = 0usize;
-        for (i, c) in code[open..].char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(Some(&code[open + 1..open + i]));
-                    }
+/// Returns the tokens of the third clause of the `for` header that
+/// `tokens` start with, or `None` when they do not start with a header of
+/// three clauses in closed parentheses.
+fn update_clause(tokens: &[String]) -> Option<&[String]> {
+    let (open, rest) = tokens.split_first()?;
+    if open != "(" {
+        return None;
+    }
+    let mut depth = 1usize;
+    let mut semicolons = Vec::new();
+    for (i, token) in rest.iter().enumerate() {
+        match token.as_str() {
+            "(" => depth += 1,
+            ";" if depth == 1 => semicolons.push(i),
+            ")" => {
+                depth -= 1;
+                if depth == 0 {
+                    return match semicolons.as_slice() {
+                        [_, second] => Some(&rest[second + 1..i]),
+                        _ => None,
+                    };
                 }
-                _ => {}
             }
-        }
-        Some(None)
-    })
-}
-
-/// Returns the third clause of a `for` header, or `None` if the header
-/// does not have exactly three clauses.
-fn update_clause(header: &str) -> Option<&str> {
-    let mut depth = 0usize;
-    let mut splits = Vec::new();
-    for (i, c) in header.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            ';' if depth == 0 => splits.push(i),
             _ => {}
         }
     }
-    match splits.as_slice() {
-        [_, second] => Some(header[second + 1..].trim()),
-        _ => None,
-    }
+    None
 }
 
 /// Returns whether `update` steps one variable by a constant.
-fn update_is_constant(update: &str, constants: &[&str]) -> bool {
-    let tokens = tokenize(update);
-    let Some((variable, rest)) = tokens.split_first() else {
+fn update_is_constant(update: &[String], constants: &[&str]) -> bool {
+    let Some((variable, rest)) = update.split_first() else {
         return false;
     };
     if !is_identifier(variable) {
