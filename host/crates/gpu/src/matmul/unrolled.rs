@@ -15,12 +15,13 @@ const SOURCE: &str = include_str!("../../../../../shaders/matmul_unrolled_lanes.
 const SWIGLU_SOURCE: &str =
     include_str!("../../../../../shaders/matmul_swiglu_unrolled_lanes.wgsl");
 
-/// The most 32-value blocks of K an unrolled kernel covers. On lavapipe a
-/// Q4_1 product with K = 576 (18 blocks) ran at about 5 GB/s of weights,
-/// and with 24 or 48 blocks in one body at 3.6 (the body no longer fits the
-/// CPU's instruction cache). A longer K goes to `matmul_gemv_lanes.wgsl`:
-/// for 1×576×1536 (48 blocks) it took 200 µs, against 340 for three
-/// unrolled slices of 16 blocks added up by three dispatches.
+/// The maximum number of 32-value blocks of K in an unrolled kernel. On
+/// lavapipe a Q4_1 product with K = 576 (18 blocks) ran at about 5 GB/s of
+/// weights, and with 24 or 48 blocks in one body at 3.6 (the body no longer
+/// fits the CPU's instruction cache). A longer K goes to
+/// `matmul_gemv_lanes.wgsl`, which took about 200 µs for 1×576×1536 (48
+/// blocks), against 310 to 350 for three unrolled slices of 16 blocks added
+/// up by three dispatches.
 pub(super) const MAX_BLOCKS: u32 = 20;
 
 /// The weight type, length of K and kind of one unrolled kernel.
