@@ -151,7 +151,15 @@ pub(super) fn parse(bytes: &[u8]) -> ParseResult<Parsed> {
 
     let metadata = read_metadata(&mut cursor, metadata_count)?;
     let alignment = read_alignment(&metadata)?;
-    let tensor_infos = read_tensor_infos(&mut cursor, tensor_count)?;
+    // The tensor infos start where the metadata ends, so a wrong count in
+    // the header turns into a nonsensical tensor. The message gives both.
+    let tensor_infos = read_tensor_infos(&mut cursor, tensor_count).map_err(|err| {
+        format!(
+            "{err} (the header gives {metadata_count} metadata entries and {tensor_count} \
+             tensors, and the tensor list is read where the metadata ends, so a wrong \
+             count there would also explain this)"
+        )
+    })?;
 
     // A file without tensors (a vocabulary-only file) may end right after
     // the tensor infos, without padding.

@@ -344,6 +344,20 @@ fn bad_dimension_count_is_rejected() {
 }
 
 #[test]
+fn wrong_metadata_count_names_the_header_counts() {
+    // A metadata count of 0 makes the reader take the first metadata entry
+    // for a tensor; the message must point back at the header's counts.
+    let mut bytes = sample_writer().to_bytes();
+    bytes[16..24].copy_from_slice(&0u64.to_le_bytes());
+    let message = open_error(&bytes);
+    assert!(message.contains("`general.architecture`"), "{message}");
+    assert!(
+        message.contains("the header gives 0 metadata entries and 3 tensors"),
+        "{message}"
+    );
+}
+
+#[test]
 fn partial_block_row_is_rejected() {
     let mut bytes = sample_writer().to_bytes();
     // b.weight is Q4_0 with rows of 32; make them 16 long.
