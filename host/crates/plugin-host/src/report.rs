@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::dir::{PluginDir, other_case_file};
-use crate::error::{LoadError, lowercase_hint};
+use crate::error::{LoadError, PluginError, lowercase_hint};
 use crate::host::{LoadedPlugin, PluginHost};
 use crate::manifest::{Limits, PluginKind};
-use crate::{PluginMeta, StubModelService};
+use crate::{
+    ArmInfo, Instance, PluginMeta, RewardModelPlugin, ScoredInstance, SelectorPlugin,
+    StubModelService,
+};
 
 /// Summary of a loaded plugin, for listings. Its `Display` form ends with a
 /// newline.
@@ -35,6 +38,9 @@ pub struct PluginReport {
     pub limits: Limits,
     /// Hex sha256 digest of the component file.
     pub digest: String,
+    /// Results of the sample calls of `plugins check`, one line per step;
+    /// empty in listings.
+    pub sample_calls: Vec<String>,
 }
 
 impl PluginReport {
@@ -52,6 +58,7 @@ impl PluginReport {
             tags: meta.info.tags.clone(),
             limits: manifest.limits.clone(),
             digest: meta.digest.clone(),
+            sample_calls: Vec::new(),
         }
     }
 }
@@ -82,7 +89,12 @@ impl fmt::Display for PluginReport {
             limits.max_input_bytes,
             limits.max_output_bytes
         )?;
-        writeln!(f, "  sha256:      {}", self.digest)
+        writeln!(f, "  sha256:      {}", self.digest)?;
+        for (i, line) in self.sample_calls.iter().enumerate() {
+            let label = if i == 0 { "sample:" } else { "" };
+            writeln!(f, "  {label:<12} {line}")?;
+        }
+        Ok(())
     }
 }
 
@@ -141,19 +153,235 @@ pub fn list_plugins(dir: &Path) -> anyhow::Result<ListReport> {
 }
 
 /// Loads one plugin, given its `.wasm` or its `.toml`, with stub models,
-/// calling `info` and `configure`.
+/// calling `info` and `configure`, then makes the calls a run makes on a
+/// small sample (see [`sample_score`] and [`sample_select`]).
 ///
 /// # Errors
 ///
-/// Returns an error when the host cannot start, or the [`LoadError`] that
-/// gives the reason the plugin is rejected.
+/// Returns an error when the host cannot start, the [`LoadError`] that
+/// gives the reason the plugin is rejected, or the failure of a sample
+/// call, which a run would meet too.
 pub fn check_plugin(path: &Path) -> anyhow::Result<PluginReport> {
     let wasm = component_path(path)?;
     let host = PluginHost::new(Arc::new(StubModelService))?;
     let plugin: LoadedPlugin = host
         .load(&wasm)
         .map_err(|e: LoadError| anyhow::anyhow!(e))?;
-    Ok(PluginReport::new(plugin.meta()))
+    let mut report = PluginReport::new(plugin.meta());
+    report.sample_calls = match plugin {
+        LoadedPlugin::RewardModel(mut rm) => sample_score(&mut rm)?,
+        LoadedPlugin::Selector(mut selector) => {
+            let folder = match wasm.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let arms = folder_arms(&host, folder);
+            sample_select(&mut selector, &arms, folder)?
+        }
+    };
+    Ok(report)
+}
+
+/// Tag of the arms [`folder_arms`] makes up for a folder without reward
+/// models.
+const PLACEHOLDER_TAG: &str = "placeholder";
+
+/// Context width of the sample `choose` calls: the hidden size of the
+/// default model, SmolLM2-135M.
+const SAMPLE_CONTEXT_WIDTH: usize = 576;
+
+/// Scores two prompts of two candidates each, as a run does, and returns
+/// one line that gives the scores. Only plugins that pass every check a
+/// run applies to scores (count, finite, magnitude) get here.
+fn sample_score(rm: &mut RewardModelPlugin) -> anyhow::Result<Vec<String>> {
+    let instance = |id: &str, prompt: &str, reference: &str, category: &str| Instance {
+        id: id.to_string(),
+        prompt: prompt.to_string(),
+        reference: Some(reference.to_string()),
+        category: Some(category.to_string()),
+    };
+    let batch = [
+        ScoredInstance {
+            instance: instance("check-0", "What is 6 times 7?", "42", "gsm8k"),
+            candidates: vec![
+                "6 times 7 is 42. The answer is 42.".to_string(),
+                "The answer is 13.".to_string(),
+            ],
+        },
+        ScoredInstance {
+            instance: instance(
+                "check-1",
+                "Is the Pacific the largest ocean on Earth?",
+                "yes",
+                "strategyqa",
+            ),
+            candidates: vec![
+                "Yes.".to_string(),
+                "No, the Atlantic is larger.".to_string(),
+            ],
+        },
+    ];
+    let name = rm.meta().manifest.name.clone();
+    let scores = rm.score(&batch).map_err(|err| {
+        anyhow::anyhow!(
+            "{name} loaded, but a sample `score` call (2 prompts, 2 candidates each) failed, \
+             as it would in a run: {err}"
+        )
+    })?;
+    let rows: Vec<String> = scores.iter().map(|row| format_values(row)).collect();
+    // The stub's outputs carry no meaning, so scores built on them carry
+    // none either.
+    let stub_note = if rm.meta().manifest.models.is_empty() {
+        ""
+    } else {
+        " (its model calls went to a stub, so the values mean nothing)"
+    };
+    Ok(vec![format!(
+        "score of 2 prompts with 2 candidates each: {}{stub_note}",
+        rows.join(" and ")
+    )])
+}
+
+/// Returns the reward models that load from `folder`, as arms, or three
+/// placeholder arms when none does. Plugins that fail to load are left
+/// out: `plugins list` reports them.
+fn folder_arms(host: &PluginHost, folder: &Path) -> Vec<ArmInfo> {
+    let arms: Vec<ArmInfo> = PluginDir::new(folder)
+        .scan(host)
+        .map(|report| {
+            report
+                .loaded
+                .iter()
+                .filter_map(|plugin| match plugin {
+                    LoadedPlugin::RewardModel(rm) => Some(ArmInfo {
+                        name: rm.meta().manifest.name.clone(),
+                        version: rm.meta().manifest.version.clone(),
+                        tags: rm.info().tags.clone(),
+                        enabled: true,
+                    }),
+                    LoadedPlugin::Selector(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !arms.is_empty() {
+        return arms;
+    }
+    ["rm-a", "rm-b", "rm-c"]
+        .iter()
+        .map(|name| ArmInfo {
+            name: (*name).to_string(),
+            version: "0.1.0".to_string(),
+            tags: vec![PLACEHOLDER_TAG.to_string()],
+            enabled: true,
+        })
+        .collect()
+}
+
+/// Makes the calls a run makes on a selector: `choose` for two contexts,
+/// `update` with the first pick, `save-state`, and `load-state` of that
+/// state in a fresh instance. Returns one line per step, the last one
+/// noting whether the fresh instance chose the same weights.
+fn sample_select(
+    selector: &mut SelectorPlugin,
+    arms: &[ArmInfo],
+    folder: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let name = selector.meta().manifest.name.clone();
+    let names: Vec<&str> = arms.iter().map(|arm| arm.name.as_str()).collect();
+    let source = if arms
+        .iter()
+        .any(|arm| arm.tags.iter().any(|t| t == PLACEHOLDER_TAG))
+    {
+        format!(
+            "placeholders, since no reward model loads from {}: put the run's reward \
+             models beside it to check with those",
+            folder.display()
+        )
+    } else {
+        format!(
+            "the reward models in {}, as a run from there would",
+            folder.display()
+        )
+    };
+    let failed = |method: &str, err: PluginError| {
+        anyhow::anyhow!(
+            "{name} loaded, but a sample `{method}` call with the arms {names:?} failed \
+             ({source}): {err}"
+        )
+    };
+    // Two unit-length contexts that differ, as pooled hidden states do.
+    let width = SAMPLE_CONTEXT_WIDTH;
+    let contexts: Vec<Vec<f32>> = (0..2)
+        .map(|row| {
+            let values: Vec<f32> = (0..width)
+                .map(|i| ((i * (row + 3)) as f32 * 0.37).sin())
+                .collect();
+            let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+            values.iter().map(|v| v / norm).collect()
+        })
+        .collect();
+
+    let weights = selector
+        .choose(&contexts, arms)
+        .map_err(|err| failed("choose", err))?;
+    let pick = weights[0].iter().enumerate().fold(
+        0,
+        |best, (i, &w)| if w > weights[0][best] { i } else { best },
+    );
+    selector
+        .update(pick as u32, &contexts[0], 0.5)
+        .map_err(|err| failed("update", err))?;
+
+    let state = selector.last_good_state().to_vec();
+    let mut fresh = selector
+        .fresh_copy()
+        .map_err(|err| failed("configure", err))?;
+    fresh
+        .load_state(&state)
+        .map_err(|err| failed("load-state", err))?;
+    let before = selector
+        .choose(&contexts, arms)
+        .map_err(|err| failed("choose", err))?;
+    let after = fresh
+        .choose(&contexts, arms)
+        .map_err(|err| failed("choose", err))?;
+
+    let rows: Vec<String> = weights.iter().map(|row| format_values(row)).collect();
+    let mut lines = vec![
+        format!("arms {}", names.join(", ")),
+        format!(
+            "choose for 2 contexts of {width} values: {}",
+            rows.join(" and ")
+        ),
+        format!(
+            "update of arm {} with reward 0.5, then save-state: {} bytes of state",
+            names[pick],
+            state.len()
+        ),
+    ];
+    // A selector may draw at random in `choose`, so differing weights
+    // after a restore are worth a note but are no failure.
+    lines.push(if before == after {
+        "load-state into a fresh instance: it chooses the same weights".to_string()
+    } else {
+        "load-state into a fresh instance: ok, though it then chose other weights than \
+         the original (expected only of a selector that draws at random)"
+            .to_string()
+    });
+    Ok(lines)
+}
+
+/// Formats numbers as `[a, b, ...]`, rounded to 4 decimal places.
+fn format_values<T: Into<f64> + Copy>(values: &[T]) -> String {
+    let shown: Vec<String> = values
+        .iter()
+        .map(|&value| {
+            let value: f64 = value.into();
+            format!("{}", (value * 1e4).round() / 1e4)
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
 }
 
 /// Returns the component path of a plugin given as its `NAME.wasm` or its

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use laser_plugins::{
     LoadError, LoadedPlugin, PluginDir, PluginHost, StubModelService, check_plugin, list_plugins,
 };
-use support::{edit_manifest, host, install};
+use support::{edit_manifest, host, install, set_config};
 use tempfile::TempDir;
 
 fn load_error(dir: &TempDir, name: &str) -> LoadError {
@@ -440,6 +440,49 @@ fn check_report_names_problem() {
     assert!(error.contains("wrong-version-rm.wasm"), "{error}");
     assert!(
         error.contains("built against laser:plugin@9.0.0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn check_makes_sample_calls() {
+    let dir = TempDir::new().unwrap();
+    let good = install(dir.path(), "good-rm");
+    let report = check_plugin(&good).unwrap();
+    assert_eq!(report.sample_calls.len(), 1, "{report}");
+    assert!(
+        report.sample_calls[0].starts_with("score of 2 prompts with 2 candidates each: ["),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("  sample:      score"),
+        "{report}"
+    );
+
+    // The selector's arms are the reward models beside it.
+    let selector = install(dir.path(), "counting-selector");
+    let report = check_plugin(&selector).unwrap();
+    let text = report.to_string();
+    assert_eq!(report.sample_calls.len(), 4, "{text}");
+    assert_eq!(report.sample_calls[0], "arms good-rm", "{text}");
+    assert!(
+        text.contains("update of arm good-rm with reward 0.5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_rejects_plugin_whose_sample_call_fails() {
+    let dir = TempDir::new().unwrap();
+    let bad = install(dir.path(), "bad-scores-rm");
+    set_config(dir.path(), "bad-scores-rm", "mode = \"short\"");
+    let error = format!("{:#}", check_plugin(&bad).unwrap_err());
+    assert!(
+        error.contains("bad-scores-rm loaded, but a sample `score` call"),
+        "{error}"
+    );
+    assert!(
+        error.contains("expected 2 scores, one per candidate, got 1"),
         "{error}"
     );
 }
