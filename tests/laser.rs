@@ -249,6 +249,59 @@ fn broken_reward_model_is_not_called_missing() {
 }
 
 #[test]
+fn failed_reward_model_leaves_prompts_unscored() {
+    // The verifier's results exceed its output limit, so it fails at its
+    // first `score` call, and the fixed selector has no other arm.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["fixed", "verifier", "length"] {
+        for extension in ["wasm", "toml"] {
+            let file = format!("{name}.{extension}");
+            std::fs::copy(bundled_plugins().join(&file), plugins.join(&file)).unwrap();
+        }
+    }
+    let manifest = plugins.join("verifier.toml");
+    let text = read(&manifest);
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[limits]\nmax_output_bytes = 8\n"),
+    )
+    .unwrap();
+
+    let out = dir.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("--plugins")
+        .arg(&plugins)
+        .args([
+            "best-of-n",
+            "--selector",
+            "fixed",
+            "--rms",
+            "verifier,length",
+        ])
+        .args(["--batch-size", "2", "--n", "3", "--builtin-count", "6"])
+        .args(["--eval-size", "2", "--max-new-tokens", "6", "--model"])
+        .arg(model())
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("so 2 of this batch's prompts get no pick"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`limits.max_output_bytes`"), "{stderr}");
+    assert!(stderr.contains("picks verifier 2 (2 unscored)"), "{stderr}");
+    assert!(stderr.contains("arm `verifier` is disabled"), "{stderr}");
+    let metrics = read(&out.join("metrics.jsonl"));
+    assert!(metrics.contains("\"unscored\":2"), "{metrics}");
+}
+
+#[test]
 fn misplaced_plugin_names_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 4] = [

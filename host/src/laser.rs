@@ -171,6 +171,10 @@ pub struct BatchMetrics {
     /// Fraction of picked responses whose answer is correct, over
     /// instances with a reference.
     pub pick_accuracy: Option<f64>,
+    /// Prompts left without scores, because their reward model failed or
+    /// the combined scores were not finite: they get no pick and no reward.
+    #[serde(default)]
+    pub unscored: usize,
     pub rm_calls: usize,
     pub rm_candidates: usize,
     /// Tokens of the candidates the reward models scored.
@@ -531,7 +535,10 @@ impl Run {
                     || "none (selector not updated)".to_string(),
                     |r| format!("{r:.3}"),
                 );
-                let summary = format!("reward {reward}, picks {}", picks.join(", "));
+                let mut summary = format!("reward {reward}, picks {}", picks.join(", "));
+                if metrics.unscored > 0 {
+                    summary.push_str(&format!(" ({} unscored)", metrics.unscored));
+                }
                 // Progress bars are hidden when stderr is not a terminal (a
                 // log file, nohup), so print one line per batch there.
                 if !std::io::stderr().is_terminal() {
@@ -774,9 +781,11 @@ impl Run {
                     }
                     arm_scores[k] = Some(full);
                 }
-                Err(err) => {
-                    eprintln!("warning: continuing without a reward model that failed: {err}")
-                }
+                Err(err) => eprintln!(
+                    "warning: continuing without a reward model that failed, so {} of this \
+                     batch's prompts get no pick and give the selector no reward: {err}",
+                    members.len()
+                ),
             }
         }
         lap("score", &mut seconds);
@@ -943,6 +952,10 @@ impl Run {
             loss,
             margin,
             pick_accuracy: (checked > 0).then(|| correct as f64 / checked as f64),
+            unscored: final_scores
+                .iter()
+                .filter(|scores| scores.is_none())
+                .count(),
             rm_calls,
             rm_candidates,
             rm_tokens,
