@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use bundled_plugins::bundled_plugins;
+use bundled_plugins::copy_bundled;
 use tiny_model::{TinySpec, write_tiny_model};
 
 /// The bundled plugins that the compares here load.
@@ -72,12 +72,7 @@ fn write_counting_manifest(dir: &Path, config: &str) {
 /// fail: `counting-selector` in its first update, and `broken`, whose
 /// component is not Wasm, when its run opens.
 fn write_failing_plugins(dir: &Path) {
-    for name in BUNDLED {
-        for extension in ["wasm", "toml"] {
-            let file = format!("{name}.{extension}");
-            copy(&bundled_plugins().join(&file), &dir.join(&file));
-        }
-    }
+    copy_bundled(dir, &BUNDLED);
     copy(counting_selector(), &dir.join("counting-selector.wasm"));
     write_counting_manifest(dir, "fail_update_at = 1");
     let random = read(&dir.join("random.toml"));

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bundled_plugins::bundled_plugins;
+use bundled_plugins::{bundled_plugins, copy_bundled};
 use tiny_model::{TinySpec, write_tiny_model};
 
 fn model() -> &'static Path {
@@ -224,12 +224,7 @@ fn broken_reward_model_is_not_called_missing() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    for name in ["linucb", "verifier", "length"] {
-        for extension in ["wasm", "toml"] {
-            let file = format!("{name}.{extension}");
-            std::fs::copy(bundled_plugins().join(&file), plugins.join(&file)).unwrap();
-        }
-    }
+    copy_bundled(&plugins, &["linucb", "verifier", "length"]);
     std::fs::write(plugins.join("length.wasm"), b"\0asm").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .arg("--plugins")
@@ -255,12 +250,7 @@ fn failed_reward_model_leaves_prompts_unscored() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    for name in ["fixed", "verifier", "length"] {
-        for extension in ["wasm", "toml"] {
-            let file = format!("{name}.{extension}");
-            std::fs::copy(bundled_plugins().join(&file), plugins.join(&file)).unwrap();
-        }
-    }
+    copy_bundled(&plugins, &["fixed", "verifier", "length"]);
     let manifest = plugins.join("verifier.toml");
     let text = read(&manifest);
     std::fs::write(
@@ -547,10 +537,7 @@ fn compare_counts_one_rm_per_prompt() {
 /// text `edit` changed.
 fn check_edited_plugin(name: &str, edit: impl Fn(String) -> String) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    for extension in ["wasm", "toml"] {
-        let file = format!("{name}.{extension}");
-        std::fs::copy(bundled_plugins().join(&file), dir.path().join(&file)).unwrap();
-    }
+    copy_bundled(dir.path(), &[name]);
     let manifest = dir.path().join(format!("{name}.toml"));
     std::fs::write(&manifest, edit(read(&manifest))).unwrap();
     plugins_check(&manifest)

@@ -21,3 +21,15 @@ pub fn bundled_plugins() -> &'static Path {
         out
     })
 }
+
+/// Copies the bundled plugins `names` (component and manifest) into `dir`.
+pub fn copy_bundled(dir: &Path, names: &[&str]) {
+    for name in names {
+        for extension in ["wasm", "toml"] {
+            let file = format!("{name}.{extension}");
+            let from = bundled_plugins().join(&file);
+            std::fs::copy(&from, dir.join(&file))
+                .unwrap_or_else(|err| panic!("copy {}: {err}", from.display()));
+        }
+    }
+}
