@@ -54,6 +54,20 @@ fn random_params(layout: &LoraLayout, seed: u64) -> Vec<f32> {
 /// so the bound is 2e-3 + 2% of the gradient's size.
 #[test]
 fn lora_gradients_match_finite_differences() {
+    check_lora_gradients(&[(11, 3), (6, 2)]);
+}
+
+/// Sequences whose counted rows span three output-head chunks, one run
+/// split between two of them.
+#[test]
+fn lora_gradients_match_across_head_chunks() {
+    check_lora_gradients(&[(90, 10), (70, 5), (30, 29)]);
+}
+
+/// Checks the GPU forward pass against the CPU reference and the adapter
+/// gradients against finite differences, on random sequences of the given
+/// `(length, first counted token)` shapes.
+fn check_lora_gradients(shapes: &[(usize, usize)]) {
     let spec = TinySpec::default();
     let (checkpoint, _dir) = open(&spec);
     let layout = LoraLayout::new(all_targets(4), checkpoint.config()).unwrap();
@@ -63,9 +77,20 @@ fn lora_gradients_match_finite_differences() {
     let reference = ReferenceTrainModel::new(&checkpoint, layout.clone()).unwrap();
 
     let mut rng = StdRng::seed_from_u64(2);
-    let long: Vec<u32> = (0..11).map(|_| rng.random_range(0..VOCAB as u32)).collect();
-    let short: Vec<u32> = (0..6).map(|_| rng.random_range(0..VOCAB as u32)).collect();
-    let batch = SequenceBatch::new(&[(&long, 3), (&short, 2)]).unwrap();
+    let tokens: Vec<Vec<u32>> = shapes
+        .iter()
+        .map(|&(len, _)| {
+            (0..len)
+                .map(|_| rng.random_range(0..VOCAB as u32))
+                .collect()
+        })
+        .collect();
+    let sequences: Vec<(&[u32], usize)> = tokens
+        .iter()
+        .zip(shapes)
+        .map(|(tokens, &(_, first))| (tokens.as_slice(), first))
+        .collect();
+    let batch = SequenceBatch::new(&sequences).unwrap();
     let weights: Vec<f32> = (0..batch.rows())
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
@@ -79,10 +104,9 @@ fn lora_gradients_match_finite_differences() {
     let grads: Vec<f32> = gpu.read(&grads_buf, layout.len as u64 * 4).unwrap();
 
     let t = batch.seq_len as usize;
-    let sequences = [(&long, 3usize, 0usize), (&short, 2, 1)];
     let loss = |p: &[f64]| -> f64 {
         let mut total = 0.0;
-        for &(tokens, first, b) in &sequences {
+        for (b, &(tokens, first)) in sequences.iter().enumerate() {
             let lp = reference.token_logprobs(p, tokens);
             for pos in first - 1..tokens.len() - 1 {
                 total += f64::from(weights[b * t + pos]) * lp[pos];
@@ -93,7 +117,7 @@ fn lora_gradients_match_finite_differences() {
 
     // The forward pass itself matches the reference.
     let base: Vec<f64> = params.iter().map(|&p| f64::from(p)).collect();
-    for &(tokens, first, b) in &sequences {
+    for (b, &(tokens, first)) in sequences.iter().enumerate() {
         let expected = reference.token_logprobs(&base, tokens);
         for pos in first - 1..tokens.len() - 1 {
             let got = f64::from(logprobs[b * t + pos]);

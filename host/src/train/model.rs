@@ -669,17 +669,11 @@ impl TrainModel {
             eps,
         );
 
-        // logprobs[r] = log_softmax(xf[r] W_headᵀ)[targets[r]], R rows at a time.
-        for (start, rows) in head_chunks(batch) {
-            self.encode_head_logprobs(encoder, params, start, rows);
-            let bytes = u64::from(rows) * 4;
-            encoder.raw().copy_buffer_to_buffer(
-                &buffers.head_logprobs,
-                0,
-                &buffers.logprobs,
-                u64::from(start) * 4,
-                bytes,
-            );
+        // logprobs[r] = log_softmax(xf[r] W_headᵀ)[targets[r]] for the
+        // counted rows, R at a time.
+        for chunk in head_chunks(batch) {
+            self.encode_head_logprobs(encoder, params, &chunk);
+            chunk.copy_out(encoder, &buffers.head_logprobs, &buffers.logprobs, 1);
         }
     }
 
@@ -816,34 +810,21 @@ impl TrainModel {
         lora(encoder, Target::Down, &act.hidden, output);
     }
 
-    /// Records the logits and log-probabilities of `rows` rows of xf from
-    /// row `start` into the head buffers.
+    /// Records the logits and log-probabilities of the rows of xf that
+    /// `chunk` gathers, into the head buffers.
     fn encode_head_logprobs(
         &self,
         encoder: &mut laser_gpu::Encoder,
         params: Tensors<'_>,
-        start: u32,
-        rows: u32,
+        chunk: &HeadChunk,
     ) {
         let buffers = self.buffers.as_ref().expect("reserved by forward");
         let gpu = &self.gpu;
         let c = self.config.n_embd as u64;
         let v = self.config.vocab_size as u32;
-        let (start64, rows64) = (u64::from(start), u64::from(rows));
-        encoder.raw().copy_buffer_to_buffer(
-            &buffers.xf,
-            start64 * c * 4,
-            &buffers.head_x,
-            0,
-            rows64 * c * 4,
-        );
-        encoder.raw().copy_buffer_to_buffer(
-            &buffers.targets,
-            start64 * 4,
-            &buffers.head_targets,
-            0,
-            rows64 * 4,
-        );
+        let rows = chunk.rows;
+        chunk.copy_in(encoder, &buffers.xf, &buffers.head_x, c);
+        chunk.copy_in(encoder, &buffers.targets, &buffers.head_targets, 1);
         if let Tensors::Full(weights) = params {
             // logits = head_x Wᵀ: [R, V], with W [V, C].
             let lm_head = &weights[self.full_layout().lm_head()];
@@ -985,21 +966,15 @@ impl TrainModel {
         let eps = self.config.rms_eps;
         let v = self.config.vocab_size as u32;
 
-        // dxf = d_logits W_head, R rows at a time; rows outside every chunk
-        // keep a zero gradient.
+        // dxf = d_logits W_head for the counted rows, R at a time; the
+        // other rows keep a zero gradient.
         encoder
             .raw()
             .clear_buffer(&buffers.dxn, 0, Some(u64::from(m) * c64 * 4));
-        for (start, rows) in head_chunks(batch) {
-            let (start64, rows64) = (u64::from(start), u64::from(rows));
-            self.encode_head_logprobs(encoder, params, start, rows);
-            encoder.raw().copy_buffer_to_buffer(
-                &buffers.d_logprob,
-                start64 * 4,
-                &buffers.head_d_logprob,
-                0,
-                rows64 * 4,
-            );
+        for chunk in head_chunks(batch) {
+            let rows = chunk.rows;
+            self.encode_head_logprobs(encoder, params, &chunk);
+            chunk.copy_in(encoder, &buffers.d_logprob, &buffers.head_d_logprob, 1);
             tk.token_logprob_backward.encode(
                 gpu,
                 encoder,
@@ -1026,13 +1001,7 @@ impl TrainModel {
                     false,
                 );
             }
-            encoder.raw().copy_buffer_to_buffer(
-                &buffers.head_dx,
-                0,
-                &buffers.dxn,
-                start64 * c64 * 4,
-                rows64 * c64 * 4,
-            );
+            chunk.copy_out(encoder, &buffers.head_dx, &buffers.dxn, c64);
         }
 
         // dx = rms_norm_backward(x_out, dxf)
@@ -1464,19 +1433,100 @@ fn lora_h(act: &BlockActivations, target: Target) -> &wgpu::Buffer {
         .1
 }
 
-/// Returns `(first row, rows)` of every chunk of up to [`HEAD_ROWS`] rows
-/// that holds at least one counted row.
-fn head_chunks(batch: &SequenceBatch) -> Vec<(u32, u32)> {
-    let m = batch.rows();
-    (0..m)
-        .step_by(HEAD_ROWS as usize)
-        .map(|start| (start, HEAD_ROWS.min(m - start)))
-        .filter(|&(start, rows)| {
-            batch.mask[start as usize..(start + rows) as usize]
-                .iter()
-                .any(|&c| c)
-        })
-        .collect()
+/// Up to [`HEAD_ROWS`] counted rows of a batch, packed into the head
+/// buffers. Only counted rows go through the output head, so the prompt
+/// and padding rows skip its large products.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HeadChunk {
+    /// Rows in the chunk.
+    rows: u32,
+    /// Runs of consecutive rows: (first batch row, first chunk row, rows).
+    segments: Vec<(u32, u32, u32)>,
+}
+
+impl HeadChunk {
+    /// Records copies of the chunk's rows, `width` values each, from a
+    /// buffer of batch rows into the chunk buffer `packed`.
+    fn copy_in(
+        &self,
+        encoder: &mut laser_gpu::Encoder,
+        rows: &wgpu::Buffer,
+        packed: &wgpu::Buffer,
+        width: u64,
+    ) {
+        for &(row, slot, count) in &self.segments {
+            let (row, slot, bytes) = (
+                u64::from(row),
+                u64::from(slot),
+                u64::from(count) * width * 4,
+            );
+            encoder.raw().copy_buffer_to_buffer(
+                rows,
+                row * width * 4,
+                packed,
+                slot * width * 4,
+                bytes,
+            );
+        }
+    }
+
+    /// Records copies of the chunk's rows, `width` values each, from the
+    /// chunk buffer `packed` back to their places in a buffer of batch
+    /// rows.
+    fn copy_out(
+        &self,
+        encoder: &mut laser_gpu::Encoder,
+        packed: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+        width: u64,
+    ) {
+        for &(row, slot, count) in &self.segments {
+            let (row, slot, bytes) = (
+                u64::from(row),
+                u64::from(slot),
+                u64::from(count) * width * 4,
+            );
+            encoder.raw().copy_buffer_to_buffer(
+                packed,
+                slot * width * 4,
+                rows,
+                row * width * 4,
+                bytes,
+            );
+        }
+    }
+}
+
+/// Packs the counted rows of `batch`, in order, into chunks of up to
+/// [`HEAD_ROWS`] rows.
+fn head_chunks(batch: &SequenceBatch) -> Vec<HeadChunk> {
+    let mut chunks = Vec::new();
+    let mut current = HeadChunk::default();
+    let mask = &batch.mask;
+    let mut row = 0;
+    while row < mask.len() {
+        if !mask[row] {
+            row += 1;
+            continue;
+        }
+        let end = (row..mask.len()).find(|&r| !mask[r]).unwrap_or(mask.len());
+        // Split the run [row, end) where chunks fill up.
+        let mut start = row;
+        while start < end {
+            let count = (HEAD_ROWS - current.rows).min((end - start) as u32);
+            current.segments.push((start as u32, current.rows, count));
+            current.rows += count;
+            start += count as usize;
+            if current.rows == HEAD_ROWS {
+                chunks.push(std::mem::take(&mut current));
+            }
+        }
+        row = end;
+    }
+    if current.rows > 0 {
+        chunks.push(current);
+    }
+    chunks
 }
 
 /// The kernel's RoPE layout for a model config.
