@@ -228,6 +228,41 @@ fn hidden_states_pool_reference_states() {
 }
 
 #[test]
+fn generation_contexts_equal_hidden_states() {
+    // Three prompts of different lengths, one repeated, so one prompt's
+    // contexts come from another slot's prefill.
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let sampling = SamplingConfig {
+        temperature: 0.8,
+        seed: 3,
+        max_new_tokens: 4,
+        ..SamplingConfig::default()
+    };
+    let prompts = vec![
+        TOKENS[..5].to_vec(),
+        TOKENS.to_vec(),
+        TOKENS[..5].to_vec(),
+        TOKENS[4..9].to_vec(),
+    ];
+    for pooling in [Pooling::Mean, Pooling::Last, Pooling::Embedding] {
+        let (generations, contexts) = engine
+            .generate_with_contexts(&prompts, &sampling, pooling)
+            .unwrap();
+        let plain = engine.generate(&prompts, &sampling).unwrap();
+        let expected = engine.hidden_states(&prompts, pooling).unwrap();
+        assert_eq!(contexts.len(), prompts.len(), "{pooling:?}");
+        for (i, (got, want)) in contexts.iter().zip(&expected).enumerate() {
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() < 1e-4, "{pooling:?} prompt {i}: {a} vs {b}");
+            }
+        }
+        for (with, without) in generations.iter().zip(&plain) {
+            assert_eq!(with.tokens, without.tokens, "{pooling:?}");
+        }
+    }
+}
+
+#[test]
 fn embedding_pooling_means_table_rows() {
     let spec = TinySpec {
         dtype: DType::Q8_0,

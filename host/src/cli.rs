@@ -326,8 +326,8 @@ pub struct RunArgs {
     pub max_new_tokens: u32,
 
     /// The bandit context of a prompt: its final hidden states pooled by
-    /// mean or last token, or the mean of its token embeddings (the
-    /// cheapest, as it skips the transformer blocks).
+    /// mean or last token (taken from the generation's prefill), or the
+    /// mean of its token embeddings.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
 

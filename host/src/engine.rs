@@ -398,8 +398,45 @@ impl Engine {
         sampling: &SamplingConfig,
         on_tokens: &mut dyn FnMut(&Tokenizer, usize, &[u32]),
     ) -> Result<Vec<Generation>> {
+        let (generations, _) = self.generate_pooled(prompts, sampling, None, on_tokens)?;
+        Ok(generations)
+    }
+
+    /// Like [`Engine::generate`], also returning each prompt's pooled
+    /// hidden states as [`Engine::hidden_states`] does. The mean and last
+    /// poolings come from the prefill that generation runs anyway, which
+    /// saves a second pass over the prompts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::generate`].
+    pub fn generate_with_contexts(
+        &mut self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+        pooling: Pooling,
+    ) -> Result<(Vec<Generation>, Vec<Vec<f32>>)> {
+        if pooling == Pooling::Embedding || sampling.max_new_tokens == 0 {
+            let contexts = self.hidden_states(prompts, pooling)?;
+            return Ok((self.generate(prompts, sampling)?, contexts));
+        }
+        let (generations, contexts) =
+            self.generate_pooled(prompts, sampling, Some(pooling), &mut |_, _, _| {})?;
+        Ok((generations, contexts))
+    }
+
+    /// Generates as [`Engine::generate_with`] does and, with `pooling`,
+    /// pools each prompt's final hidden states during the prefill
+    /// (empty without). `pooling` must not be [`Pooling::Embedding`].
+    fn generate_pooled(
+        &mut self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+        pooling: Option<Pooling>,
+        on_tokens: &mut dyn FnMut(&Tokenizer, usize, &[u32]),
+    ) -> Result<(Vec<Generation>, Vec<Vec<f32>>)> {
         if prompts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         if sampling.max_new_tokens == 0 {
             let empty = Generation {
@@ -408,7 +445,7 @@ impl Engine {
                 logprobs: Vec::new(),
                 finish: FinishReason::Length,
             };
-            return Ok(vec![empty; prompts.len()]);
+            return Ok((vec![empty; prompts.len()], Vec::new()));
         }
         ensure!(
             prompts.len() <= MAX_ROWS as usize,
@@ -474,10 +511,19 @@ impl Engine {
                 })
             })
             .collect();
+        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let mut sums: Vec<Vec<f32>> = match pooling {
+            Some(_) => vec![vec![0.0; self.config.n_embd]; prompts.len()],
+            None => Vec::new(),
+        };
         for chunk in all_rows.chunks(MAX_ROWS as usize) {
             let mut encoder = self.encoder("prefill");
             self.run_blocks(&mut encoder, chunk)?;
             self.gpu.submit(encoder);
+            if let Some(pooling) = pooling {
+                let slots: Vec<usize> = chunk.iter().map(|row| row.slot as usize).collect();
+                self.add_pooled_states(chunk, &slots, &lens, pooling, &mut sums)?;
+            }
             let source = &source;
             let last_rows: Vec<(u32, u32)> = chunk
                 .iter()
@@ -523,10 +569,20 @@ impl Engine {
             report_new_tokens(&self.tokenizer, &state, &before, on_tokens);
         }
 
-        state
+        // Sequences that shared a prefill share its pooled states too.
+        if let Some(pooling) = pooling {
+            for (slot, &from) in source.iter().enumerate() {
+                if from != slot {
+                    sums[slot] = sums[from].clone();
+                }
+            }
+            finish_pooling(&mut sums, &lens, pooling);
+        }
+        let generations = state
             .into_iter()
             .map(|s| s.into_generation(&self.tokenizer))
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((generations, sums))
     }
 
     /// Copies the prompt's KV cache entries from slot `source[slot]` to every
@@ -717,47 +773,54 @@ impl Engine {
         if pooling == Pooling::Embedding {
             return self.mean_embeddings(sequences);
         }
-        let c = self.config.n_embd;
-        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; c]; sequences.len()];
-        let eps = self.config.rms_eps;
+        let mut sums: Vec<Vec<f32>> = vec![vec![0.0; self.config.n_embd]; sequences.len()];
+        let lens: Vec<usize> = sequences.iter().map(Vec::len).collect();
         self.for_each_chunk(sequences, |engine, seq_index, _, rows| {
-            let m = rows.len() as u32;
-            let mut encoder = engine.encoder("hidden");
-            engine.kernels.rms_norm.encode(
-                &engine.gpu,
-                &mut encoder,
-                &engine.act.x,
-                &engine.weights.output_norm,
-                &engine.act.xn,
-                m,
-                c as u32,
-                eps,
-            );
-            engine.gpu.submit(encoder);
-            let states: Vec<f32> = engine
-                .gpu
-                .read(&engine.act.xn, u64::from(m) * c as u64 * 4)?;
-            check_finite(&states, &engine.path)?;
-            for (i, row) in rows.iter().enumerate() {
-                let seq = seq_index[i];
+            engine.add_pooled_states(rows, seq_index, &lens, pooling, &mut sums)
+        })?;
+        finish_pooling(&mut sums, &lens, pooling);
+        Ok(sums)
+    }
+
+    /// Adds the final hidden states (after the final norm) of `rows`, which
+    /// the blocks have just run, into `sums[sequence_of[i]]` for row `i`:
+    /// every row for mean pooling, a sequence's last row (by `lens`) for
+    /// last pooling.
+    fn add_pooled_states(
+        &mut self,
+        rows: &[Row],
+        sequence_of: &[usize],
+        lens: &[usize],
+        pooling: Pooling,
+        sums: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let c = self.config.n_embd;
+        let m = rows.len() as u32;
+        let mut encoder = self.encoder("hidden");
+        self.kernels.rms_norm.encode(
+            &self.gpu,
+            &mut encoder,
+            &self.act.x,
+            &self.weights.output_norm,
+            &self.act.xn,
+            m,
+            c as u32,
+            self.config.rms_eps,
+        );
+        self.gpu.submit(encoder);
+        let states: Vec<f32> = self.gpu.read(&self.act.xn, u64::from(m) * c as u64 * 4)?;
+        check_finite(&states, &self.path)?;
+        for (i, row) in rows.iter().enumerate() {
+            let seq = sequence_of[i];
+            let take = pooling != Pooling::Last || row.position as usize + 1 == lens[seq];
+            if take {
                 let state = &states[i * c..(i + 1) * c];
-                let take =
-                    pooling != Pooling::Last || row.position as usize + 1 == sequences[seq].len();
-                if take {
-                    for (sum, x) in sums[seq].iter_mut().zip(state) {
-                        *sum += x;
-                    }
+                for (sum, x) in sums[seq].iter_mut().zip(state) {
+                    *sum += x;
                 }
             }
-            Ok(())
-        })?;
-        if pooling == Pooling::Mean {
-            for (sum, seq) in sums.iter_mut().zip(sequences) {
-                let n = seq.len() as f32;
-                sum.iter_mut().for_each(|x| *x /= n);
-            }
         }
-        Ok(sums)
+        Ok(())
     }
 
     /// Returns the mean of each sequence's rows of the embedding table,
@@ -1080,4 +1143,15 @@ fn sequence_seed(seed: u64, slot: u32) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Divides the sums of mean pooling by each sequence's length (`lens`);
+/// the other poolings need nothing more.
+fn finish_pooling(sums: &mut [Vec<f32>], lens: &[usize], pooling: Pooling) {
+    if pooling == Pooling::Mean {
+        for (sum, &len) in sums.iter_mut().zip(lens) {
+            let n = len as f32;
+            sum.iter_mut().for_each(|x| *x /= n);
+        }
+    }
 }

@@ -180,7 +180,9 @@ pub struct BatchMetrics {
     /// Tokens of the candidates the reward models scored.
     pub rm_tokens: usize,
     pub generated_tokens: usize,
-    /// Seconds per phase: context, choose, generate, score, train, update.
+    /// Seconds per phase: generate (the contexts included), choose, score,
+    /// train, update. Run folders of earlier versions also have `context`,
+    /// a separate pass over the prompts.
     pub seconds: BTreeMap<String, f64>,
 }
 
@@ -695,8 +697,9 @@ impl Run {
             clock = Instant::now();
         };
 
-        // Context: the policy's embedding of each prompt.
-        bar.set_message("embedding prompts");
+        // Generate n samples per prompt. The prefill also gives each
+        // prompt's context, the policy's embedding of it.
+        bar.set_message("generating");
         let prompts: Vec<Vec<u32>> = {
             let engine = self.lock_engine()?;
             batch
@@ -704,10 +707,23 @@ impl Run {
                 .map(|i| engine.chat_prompt(&laser_data::prompt::render(i)))
                 .collect::<Result<_>>()?
         };
-        let contexts = self
-            .lock_engine()?
-            .hidden_states(&prompts, config.pooling)?;
-        lap("context", &mut seconds);
+        let n = config.n as usize;
+        let sampling = SamplingConfig {
+            temperature: config.temperature,
+            seed: config.seed ^ (u64::from(iteration) << 40) ^ ((batch_index as u64) << 20),
+            max_new_tokens: config.max_new_tokens,
+            ..SamplingConfig::default()
+        };
+        let repeated: Vec<Vec<u32>> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), n))
+            .collect();
+        let (generations, repeated_contexts) =
+            self.lock_engine()?
+                .generate_with_contexts(&repeated, &sampling, config.pooling)?;
+        let contexts: Vec<Vec<f32>> = repeated_contexts.into_iter().step_by(n).collect();
+        let generated_tokens = generations.iter().map(|g| g.tokens.len()).sum();
+        lap("generate", &mut seconds);
 
         // Choose: a weight per arm per prompt.
         let arms = self.arm_infos();
@@ -721,23 +737,6 @@ impl Run {
             .map_err(|err| selector_failed("choose", err))?;
         let picks: Vec<Pick> = weights.iter().map(|w| Pick::from_weights(w)).collect();
         lap("choose", &mut seconds);
-
-        // Generate n samples per prompt.
-        bar.set_message("generating");
-        let n = config.n as usize;
-        let sampling = SamplingConfig {
-            temperature: config.temperature,
-            seed: config.seed ^ (u64::from(iteration) << 40) ^ ((batch_index as u64) << 20),
-            max_new_tokens: config.max_new_tokens,
-            ..SamplingConfig::default()
-        };
-        let repeated: Vec<Vec<u32>> = prompts
-            .iter()
-            .flat_map(|p| std::iter::repeat_n(p.clone(), n))
-            .collect();
-        let generations = self.lock_engine()?.generate(&repeated, &sampling)?;
-        let generated_tokens = generations.iter().map(|g| g.tokens.len()).sum();
-        lap("generate", &mut seconds);
 
         // Score: one batched call per arm, over the prompts that need it.
         bar.set_message("scoring");

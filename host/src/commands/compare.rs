@@ -25,7 +25,7 @@ struct Variant {
 }
 
 /// The phases whose time the table shows, in loop order.
-const PHASES: [&str; 6] = ["context", "choose", "generate", "score", "train", "update"];
+const PHASES: [&str; 5] = ["generate", "choose", "score", "train", "update"];
 
 /// The settings of a compare, saved in its folder so that `--resume`
 /// finishes it with the same ones.
