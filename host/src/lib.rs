@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod fetch;
+pub mod fingerprint;
 pub mod interrupt;
 pub mod laser;
 pub mod train;
