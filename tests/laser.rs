@@ -211,6 +211,70 @@ fn interrupted_run_stops_after_batch() {
 }
 
 #[test]
+fn resume_rejects_changed_data_or_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("q.jsonl");
+    let lines: Vec<String> = (1..=8)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"What is {i} plus {i}?\", \"reference\": \"{}\"}}",
+                2 * i
+            )
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let model_copy = dir.path().join("m.gguf");
+    std::fs::copy(model(), &model_copy).unwrap();
+    let out = dir.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("--plugins")
+        .arg(bundled_plugins())
+        .args(["best-of-n", "--rms", "verifier,length", "--iterations", "1"])
+        .args(["--batch-size", "4", "--n", "2", "--eval-size", "2"])
+        .args(["--max-new-tokens", "4", "--model"])
+        .arg(&model_copy)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resumed = resume("best-of-n", &out);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+
+    std::fs::write(&data, lines[..7].join("\n") + "\n").unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(
+        stderr.contains("q.jsonl changed since the run started"),
+        "{stderr}"
+    );
+
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let mut bytes = std::fs::read(&model_copy).unwrap();
+    bytes.extend([0u8; 64]);
+    std::fs::write(&model_copy, bytes).unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(
+        stderr.contains("m.gguf changed since the run started"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unknown_reward_model_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(&dir.path().join("run"), &["--rms", "verifier,oracle"]);

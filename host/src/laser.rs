@@ -280,7 +280,7 @@ impl Run {
         // A resumed run's folder is locked before its files are cut back to
         // the last saved batch; a new one once it exists.
         let mut lock = None;
-        let state = if resume {
+        let mut state = if resume {
             lock = Some(checkpoint::lock_run_folder(out)?);
             RunState::load(out)?
         } else {
@@ -294,6 +294,11 @@ impl Run {
             RunState::default()
         };
 
+        let inputs = checkpoint::Inputs::of(&config.data, &config.model)?;
+        if let Some(saved) = &state.inputs {
+            saved.check_unchanged(&inputs, &config.data, &config.model)?;
+        }
+        state.inputs = Some(inputs);
         let (train, eval) = load_data(&config)?;
         let train = drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
         ensure!(

@@ -14,7 +14,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,63 @@ pub struct RunState {
     /// Held-out (correct, total) per category after each iteration.
     #[serde(default)]
     pub eval_by_category: Vec<CategoryCounts>,
+    /// Fingerprints of the data files and the model the run started with;
+    /// `None` in runs saved before they were recorded.
+    #[serde(default)]
+    pub inputs: Option<Inputs>,
+}
+
+/// Fingerprints of a run's inputs (see [`crate::fingerprint`]), which
+/// `--resume` checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The sha256 of each data file, in `--data` order.
+    pub data: Vec<String>,
+    /// The fingerprint of the model.
+    pub model: String,
+}
+
+impl Inputs {
+    /// Fingerprints `data` and `model`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a file cannot be read.
+    pub fn of(data: &[PathBuf], model: &Path) -> Result<Inputs> {
+        Ok(Inputs {
+            data: data
+                .iter()
+                .map(|path| crate::fingerprint::data_file(path))
+                .collect::<Result<_>>()?,
+            model: crate::fingerprint::model(model)?,
+        })
+    }
+
+    /// Rejects `current`, the fingerprints of the files a resumed run
+    /// found, unless they equal these, which the run recorded when it
+    /// started. `data` and `model` are the paths, for the message.
+    ///
+    /// # Errors
+    ///
+    /// Names the first file that changed.
+    pub fn check_unchanged(&self, current: &Inputs, data: &[PathBuf], model: &Path) -> Result<()> {
+        let advice = "the records so far came from the old contents: restore them, or start \
+                      a new run with another --out";
+        for ((saved, now), path) in self.data.iter().zip(&current.data).zip(data) {
+            ensure!(
+                saved == now,
+                "the data file {} changed since the run started (its sha256 differs), and \
+                 {advice}",
+                path.display()
+            );
+        }
+        ensure!(
+            self.model == current.model,
+            "the model {} changed since the run started, and {advice}",
+            model.display()
+        );
+        Ok(())
+    }
 }
 
 /// (correct, total) per category.
