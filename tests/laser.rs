@@ -1012,6 +1012,7 @@ fn invalid_training_settings_are_rejected() {
         ("--learning-rate", "nan"),
         ("--beta", "-1"),
         ("--nll-weight", "inf"),
+        ("--temperature", "0"),
     ];
     for (option, value) in cases {
         let out = dir.path().join(option.trim_start_matches('-'));

@@ -262,6 +262,15 @@ impl RunConfig {
                 "{option} must be a number of at least 0, got {value}"
             );
         }
+        // Greedy samples of one prompt are all the same, so no response can
+        // win and the reward models have nothing to choose between.
+        ensure!(
+            self.temperature > 0.0 || self.n < 2,
+            "--temperature 0 samples greedily, so the {} samples of a prompt would all be the \
+             same and no reward model could tell them apart; use a temperature above 0, such \
+             as the default 0.8",
+            self.n
+        );
         Ok(())
     }
 }
