@@ -474,6 +474,18 @@ impl Run {
         atomic::write_json(&path, &plugins)
     }
 
+    /// Ends the run with an error that says how to resume it when Ctrl-C
+    /// was pressed; `done` names the work saved last.
+    fn stop_if_requested(&self, done: &str) -> Result<()> {
+        if crate::interrupt::requested() {
+            bail!(
+                "stopped after {done} on request; pass --resume {} to continue",
+                self.out.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Records `before`, from [`Run::eval_before`] of another run, as the
     /// held-out accuracy before training, so that [`Run::run`] does not
     /// measure it again. It must come from a run with the same starting
@@ -507,6 +519,7 @@ impl Run {
             self.state.eval_before = Some(accuracy.rate());
             self.state.eval_before_by_category = Some(accuracy.per_category);
             self.save()?;
+            self.stop_if_requested("the held-out eval before training")?;
         }
         let batches_per_iteration = self
             .iteration_instances(0)
@@ -572,14 +585,12 @@ impl Run {
                 bar.inc(1);
                 if crate::interrupt::requested() {
                     bar.abandon();
-                    bail!(
-                        "stopped after batch {} of iteration {} on request; pass --resume {} to \
-                         continue",
-                        index + 1,
-                        iteration + 1,
-                        self.out.display()
-                    );
                 }
+                self.stop_if_requested(&format!(
+                    "batch {} of iteration {}",
+                    index + 1,
+                    iteration + 1
+                ))?;
             }
             if config.eval_size > 0 {
                 // Best-of-n leaves the policy as it was, so its greedy
@@ -604,6 +615,12 @@ impl Run {
             self.state.iteration += 1;
             self.state.next_batch = 0;
             self.save()?;
+            if self.state.iteration < config.iterations {
+                if crate::interrupt::requested() {
+                    bar.abandon();
+                }
+                self.stop_if_requested(&format!("iteration {}", iteration + 1))?;
+            }
         }
         bar.finish();
         let disabled: Vec<(String, String)> = self
