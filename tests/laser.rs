@@ -122,6 +122,21 @@ fn best_of_n_writes_run_folder() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(read(&out.join("report.md")), report);
+
+    // A records file with fewer lines than state.json counts is damage,
+    // which `report` must not turn into a report of zeros.
+    std::fs::write(out.join("metrics.jsonl"), "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("metrics.jsonl has 0 lines, though state.json records 8"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use plotters::prelude::*;
 
 use super::checkpoint::{CategoryCounts, METRICS_FILE, RunState, SELECTIONS_FILE};
@@ -394,9 +394,22 @@ fn write_category_accuracy(md: &mut String, state: &RunState) -> Result<()> {
 
 /// Reads the first `limit` records of a JSONL file; a missing file has none.
 fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path, limit: usize) -> Result<Vec<T>> {
-    let Ok(text) = fs::read_to_string(path) else {
+    if limit == 0 && !path.exists() {
         return Ok(Vec::new());
-    };
+    }
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "failed to read {}, though state.json records {limit} finished lines in it",
+            path.display()
+        )
+    })?;
+    let lines = text.lines().count();
+    ensure!(
+        lines >= limit,
+        "{} has {lines} lines, though state.json records {limit} finished ones: the run \
+         folder is damaged, so restore the file or start a new run",
+        path.display()
+    );
     text.lines()
         .take(limit)
         .enumerate()
