@@ -327,13 +327,15 @@ impl Run {
         for error in &report.errors {
             eprintln!("warning: skipped plugin: {error}");
         }
-        // The plugins that failed to load, by file stem, to tell a broken
-        // plugin from a missing one.
-        let skipped: Vec<String> = report
+        // The plugins that failed to load, by file stem, with the reason,
+        // to tell a broken plugin from a missing one.
+        let skipped: BTreeMap<String, String> = report
             .errors
             .iter()
-            .filter_map(|error| error.path().file_stem())
-            .map(|stem| stem.to_string_lossy().into_owned())
+            .filter_map(|error| {
+                let stem = error.path().file_stem()?.to_string_lossy().into_owned();
+                Some((stem, format!("{error:#}")))
+            })
             .collect();
         let (mut selector, mut rms) = (None, Vec::new());
         let mut other_selectors = Vec::new();
@@ -361,12 +363,13 @@ impl Run {
             config.selector,
             config.plugins.display(),
         );
-        ensure!(
-            selector.is_some() || !skipped.contains(&config.selector),
-            "selector {:?} in {} failed to load, as the warning above says",
-            config.selector,
-            config.plugins.display(),
-        );
+        if let (None, Some(reason)) = (&selector, skipped.get(&config.selector)) {
+            bail!(
+                "selector {:?} in {} failed to load: {reason}",
+                config.selector,
+                config.plugins.display(),
+            );
+        }
         let mut selector = selector.with_context(|| {
             format!(
                 "selector {:?} not found in {}; the selectors there are: {available}",
@@ -1437,7 +1440,8 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
 }
 
 /// Orders the loaded reward models as arms: the `--rms` order when given,
-/// else load order. `skipped` names the plugins that failed to load.
+/// else load order. `skipped` maps the plugins that failed to load to
+/// the reason.
 /// Returns the manifest settings that change what a plugin computes (its
 /// `[config]`, limits and models), as `plugins.json` records them.
 fn plugin_settings(manifest: &laser_plugins::Manifest) -> serde_json::Value {
@@ -1498,7 +1502,7 @@ fn pick_arms(
     config: &RunConfig,
     rms: Vec<RewardModelPlugin>,
     selectors: &[String],
-    skipped: &[String],
+    skipped: &BTreeMap<String, String>,
 ) -> Result<Vec<Arm>> {
     let mut by_name: BTreeMap<String, RewardModelPlugin> = rms
         .into_iter()
@@ -1516,11 +1520,12 @@ fn pick_arms(
             "{name:?} in --rms is a selector, not a reward model; choose the selector with \
              --selector {name}"
         );
-        ensure!(
-            by_name.contains_key(&name) || !skipped.contains(&name),
-            "reward model {name:?} in {} failed to load, as the warning above says",
-            config.plugins.display()
-        );
+        if let (false, Some(reason)) = (by_name.contains_key(&name), skipped.get(&name)) {
+            bail!(
+                "reward model {name:?} in {} failed to load: {reason}",
+                config.plugins.display()
+            );
+        }
         let plugin = by_name.remove(&name).with_context(|| {
             format!(
                 "reward model {name:?} not found in {}; `laser-host plugins list {}` shows what is there",

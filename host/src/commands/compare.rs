@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
@@ -109,8 +109,14 @@ pub(crate) fn run(
                 summary: Some(summary),
                 error: None,
             },
-            // Ctrl-C stops the whole compare; --resume continues it.
-            Err(err) if crate::interrupt::requested() => return Err(err),
+            // Ctrl-C stops the whole compare, which is resumed as a whole:
+            // the run's own advice would resume only this selector.
+            Err(_) if crate::interrupt::requested() => bail!(
+                "compare stopped during selector {} on request; the finished batches are \
+                 saved, and `laser-host compare --resume {}` continues",
+                variant.label,
+                out.display()
+            ),
             Err(err) => {
                 let error = format!("{err:#}");
                 eprintln!(
