@@ -275,7 +275,9 @@ pub struct RunArgs {
     pub model: ModelArgs,
 
     /// Training data: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
-    /// and optional `reference` and `category`. Repeat it to mix data sets.
+    /// and optional `reference`, `category`, `answer_kind` (number, yes-no,
+    /// choice or free) and `id` (unique within the file). Repeat it to mix
+    /// data sets.
     /// Each record's category defaults to gsm8k, strategyqa or the JSONL
     /// file's stem. Default: the built-in task set (arithmetic, yes/no
     /// facts, multiple choice).
@@ -423,8 +425,9 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// The data file; repeat it to mix data sets. Default: the built-in
-    /// task set.
+    /// The data file: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
+    /// and optional `reference`, `category`, `answer_kind` and `id`, as for
+    /// `train`. Repeat it to mix data sets. Default: the built-in task set.
     #[arg(long, value_name = "FILE")]
     pub data: Vec<PathBuf>,
 
