@@ -290,8 +290,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FORMAT")]
     pub data_format: Vec<String>,
 
-    /// How many built-in instances to generate when --data is not given.
-    #[arg(long, default_value_t = 96)]
+    /// How many built-in instances to generate when --data is not given,
+    /// at most 1,000,000.
+    #[arg(long, default_value_t = 96, value_parser = parse_builtin_count)]
     pub builtin_count: usize,
 
     /// The selector plugin's name.
@@ -436,8 +437,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FORMAT")]
     pub data_format: Vec<String>,
 
-    /// How many built-in instances to generate when --data is not given.
-    #[arg(long, default_value_t = 96)]
+    /// How many built-in instances to generate when --data is not given,
+    /// at most 1,000,000.
+    #[arg(long, default_value_t = 96, value_parser = parse_builtin_count)]
     pub builtin_count: usize,
 
     /// Held-out instances to evaluate: the split that a run with this seed
@@ -504,4 +506,20 @@ pub struct CompareArgs {
     // Used with `--mode train` only.
     #[command(flatten)]
     pub preference: PreferenceArgs,
+}
+
+/// Parses `--builtin-count`, rejecting counts above
+/// [`laser_data::builtin::MAX_BUILTIN_COUNT`] before anything is generated.
+fn parse_builtin_count(value: &str) -> Result<usize, String> {
+    let count: usize = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a non-negative whole number"))?;
+    let max = laser_data::builtin::MAX_BUILTIN_COUNT;
+    if count > max {
+        return Err(format!(
+            "{count} is more than the maximum of {max} built-in instances; use --data FILE \
+             for a larger task set"
+        ));
+    }
+    Ok(count)
 }

@@ -1610,6 +1610,13 @@ pub fn load_instances(
 ) -> Result<Vec<Instance>> {
     let sources = data_sources(data, formats)?;
     if sources.is_empty() {
+        // The command line checks this too; a run resumed from an edited
+        // config reaches this point unchecked.
+        let max = laser_data::builtin::MAX_BUILTIN_COUNT;
+        ensure!(
+            builtin_count <= max,
+            "--builtin-count {builtin_count} is more than the maximum of {max}"
+        );
         return Ok(laser_data::builtin(seed, builtin_count));
     }
     Ok(laser_data::load_all(&sources)?)
