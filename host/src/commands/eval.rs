@@ -26,17 +26,27 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         );
     }
     let split =
-        laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
+        laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)
+            .context("failed to split off the held-out instances")?;
+    let held_out = split.eval.len();
+    let instances = eval::keep_referenced(split.eval);
+    ensure!(
+        !instances.is_empty(),
+        "accuracy cannot be measured: none of the {held_out} held-out instances has a reference \
+         answer; give the records a `reference` field"
+    );
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
         reject_run_folder(dir)?;
         engine.load_adapter(dir)?;
     }
+    let referenced = instances.len();
     let instances =
-        crate::laser::drop_long_prompts(&engine, split.eval, args.max_new_tokens, "held-out")?;
+        crate::laser::drop_long_prompts(&engine, instances, args.max_new_tokens, "held-out")?;
     ensure!(
         !instances.is_empty(),
-        "no held-out instance fits the model's context of {} tokens with --max-new-tokens {}",
+        "none of the {referenced} held-out instances fits the model's context of {} tokens with \
+         --max-new-tokens {}; lower --max-new-tokens or shorten the prompts",
         engine.config.context_length,
         args.max_new_tokens
     );
@@ -53,12 +63,32 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         Some(n) => best_of_n(args, n, plugins, engine, &instances, progress)?,
     };
     bar.finish_and_clear();
-    println!(
+    let mut line = format!(
         "accuracy {:.3} ({} of {})",
         accuracy.rate(),
         accuracy.correct,
         accuracy.total
     );
+    let mut left_out = Vec::new();
+    if held_out > referenced {
+        left_out.push(format!(
+            "{} without a reference answer",
+            held_out - referenced
+        ));
+    }
+    if referenced > accuracy.total {
+        left_out.push(format!(
+            "{} too long for the context",
+            referenced - accuracy.total
+        ));
+    }
+    if !left_out.is_empty() {
+        line.push_str(&format!(
+            "; left out of {held_out} held-out instances: {}",
+            left_out.join(", ")
+        ));
+    }
+    println!("{line}");
     for (category, (correct, total)) in &accuracy.per_category {
         println!(
             "  {category}: {:.3} ({correct} of {total})",
