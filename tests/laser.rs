@@ -1044,3 +1044,32 @@ fn eval_leaves_out_unreferenced() {
     assert!(!stdout.contains("accuracy 0.000"), "{stdout}");
     assert!(stderr.contains("accuracy cannot be measured"), "{stderr}");
 }
+
+#[test]
+fn eval_checks_options_like_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\"}\n",
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--batch-size", "0"], "--batch-size must be at least 1"),
+        (
+            &["--best-of", "2", "--temperature", "inf"],
+            "--temperature must be a finite number >= 0, got inf",
+        ),
+        (
+            &["--builtin-count", "4000000000"],
+            "4000000000 is more than the maximum of 1000000",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let output = eval_on(&data, extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+}

@@ -13,7 +13,7 @@ use crate::laser::eval::{self, Accuracy, BestOfN};
 use crate::laser::service::EngineService;
 
 pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
-    ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
+    check_args(args)?;
     let instances =
         crate::laser::load_instances(&args.data, &args.data_format, args.seed, args.builtin_count)?;
     let count = args.eval_size.min(instances.len().saturating_sub(1)).max(1);
@@ -98,6 +98,26 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
     Ok(())
 }
 
+/// Checks the options that do not need the data or the model, so that a
+/// mistake fails before either is loaded.
+fn check_args(args: &EvalArgs) -> Result<()> {
+    ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
+    ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    if let Some(n) = args.best_of {
+        ensure!(
+            (1..=MAX_ROWS).contains(&n),
+            "--best-of must be between 1 and {MAX_ROWS}, the samples the engine generates at \
+             once, got {n}"
+        );
+        ensure!(
+            args.temperature.is_finite() && args.temperature >= 0.0,
+            "--temperature must be a finite number >= 0, got {}",
+            args.temperature
+        );
+    }
+    Ok(())
+}
+
 /// Evaluates best-of-`n` with the reward model `args.rm` from `plugins`.
 fn best_of_n(
     args: &EvalArgs,
@@ -107,22 +127,12 @@ fn best_of_n(
     instances: &[laser_data::Instance],
     progress: impl FnMut(usize),
 ) -> Result<Accuracy> {
-    ensure!(
-        (1..=MAX_ROWS).contains(&n),
-        "--best-of must be between 1 and {MAX_ROWS}, the samples the engine generates at once, \
-         got {n}"
-    );
     if args.temperature == 0.0 && n > 1 {
         eprintln!(
             "warning: --temperature 0 samples greedily, so the {n} samples of a prompt are the \
              same and --rm has nothing to choose between"
         );
     }
-    ensure!(
-        args.temperature.is_finite() && args.temperature >= 0.0,
-        "--temperature must be a number of at least 0, got {}",
-        args.temperature
-    );
 
     let plugins = plugins.context(
         "--best-of needs --plugins DIR, the folder that contains the reward model named by --rm",
