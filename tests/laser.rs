@@ -1039,3 +1039,117 @@ fn invalid_training_settings_are_rejected() {
         assert!(!out.exists(), "{setting} left a run folder");
     }
 }
+
+/// Returns `laser-host eval` on the tiny model with `--data data`, greedy
+/// and with at most 4 new tokens.
+fn eval_on(data: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("eval")
+        .arg("--model")
+        .arg(model())
+        .arg("--data")
+        .arg(data)
+        .args(["--max-new-tokens", "4", "--seed", "5"])
+        .args(extra)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn eval_keeps_repeated_prompts_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("twice.jsonl");
+    let records: String = (0..8)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"What is {} plus 1?\", \"reference\": 0}}\n",
+                i % 4
+            )
+        })
+        .collect();
+    std::fs::write(&data, records).unwrap();
+
+    let output = eval_on(&data, &["--eval-size", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot hold out exactly 1 of 8 instances"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose an eval size of 2"), "{stderr}");
+    assert!(!stderr.contains("context"), "{stderr}");
+
+    let output = eval_on(&data, &["--eval-size", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("of 2)"), "{stdout}");
+}
+
+#[test]
+fn eval_leaves_out_unreferenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("open.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\"}\n\
+         {\"prompt\": \"Is 9 prime?\", \"reference\": \"no\"}\n\
+         {\"prompt\": \"Write a haiku.\"}\n\
+         {\"prompt\": \"Name a color.\"}\n",
+    )
+    .unwrap();
+    // Three of four held out: at least one has a reference and one not.
+    let output = eval_on(&data, &["--eval-size", "3"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("without a reference answer"), "{stdout}");
+    assert!(!stdout.contains("of 3)"), "{stdout}");
+    assert!(stderr.contains("the accuracy leaves them out"), "{stderr}");
+
+    let unreferenced = dir.path().join("unreferenced.jsonl");
+    std::fs::write(
+        &unreferenced,
+        "{\"prompt\": \"Write a haiku.\"}\n{\"prompt\": \"Name a color.\"}\n",
+    )
+    .unwrap();
+    let output = eval_on(&unreferenced, &["--eval-size", "1"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(!stdout.contains("accuracy 0.000"), "{stdout}");
+    assert!(stderr.contains("accuracy cannot be measured"), "{stderr}");
+}
+
+#[test]
+fn eval_checks_options_like_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Is 7 prime?\", \"reference\": \"yes\"}\n",
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--batch-size", "0"], "--batch-size must be at least 1"),
+        (
+            &["--best-of", "2", "--temperature", "inf"],
+            "--temperature must be a finite number >= 0, got inf",
+        ),
+        (
+            &["--builtin-count", "4000000000"],
+            "4000000000 is more than the maximum of 1000000",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let output = eval_on(&data, extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+}

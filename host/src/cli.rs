@@ -275,7 +275,9 @@ pub struct RunArgs {
     pub model: ModelArgs,
 
     /// Training data: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
-    /// and optional `reference` and `category`. Repeat it to mix data sets.
+    /// and optional `reference`, `category`, `answer_kind` (number, yes-no,
+    /// choice or free) and `id` (unique within the file). Repeat it to mix
+    /// data sets.
     /// Each record's category defaults to gsm8k, strategyqa or the JSONL
     /// file's stem. Default: the built-in task set (arithmetic, yes/no
     /// facts, multiple choice).
@@ -288,8 +290,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FORMAT")]
     pub data_format: Vec<String>,
 
-    /// How many built-in instances to generate when --data is not given.
-    #[arg(long, default_value_t = 96)]
+    /// How many built-in instances to generate when --data is not given,
+    /// at most 1,000,000.
+    #[arg(long, default_value_t = 96, value_parser = parse_builtin_count)]
     pub builtin_count: usize,
 
     /// The selector plugin's name.
@@ -423,8 +426,9 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// The data file; repeat it to mix data sets. Default: the built-in
-    /// task set.
+    /// The data file: GSM8K JSONL, StrategyQA JSON, or JSONL with `prompt`
+    /// and optional `reference`, `category`, `answer_kind` and `id`, as for
+    /// `train`. Repeat it to mix data sets. Default: the built-in task set.
     #[arg(long, value_name = "FILE")]
     pub data: Vec<PathBuf>,
 
@@ -433,8 +437,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FORMAT")]
     pub data_format: Vec<String>,
 
-    /// How many built-in instances to generate when --data is not given.
-    #[arg(long, default_value_t = 96)]
+    /// How many built-in instances to generate when --data is not given,
+    /// at most 1,000,000.
+    #[arg(long, default_value_t = 96, value_parser = parse_builtin_count)]
     pub builtin_count: usize,
 
     /// Held-out instances to evaluate: the split that a run with this seed
@@ -501,4 +506,20 @@ pub struct CompareArgs {
     // Used with `--mode train` only.
     #[command(flatten)]
     pub preference: PreferenceArgs,
+}
+
+/// Parses `--builtin-count`, rejecting counts above
+/// [`laser_data::builtin::MAX_BUILTIN_COUNT`] before anything is generated.
+fn parse_builtin_count(value: &str) -> Result<usize, String> {
+    let count: usize = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a non-negative whole number"))?;
+    let max = laser_data::builtin::MAX_BUILTIN_COUNT;
+    if count > max {
+        return Err(format!(
+            "{count} is more than the maximum of {max} built-in instances; use --data FILE \
+             for a larger task set"
+        ));
+    }
+    Ok(count)
 }

@@ -316,7 +316,16 @@ impl Run {
             engine.config.context_length,
             config.max_new_tokens
         );
+        let held_out = eval.len();
         let eval = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
+        if held_out > 0 && eval.is_empty() {
+            eprintln!(
+                "warning: held-out accuracy cannot be measured: none of the {held_out} held-out \
+                 instances fits the model's context of {} tokens with --max-new-tokens {}",
+                engine.config.context_length, config.max_new_tokens
+            );
+        }
+        let eval = eval::keep_referenced(eval);
         let context_width = engine.config.n_embd;
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
@@ -517,7 +526,10 @@ impl Run {
     /// cannot be written. Finished batches stay recorded.
     pub fn run(&mut self) -> Result<()> {
         let config = self.config.clone();
-        if self.state.eval_before.is_none() && config.eval_size > 0 {
+        // The held-out split is empty when --eval-size is 0, or when none of
+        // its instances fits the context or has a reference answer.
+        let evaluates = !self.eval.is_empty();
+        if self.state.eval_before.is_none() && evaluates {
             let accuracy = self.evaluate("eval before")?;
             self.state.eval_before = Some(accuracy.rate());
             self.state.eval_before_by_category = Some(accuracy.per_category);
@@ -595,7 +607,7 @@ impl Run {
                     iteration + 1
                 ))?;
             }
-            if config.eval_size > 0 {
+            if evaluates {
                 // Best-of-n leaves the policy as it was, so its greedy
                 // accuracy is the one measured before.
                 let (accuracy, by_category) = match (config.mode, self.state.eval_before) {
@@ -951,11 +963,9 @@ impl Run {
             let response = generations[i * n + picked[i]].text.clone();
             // Only a pick made from scores counts: an instance whose reward
             // model failed has no pick.
-            let is_correct = instance
-                .reference
+            let is_correct = final_scores[i]
                 .as_ref()
-                .filter(|_| final_scores[i].is_some())
-                .map(|_| laser_data::is_correct(instance, &response));
+                .and_then(|_| laser_data::grade(instance, &response));
             if let Some(ok) = is_correct {
                 checked += 1;
                 correct += usize::from(ok);
@@ -1646,6 +1656,13 @@ pub fn load_instances(
 ) -> Result<Vec<Instance>> {
     let sources = data_sources(data, formats)?;
     if sources.is_empty() {
+        // The command line checks this too; a run resumed from an edited
+        // config reaches this point unchecked.
+        let max = laser_data::builtin::MAX_BUILTIN_COUNT;
+        ensure!(
+            builtin_count <= max,
+            "--builtin-count {builtin_count} is more than the maximum of {max}"
+        );
         return Ok(laser_data::builtin(seed, builtin_count));
     }
     Ok(laser_data::load_all(&sources)?)

@@ -13,7 +13,7 @@ use crate::laser::eval::{self, Accuracy, BestOfN};
 use crate::laser::service::EngineService;
 
 pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> Result<()> {
-    ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
+    check_args(args)?;
     let instances =
         crate::laser::load_instances(&args.data, &args.data_format, args.seed, args.builtin_count)?;
     let count = args.eval_size.min(instances.len().saturating_sub(1)).max(1);
@@ -26,17 +26,27 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         );
     }
     let split =
-        laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)?;
+        laser_data::split_instances(instances, laser_data::EvalSize::Count(count), args.seed)
+            .context("failed to split off the held-out instances")?;
+    let held_out = split.eval.len();
+    let instances = eval::keep_referenced(split.eval);
+    ensure!(
+        !instances.is_empty(),
+        "accuracy cannot be measured: none of the {held_out} held-out instances has a reference \
+         answer; give the records a `reference` field"
+    );
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
         reject_run_folder(dir)?;
         engine.load_adapter(dir)?;
     }
+    let referenced = instances.len();
     let instances =
-        crate::laser::drop_long_prompts(&engine, split.eval, args.max_new_tokens, "held-out")?;
+        crate::laser::drop_long_prompts(&engine, instances, args.max_new_tokens, "held-out")?;
     ensure!(
         !instances.is_empty(),
-        "no held-out instance fits the model's context of {} tokens with --max-new-tokens {}",
+        "none of the {referenced} held-out instances fits the model's context of {} tokens with \
+         --max-new-tokens {}; lower --max-new-tokens or shorten the prompts",
         engine.config.context_length,
         args.max_new_tokens
     );
@@ -53,16 +63,56 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         Some(n) => best_of_n(args, n, plugins, engine, &instances, progress)?,
     };
     bar.finish_and_clear();
-    println!(
+    let mut line = format!(
         "accuracy {:.3} ({} of {})",
         accuracy.rate(),
         accuracy.correct,
         accuracy.total
     );
+    let mut left_out = Vec::new();
+    if held_out > referenced {
+        left_out.push(format!(
+            "{} without a reference answer",
+            held_out - referenced
+        ));
+    }
+    if referenced > accuracy.total {
+        left_out.push(format!(
+            "{} too long for the context",
+            referenced - accuracy.total
+        ));
+    }
+    if !left_out.is_empty() {
+        line.push_str(&format!(
+            "; left out of {held_out} held-out instances: {}",
+            left_out.join(", ")
+        ));
+    }
+    println!("{line}");
     for (category, (correct, total)) in &accuracy.per_category {
         println!(
             "  {category}: {:.3} ({correct} of {total})",
             *correct as f64 / (*total).max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Checks the options that do not need the data or the model, so that a
+/// mistake fails before either is loaded.
+fn check_args(args: &EvalArgs) -> Result<()> {
+    ensure!(args.eval_size >= 1, "--eval-size must be at least 1");
+    ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    if let Some(n) = args.best_of {
+        ensure!(
+            (1..=MAX_ROWS).contains(&n),
+            "--best-of must be between 1 and {MAX_ROWS}, the samples the engine generates at \
+             once, got {n}"
+        );
+        ensure!(
+            args.temperature.is_finite() && args.temperature >= 0.0,
+            "--temperature must be a finite number >= 0, got {}",
+            args.temperature
         );
     }
     Ok(())
@@ -77,22 +127,12 @@ fn best_of_n(
     instances: &[laser_data::Instance],
     progress: impl FnMut(usize),
 ) -> Result<Accuracy> {
-    ensure!(
-        (1..=MAX_ROWS).contains(&n),
-        "--best-of must be between 1 and {MAX_ROWS}, the samples the engine generates at once, \
-         got {n}"
-    );
     if args.temperature == 0.0 && n > 1 {
         eprintln!(
             "warning: --temperature 0 samples greedily, so the {n} samples of a prompt are the \
              same and --rm has nothing to choose between"
         );
     }
-    ensure!(
-        args.temperature.is_finite() && args.temperature >= 0.0,
-        "--temperature must be a number of at least 0, got {}",
-        args.temperature
-    );
 
     let plugins = plugins.context(
         "--best-of needs --plugins DIR, the folder that contains the reward model named by --rm",

@@ -12,23 +12,33 @@ use serde::Serialize;
 
 use crate::engine::{Engine, MAX_ROWS, SamplingConfig};
 
-/// Accuracy overall and per category.
+/// Accuracy overall and per category, over the instances with a reference
+/// answer.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Accuracy {
     pub correct: usize,
+    /// The responses checked against a reference.
     pub total: usize,
+    /// The responses left out because their instance has no reference.
+    pub no_reference: usize,
     /// category → (correct, total)
     pub per_category: BTreeMap<String, (usize, usize)>,
 }
 
 impl Accuracy {
-    /// The fraction correct, 0 when nothing was checked.
+    /// The fraction correct, 0 when nothing was checked. Callers check
+    /// `total` first, so that 0 is never shown as a measured accuracy.
     pub fn rate(&self) -> f64 {
         self.correct as f64 / self.total.max(1) as f64
     }
 
-    /// Counts one checked response to `instance`.
-    fn record(&mut self, instance: &Instance, ok: bool) {
+    /// Counts one response to `instance`, graded by [`laser_data::grade`]:
+    /// `None` means the instance has no reference and is left out.
+    fn record(&mut self, instance: &Instance, grade: Option<bool>) {
+        let Some(ok) = grade else {
+            self.no_reference += 1;
+            return;
+        };
         self.correct += usize::from(ok);
         self.total += 1;
         let category = instance.category.clone().unwrap_or_else(|| "none".into());
@@ -113,10 +123,7 @@ pub fn evaluate_best_of_n(
                 .iter()
                 .enumerate()
                 .fold(0, |best, (i, s)| if *s > row[best] { i } else { best });
-            accuracy.record(
-                instance,
-                laser_data::is_correct(instance, &samples[best].text),
-            );
+            accuracy.record(instance, laser_data::grade(instance, &samples[best].text));
         }
         done += chunk.len();
         on_batch(done);
@@ -150,10 +157,69 @@ pub fn evaluate(
             .collect::<Result<_>>()?;
         let generations = engine.generate(&prompts, &sampling)?;
         for (instance, generation) in chunk.iter().zip(&generations) {
-            accuracy.record(instance, laser_data::is_correct(instance, &generation.text));
+            accuracy.record(instance, laser_data::grade(instance, &generation.text));
         }
         done += chunk.len();
         on_batch(done);
     }
     Ok(accuracy)
+}
+
+/// Returns the held-out instances that have a reference answer, warning how
+/// many were left out because they have none and so cannot be checked.
+pub(crate) fn keep_referenced(instances: Vec<Instance>) -> Vec<Instance> {
+    let held_out = instances.len();
+    let referenced: Vec<Instance> = instances
+        .into_iter()
+        .filter(|instance| instance.reference.is_some())
+        .collect();
+    let left_out = held_out - referenced.len();
+    if referenced.is_empty() && held_out > 0 {
+        eprintln!(
+            "warning: held-out accuracy cannot be measured: none of the {held_out} held-out \
+             instances has a reference answer"
+        );
+    } else if left_out > 0 {
+        eprintln!(
+            "warning: {left_out} of the {held_out} held-out instances have no reference answer, \
+             so the accuracy leaves them out"
+        );
+    }
+    referenced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(reference: Option<&str>) -> Instance {
+        Instance {
+            id: "t".to_owned(),
+            prompt: "How many?".to_owned(),
+            reference: reference.map(str::to_owned),
+            category: Some("c".to_owned()),
+            answer_kind: laser_data::AnswerKind::Number,
+        }
+    }
+
+    #[test]
+    fn accuracy_leaves_out_unreferenced() {
+        let mut accuracy = Accuracy::default();
+        accuracy.record(&instance(Some("3")), Some(true));
+        accuracy.record(&instance(Some("4")), Some(false));
+        accuracy.record(&instance(None), None);
+        assert_eq!(accuracy.correct, 1);
+        assert_eq!(accuracy.total, 2);
+        assert_eq!(accuracy.no_reference, 1);
+        assert_eq!(accuracy.per_category["c"], (1, 2));
+        assert!((accuracy.rate() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn keep_referenced_drops_unreferenced() {
+        let kept = keep_referenced(vec![instance(None), instance(Some("3")), instance(None)]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].reference.as_deref(), Some("3"));
+        assert!(keep_referenced(vec![instance(None)]).is_empty());
+    }
 }

@@ -182,7 +182,8 @@ pub fn write(
     }
     writeln!(md, "## Accuracy\n")?;
     // The held-out split can be smaller than --eval-size: it leaves at
-    // least one training instance, and prompts too long are skipped.
+    // least one training instance, and prompts too long or without a
+    // reference answer are skipped.
     let eval_count = state
         .eval_before_by_category
         .as_ref()
@@ -194,7 +195,12 @@ pub fn write(
             md,
             "- held-out greedy accuracy before: {before:.3} ({eval_count} prompts)"
         )?,
-        None => writeln!(md, "- held-out evaluation was off")?,
+        None if config.eval_size == 0 => writeln!(md, "- held-out evaluation was off")?,
+        None => writeln!(
+            md,
+            "- held-out accuracy was not measured: no held-out instance both fits the \
+             context and has a reference answer"
+        )?,
     }
     if let Some(after) = state.eval_per_iteration.last() {
         writeln!(md, "- held-out greedy accuracy after: {after:.3}")?;

@@ -47,9 +47,19 @@ pub fn extract(kind: AnswerKind, response: &str) -> Option<String> {
     }
 }
 
+/// Returns whether `response` answers `instance` correctly, or `None` when
+/// the instance has no reference to check it against. Accuracy leaves such
+/// instances out rather than counting them wrong.
+pub fn grade(instance: &Instance, response: &str) -> Option<bool> {
+    instance
+        .reference
+        .as_ref()
+        .map(|_| is_correct(instance, response))
+}
+
 /// Returns whether `response` answers `instance` correctly. An instance
 /// without a reference, or with a reference that is invalid for its kind,
-/// is never answered correctly.
+/// is never answered correctly; [`grade`] keeps the first case apart.
 ///
 /// For a multiple-choice instance whose response has no option letter, an
 /// `Answer:` line that repeats the text of one option (`Answer: 45` for

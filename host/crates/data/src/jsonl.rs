@@ -14,10 +14,12 @@
 //!   absent it defaults to the file stem (`mine` for `tasks/mine.jsonl`),
 //!   and `null` leaves the instance without a category.
 //! - `id` (string or number, optional): defaults to `<file stem>-<index>`.
+//!   Ids must be unique within the file, counting the defaults.
 //!
 //! Other fields are ignored. An [`Instance`] serialized with serde_json
 //! reads back unchanged.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
@@ -42,18 +44,31 @@ pub fn load(path: impl AsRef<Path>) -> Result<Vec<Instance>, LoadError> {
 ///
 /// Returns [`LoadError::Record`] naming the line of the first record that is
 /// not a JSON object, lacks a non-empty string `prompt`, has a field of the
-/// wrong type, an unknown `answer_kind`, or a reference that does not fit
-/// its answer kind, and [`LoadError::Empty`] when there are no records.
+/// wrong type, an unknown `answer_kind`, a reference that does not fit
+/// its answer kind, or an id that an earlier record already has, and
+/// [`LoadError::Empty`] when there are no records.
 pub fn parse(text: &str, source: &Path) -> Result<Vec<Instance>, LoadError> {
     let stem = source
         .file_stem()
         .map_or_else(|| "jsonl".into(), |stem| stem.to_string_lossy());
     let mut instances = Vec::new();
+    let mut line_of_id: HashMap<String, usize> = HashMap::new();
     for (line, record) in jsonl_records(text) {
         let default_id = format!("{stem}-{}", instances.len());
         let instance = record
             .and_then(|record| parse_record(&record, default_id, &stem))
             .map_err(|message| LoadError::record(source, line, message))?;
+        if let Some(first_line) = line_of_id.insert(instance.id.clone(), line) {
+            return Err(LoadError::record(
+                source,
+                line,
+                format!(
+                    "id {:?} is already the id of line {first_line}; give each record its own \
+                     \"id\", or leave the field out to number the records",
+                    instance.id
+                ),
+            ));
+        }
         instances.push(instance);
     }
     non_empty(instances, source)
@@ -225,6 +240,29 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "tasks/mine.jsonl:1: field \"prompt\" is empty"
+        );
+    }
+
+    #[test]
+    fn duplicate_id_names_both_lines() {
+        let text = "{\"id\": \"q-0\", \"prompt\": \"a\"}\n\n{\"id\": \"q-0\", \"prompt\": \"b\"}";
+        let error = parse_text(text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tasks/mine.jsonl:3: id \"q-0\" is already the id of line 1; give each record its \
+             own \"id\", or leave the field out to number the records"
+        );
+    }
+
+    #[test]
+    fn explicit_id_clashing_with_default_rejected() {
+        let text = "{\"prompt\": \"a\"}\n{\"id\": \"mine-0\", \"prompt\": \"b\"}";
+        let error = parse_text(text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("tasks/mine.jsonl:2: id \"mine-0\""),
+            "{error}"
         );
     }
 

@@ -36,7 +36,7 @@ mod record;
 pub mod split;
 pub mod strategyqa;
 
-pub use answer::{extract, is_correct};
+pub use answer::{extract, grade, is_correct};
 pub use builtin::builtin;
 pub use error::LoadError;
 pub use instance::{AnswerKind, Instance};

@@ -266,3 +266,14 @@ proptest::proptest! {
         proptest::prop_assert!(numbers_equal(&extracted, &text), "{} vs {}", extracted, text);
     }
 }
+
+#[test]
+fn grade_without_reference_is_none() {
+    let open = instance(AnswerKind::Number, None);
+    assert_eq!(grade(&open, "Answer: 3"), None);
+    assert!(!is_correct(&open, "Answer: 3"));
+
+    let known = instance(AnswerKind::Number, Some("3"));
+    assert_eq!(grade(&known, "Answer: 3"), Some(true));
+    assert_eq!(grade(&known, "Answer: 4"), Some(false));
+}
