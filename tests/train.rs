@@ -601,6 +601,26 @@ fn engine_adapter_matches_training_forward() {
     }
 }
 
+#[test]
+fn nan_adapter_is_named_in_error() {
+    let spec = TinySpec::default();
+    let (checkpoint, _dir) = open(&spec);
+    let layout = LoraLayout::new(all_targets(4), checkpoint.config()).unwrap();
+    let gpu = Gpu::new().unwrap();
+    let params = vec![f32::NAN; layout.len];
+    let params_buf = gpu.buffer_from("params", &params);
+    let mut engine = laser_host::engine::Engine::from_checkpoint(gpu.clone(), &checkpoint).unwrap();
+    let adapter = laser_host::engine::adapter::Adapter::new(&gpu, layout, params_buf, 512).unwrap();
+    engine.set_adapter(Some(adapter));
+    let tokens: Vec<u32> = (0..8).map(|i| (i * 53 + 1) % VOCAB as u32).collect();
+    let error = engine
+        .continuation_logprobs(&[(tokens[..4].to_vec(), tokens[4..].to_vec())])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("with a LoRA adapter applied"), "{error}");
+    assert!(!error.contains("fetch it again"), "{error}");
+}
+
 /// A LASeR training step through the policy trainer updates the adapter
 /// the engine applies, so the engine's log-probabilities move.
 #[test]

@@ -678,7 +678,7 @@ impl Engine {
             self.gpu.submit(encoder);
             let tokens: Vec<u32> = self.gpu.read(&self.head.sampled, u64::from(r) * 4)?;
             let logprobs: Vec<f32> = self.gpu.read(&self.head.logprobs, u64::from(r) * 4)?;
-            check_finite(&logprobs, &self.path)?;
+            self.check_finite(&logprobs)?;
             for ((&(_, slot), token), logprob) in group.iter().zip(tokens).zip(logprobs) {
                 let seq = &mut state[slot as usize];
                 seq.push(token, logprob, &self.config, &self.tokenizer, sampling)?;
@@ -744,7 +744,7 @@ impl Engine {
                 engine.gpu.submit(encoder);
                 let logprobs: Vec<f32> =
                     engine.gpu.read(&engine.head.logprobs, u64::from(r) * 4)?;
-                check_finite(&logprobs, &engine.path)?;
+                engine.check_finite(&logprobs)?;
                 for (w, logprob) in group.iter().zip(logprobs) {
                     out[w.1].push(logprob);
                 }
@@ -752,6 +752,30 @@ impl Engine {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Fails when `values`, read back from the GPU, contain a NaN, naming
+    /// the likely source of bad weights: the adapter when one is applied,
+    /// else the model file.
+    fn check_finite(&self, values: &[f32]) -> Result<()> {
+        if !values.iter().any(|v| v.is_nan()) {
+            return Ok(());
+        }
+        if self.adapter.is_some() {
+            bail!(
+                "the model {} produced NaN values with a LoRA adapter applied; the adapter \
+                 probably holds NaN or huge weights, as a training run whose loss diverged \
+                 leaves: run without it to check, and train it again with a lower learning \
+                 rate",
+                self.path.display()
+            );
+        }
+        bail!(
+            "the model {} produced NaN values; its weights are probably corrupt (NaN or \
+             infinite values): check the model file or fetch it again{}",
+            self.path.display(),
+            crate::fetch::refetch_advice(&self.path)
+        );
     }
 
     /// Returns each sequence's final hidden states (after the final norm)
@@ -809,7 +833,7 @@ impl Engine {
         );
         self.gpu.submit(encoder);
         let states: Vec<f32> = self.gpu.read(&self.act.xn, u64::from(m) * c as u64 * 4)?;
-        check_finite(&states, &self.path)?;
+        self.check_finite(&states)?;
         for (i, row) in rows.iter().enumerate() {
             let seq = sequence_of[i];
             let take = pooling != Pooling::Last || row.position as usize + 1 == lens[seq];
@@ -854,7 +878,7 @@ impl Engine {
             );
             self.gpu.submit(encoder);
             let embeddings: Vec<f32> = self.gpu.read(&self.act.x, u64::from(m) * c as u64 * 4)?;
-            check_finite(&embeddings, &self.path)?;
+            self.check_finite(&embeddings)?;
             for (&(seq, _), embedding) in chunk.iter().zip(embeddings.chunks(c)) {
                 for (sum, x) in sums[seq].iter_mut().zip(embedding) {
                     *sum += x;
@@ -886,7 +910,7 @@ impl Engine {
                 let logits: Vec<f32> = engine
                     .gpu
                     .read(&engine.head.logits, (group.len() * v * 4) as u64)?;
-                check_finite(&logits, &engine.path)?;
+                engine.check_finite(&logits)?;
                 out.extend(logits.chunks(v).map(<[f32]>::to_vec));
             }
             Ok(())
@@ -1121,20 +1145,6 @@ fn warn_on_vocab_mismatch(model_vocab: usize, tokenizer_vocab: usize) {
              {model_vocab}, so text that encodes to an id from {model_vocab} on will be rejected"
         );
     }
-}
-
-/// Fails when `values` contains a NaN, which only corrupt weights produce.
-/// `path` is the model's checkpoint.
-fn check_finite(values: &[f32], path: &Path) -> Result<()> {
-    if values.iter().any(|v| v.is_nan()) {
-        bail!(
-            "the model {} produced NaN logits; its weights are probably corrupt \
-             (NaN or infinite values): check the model file or fetch it again{}",
-            path.display(),
-            crate::fetch::refetch_advice(path)
-        );
-    }
-    Ok(())
 }
 
 /// Derives slot `slot`'s random stream from the run's seed (SplitMix64).
