@@ -979,7 +979,12 @@ impl Run {
                 weights: weights[i].clone(),
                 scores: final_scores[i].clone().unwrap_or_default(),
                 picked: picked[i],
-                reward: rewards[i],
+                // Spread weights update no arm, so such a prompt gives the
+                // selector no reward, as the batch's metrics count it.
+                reward: match picks[i] {
+                    Pick::Single(_) => rewards[i],
+                    Pick::Ensemble(_) => None,
+                },
                 correct: is_correct,
                 response,
             });

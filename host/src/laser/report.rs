@@ -257,7 +257,8 @@ pub fn write(
         writeln!(
             md,
             "Batches without a reward, where the selector was not updated (every response \
-             tied or the reward model failed): {}.\n",
+             tied, the reward model failed, or the selector spread its weights over several \
+             reward models): {}.\n",
             idle.join(", ")
         )?;
     }
