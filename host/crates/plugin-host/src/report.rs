@@ -190,9 +190,10 @@ const PLACEHOLDER_TAG: &str = "placeholder";
 /// default model, SmolLM2-135M.
 const SAMPLE_CONTEXT_WIDTH: usize = 576;
 
-/// Scores two prompts of two candidates each, as a run does, and returns
-/// one line that gives the scores. Only plugins that pass every check a
-/// run applies to scores (count, finite, magnitude) get here.
+/// Scores two prompts of two candidates each and returns one line that
+/// gives the scores. The call goes through the checks a run applies to
+/// scores (count, finite, magnitude), so a plugin that a run would
+/// disable fails here.
 fn sample_score(rm: &mut RewardModelPlugin) -> anyhow::Result<Vec<String>> {
     let instance = |id: &str, prompt: &str, reference: &str, category: &str| Instance {
         id: id.to_string(),
