@@ -473,6 +473,53 @@ fn ipo_loss_falls_on_tiny_model() {
     assert!(last.margin > 0.0, "final reward margin {}", last.margin);
 }
 
+/// An absurd learning rate makes the loss NaN: the run stops with an
+/// error naming the step and the learning rate, before the update, and the
+/// adapter saved before it stays finite.
+#[test]
+fn diverged_run_stops_before_saving_nan() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let config = TrainConfig {
+        lr: 1e30,
+        ..toy_config(4)
+    };
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
+    let model = TrainModel::new(Gpu::new().unwrap(), &checkpoint, layout).unwrap();
+    let out = dir.path().join("run");
+    let mut history = Vec::new();
+    let result = dpo::run(
+        model,
+        config,
+        &toy_pairs(4),
+        &run_options(&out, false, None),
+        |m| history.push(m.clone()),
+    );
+
+    let message = format!("{:#}", result.err().expect("a NaN run succeeded"));
+    assert!(message.contains("training diverged at step"), "{message}");
+    assert!(
+        message.contains("lower the learning rate (now 1e30)"),
+        "{message}"
+    );
+    assert!(history.len() < 4, "all {} steps ran", history.len());
+    assert!(
+        history.iter().all(|m| m.loss.is_finite()),
+        "a step with a non-finite loss was reported"
+    );
+    let metrics = std::fs::read_to_string(out.join(dpo::METRICS_FILE)).unwrap();
+    assert!(!metrics.contains("null"), "metrics contain null: {metrics}");
+    let saved = std::fs::read(out.join(peft::WEIGHTS_FILE)).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&saved).unwrap();
+    for (name, view) in tensors.tensors() {
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "saved tensor {name} is not finite"
+        );
+    }
+}
+
 /// A run stopped after 3 of 6 steps and resumed ends with the same
 /// adapter bytes as an uninterrupted run.
 #[test]

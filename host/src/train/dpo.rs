@@ -159,8 +159,11 @@ pub fn run(
 ///
 /// # Errors
 ///
-/// Fails on a GPU or file failure.
+/// Fails when a value of the state is not finite (before anything is
+/// written), or on a GPU or file failure.
 pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
+    let state = trainer.read_state()?;
+    checkpoint::ensure_finite(&state, trainer.step)?;
     let model = &trainer.model;
     match &model.full {
         Some(full) => {
@@ -171,7 +174,7 @@ pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
             peft::save(dir, &model.layout, &model.config, &params, base_model)?;
         }
     }
-    checkpoint::save(dir, trainer)
+    checkpoint::write(dir, trainer, &state)
 }
 
 /// Names the settings that differ between `saved` and `given`, with both
