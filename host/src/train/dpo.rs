@@ -6,74 +6,18 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
-use laser_model::chat::{ChatMessage, ChatTemplate};
-use laser_model::tokenizer::Tokenizer;
-use serde::Deserialize;
+mod pairs;
+
+use anyhow::{Context, Result, bail};
 
 use super::batch::TokenizedPair;
 use super::model::TrainModel;
 use super::{StepMetrics, TrainConfig, Trainer, checkpoint, full, peft, step_indices};
 
+pub use pairs::load_pairs;
+
 /// Per-step metrics, one JSON object a line.
 pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// One line of a pair file.
-#[derive(Debug, Deserialize)]
-struct PairRecord {
-    prompt: String,
-    chosen: String,
-    rejected: String,
-}
-
-/// Reads a JSONL file of `{"prompt", "chosen", "rejected"}` objects and
-/// tokenizes each: the prompt as a user turn with the chat template and
-/// the assistant prefix, each response followed by the first
-/// end-of-sequence token.
-///
-/// # Errors
-///
-/// Fails when the file cannot be read, a line is not such an object, or a
-/// text does not tokenize.
-pub fn load_pairs(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    template: &ChatTemplate,
-) -> Result<Vec<TokenizedPair>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let eos = tokenizer.eos_ids().first().copied();
-    let mut pairs = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: PairRecord = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: expected an object with `prompt`, `chosen` and `rejected`",
-                path.display(),
-                number + 1
-            )
-        })?;
-        let prompt_text = template.render(&[ChatMessage::new("user", record.prompt)], true)?;
-        let response = |text: &str| -> Result<Vec<u32>> {
-            let mut tokens = tokenizer.encode(text, false)?;
-            tokens.extend(eos);
-            Ok(tokens)
-        };
-        pairs.push(TokenizedPair {
-            prompt: tokenizer.encode(&prompt_text, true)?,
-            chosen: response(&record.chosen)?,
-            rejected: response(&record.rejected)?,
-        });
-    }
-    ensure!(
-        !pairs.is_empty(),
-        "{} holds no preference pairs",
-        path.display()
-    );
-    Ok(pairs)
-}
 
 /// Where and how a run writes its output.
 pub struct RunOptions {
