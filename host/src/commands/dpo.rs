@@ -2,10 +2,13 @@
 //! weight) on a file of preference pairs, with a progress bar and per-step
 //! metrics.
 
+mod folder;
+
 use anyhow::{Context, Result, ensure};
 use laser_model::checkpoint::Checkpoint;
 
 use crate::cli::{DpoArgs, TrainOptions};
+use crate::laser::checkpoint::{LOCK_FILE, lock_run_folder};
 use crate::train::TrainConfig;
 use crate::train::dpo::{self, RunOptions};
 use crate::train::full::FullConfig;
@@ -13,6 +16,7 @@ use crate::train::lora::{LoraConfig, LoraLayout};
 use crate::train::loss::LossConfig;
 use crate::train::merge;
 use crate::train::model::TrainModel;
+use folder::Inputs;
 
 /// Returns the training config of `options` with everything else at its
 /// default.
@@ -72,32 +76,26 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         "--alpha must be a positive number, got {}",
         args.train.alpha
     );
+    // A folder that a run has locked before is locked again first, so that
+    // a run still in progress there is reported as such. A new run locks a
+    // new folder once the inputs have loaded, so that bad input leaves no
+    // folder behind.
+    let path = super::model_path(&args.model)?;
+    let inputs = Inputs::of(&path, &args.pairs)?;
+    let mut lock = None;
+    if args.out.join(LOCK_FILE).is_file() {
+        lock = Some(lock_run_folder(&args.out)?);
+    }
     if args.resume {
-        if !args
-            .out
-            .join(crate::train::checkpoint::STATE_FILE)
-            .is_file()
-        {
-            // Only a folder the killed run left empty may start over, because
-            // any other folder contains files this run must not overwrite.
-            super::ensure_empty_out(&args.out).with_context(|| {
-                format!(
-                    "{} contains no dpo training state to resume",
-                    args.out.display()
-                )
-            })?;
-            eprintln!(
-                "warning: {} contains no training state yet; starting from step 0",
-                args.out.display()
-            );
+        folder::check_resumable(&args.out)?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("failed to create {}", args.out.display()))?;
+        if lock.is_none() {
+            lock = Some(lock_run_folder(&args.out)?);
         }
+        inputs.check_recorded(&args.out)?;
     } else {
-        ensure!(
-            !args.out.join(crate::train::checkpoint::STATE_FILE).exists(),
-            "{} already contains a dpo run; pass --resume to continue it, or choose another --out",
-            args.out.display()
-        );
-        super::ensure_empty_out(&args.out)?;
+        folder::check_new(&args.out)?;
     }
     ensure!(
         !args.full || args.train.dropout == 0.0,
@@ -122,25 +120,30 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         ..train_config(&args.train)?
     };
 
-    let path = super::model_path(&args.model)?;
     let gpu = super::open_gpu(verbose)?;
     let checkpoint = Checkpoint::open(&path)?;
     let tokenizer = checkpoint.tokenizer()?;
     let template = checkpoint.chat_template()?;
     let pairs = dpo::load_pairs(&args.pairs, &tokenizer, &template)?;
     let model = match full {
-        Some(full) => {
-            let model = TrainModel::new_full(gpu, &checkpoint, full)?;
-            std::fs::create_dir_all(&args.out)
-                .with_context(|| format!("failed to create {}", args.out.display()))?;
-            merge::write_tokenizer_files(&checkpoint, &args.out)?;
-            model
-        }
+        Some(full) => TrainModel::new_full(gpu, &checkpoint, full)?,
         None => {
             let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
             TrainModel::new(gpu, &checkpoint, layout)?
         }
     };
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => {
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("failed to create {}", args.out.display()))?;
+            lock_run_folder(&args.out)?
+        }
+    };
+    inputs.record(&args.out)?;
+    if full.is_some() {
+        merge::write_tokenizer_files(&checkpoint, &args.out)?;
+    }
     let trained = match &model.full {
         Some(full) => format!("{} weights (full fine-tuning)", full.layout.trainable_len()),
         None => format!("{} adapter parameters", model.layout.len),

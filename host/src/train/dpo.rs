@@ -35,12 +35,15 @@ pub struct RunOptions {
 }
 
 /// Trains on `pairs` for `config.steps` steps, calling `on_step` after
-/// each; returns the trainer at the end.
+/// each; returns the trainer at the end. After an interrupt (see
+/// [`crate::interrupt`]) it saves the state once the step in progress is
+/// done, then returns an error saying how to resume.
 ///
 /// # Errors
 ///
-/// Fails when a saved state does not match `config`, or on a GPU or file
-/// failure.
+/// Fails when a saved state does not match `config`, training diverges
+/// (see [`Trainer::train_step`]), an interrupt stops the run, or on a GPU
+/// or file failure.
 pub fn run(
     model: TrainModel,
     config: TrainConfig,
@@ -76,7 +79,20 @@ pub fn run(
     let all: Vec<usize> = (0..pairs.len()).collect();
     let references = trainer.reference_logprobs(pairs, &all)?;
     let save_every = options.save_every.max(1);
+    let mut saved_step = None;
     while trainer.step < config.steps {
+        if crate::interrupt::requested() {
+            if saved_step != Some(trainer.step) {
+                save(&options.out, &trainer, &options.base_model)?;
+            }
+            bail!(
+                "stopped after step {} of {} on request; run the same command with --resume \
+                 to continue from {}",
+                trainer.step,
+                config.steps,
+                options.out.display()
+            );
+        }
         let indices = step_indices(
             config.seed,
             trainer.step,
@@ -89,6 +105,7 @@ pub fn run(
         on_step(&metrics);
         if trainer.step % save_every == 0 || trainer.step == config.steps {
             save(&options.out, &trainer, &options.base_model)?;
+            saved_step = Some(trainer.step);
         }
         if options.stop_after.is_some_and(|stop| trainer.step >= stop) {
             break;
