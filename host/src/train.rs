@@ -77,7 +77,8 @@ pub struct TrainConfig {
     /// Pairs per forward and backward pass; gradients of the micro-batches
     /// of one step are summed.
     pub micro_batch: usize,
-    /// Tokens per sequence (prompt + response); longer responses are cut.
+    /// Maximum tokens per sequence (prompt + response); a longer pair is
+    /// cut as [`TokenizedPair::sequence`] does.
     pub max_len: usize,
     /// Seeds the adapter init, the pair order and the LoRA dropout masks.
     pub seed: u64,
