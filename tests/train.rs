@@ -473,6 +473,53 @@ fn ipo_loss_falls_on_tiny_model() {
     assert!(last.margin > 0.0, "final reward margin {}", last.margin);
 }
 
+/// An absurd learning rate makes the loss NaN: the run stops with an
+/// error naming the step and the learning rate, before the update, and the
+/// adapter saved before it stays finite.
+#[test]
+fn diverged_run_stops_before_saving_nan() {
+    let spec = TinySpec::default();
+    let (checkpoint, dir) = open(&spec);
+    let config = TrainConfig {
+        lr: 1e30,
+        ..toy_config(4)
+    };
+    let layout = LoraLayout::new(config.lora.clone(), checkpoint.config()).unwrap();
+    let model = TrainModel::new(Gpu::new().unwrap(), &checkpoint, layout).unwrap();
+    let out = dir.path().join("run");
+    let mut history = Vec::new();
+    let result = dpo::run(
+        model,
+        config,
+        &toy_pairs(4),
+        &run_options(&out, false, None),
+        |m| history.push(m.clone()),
+    );
+
+    let message = format!("{:#}", result.err().expect("a NaN run succeeded"));
+    assert!(message.contains("training diverged at step"), "{message}");
+    assert!(
+        message.contains("lower the learning rate (now 1e30)"),
+        "{message}"
+    );
+    assert!(history.len() < 4, "all {} steps ran", history.len());
+    assert!(
+        history.iter().all(|m| m.loss.is_finite()),
+        "a step with a non-finite loss was reported"
+    );
+    let metrics = std::fs::read_to_string(out.join(dpo::METRICS_FILE)).unwrap();
+    assert!(!metrics.contains("null"), "metrics contain null: {metrics}");
+    let saved = std::fs::read(out.join(peft::WEIGHTS_FILE)).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&saved).unwrap();
+    for (name, view) in tensors.tensors() {
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "saved tensor {name} is not finite"
+        );
+    }
+}
+
 /// A run stopped after 3 of 6 steps and resumed ends with the same
 /// adapter bytes as an uninterrupted run.
 #[test]
@@ -840,6 +887,250 @@ fn dpo_rejects_bad_settings_and_busy_out() {
         &out,
         "lr: 0.001 saved, 0.01 given",
     );
+}
+
+/// Returns a `dpo` command on `model` and `pairs` into `out`, one pair a
+/// step in one micro-batch, with `extra` options after them.
+fn dpo_command(
+    model: &std::path::Path,
+    pairs: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_laser-host"));
+    command
+        .args(["dpo", "--pairs-per-step", "1", "--micro-batch", "1"])
+        .arg("--model")
+        .arg(model)
+        .arg("--pairs")
+        .arg(pairs)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    command
+}
+
+/// Runs `command` and returns its exit status and stderr.
+fn run_command(command: &mut std::process::Command) -> (bool, String) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output.status.success(), stderr)
+}
+
+/// Writes a tiny model and a pairs file of two pairs into `dir`.
+fn tiny_dpo_inputs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let model = dir.join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::default());
+    let pairs = dir.join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"2+2?\", \"chosen\": \"4\", \"rejected\": \"5\"}\n\
+         {\"prompt\": \"3+3?\", \"chosen\": \"6\", \"rejected\": \"7\"}\n",
+    )
+    .unwrap();
+    (model, pairs)
+}
+
+/// `dpo --resume` rejects a changed pairs file or model, naming it, and a
+/// run saved without recorded inputs resumes unchecked.
+#[test]
+fn dpo_resume_rejects_changed_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, pairs) = tiny_dpo_inputs(dir.path());
+    let out = dir.path().join("run");
+    let (ok, stderr) = run_command(&mut dpo_command(&model, &pairs, &out, &["--steps", "1"]));
+    assert!(ok, "first run failed: {stderr}");
+    assert!(out.join("inputs.json").is_file());
+
+    let (ok, stderr) = run_command(&mut dpo_command(
+        &model,
+        &pairs,
+        &out,
+        &["--steps", "1", "--resume"],
+    ));
+    assert!(ok, "resume with the same inputs failed: {stderr}");
+
+    let other_pairs = dir.path().join("other.jsonl");
+    std::fs::write(
+        &other_pairs,
+        "{\"prompt\": \"1+1?\", \"chosen\": \"2\", \"rejected\": \"3\"}\n",
+    )
+    .unwrap();
+    let (ok, stderr) = run_command(&mut dpo_command(
+        &model,
+        &other_pairs,
+        &out,
+        &["--steps", "1", "--resume"],
+    ));
+    assert!(!ok, "resume with other pairs succeeded");
+    assert!(
+        stderr.contains("other.jsonl differs from the one the run started with"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--pairs "), "{stderr}");
+    assert!(!stderr.contains("--model"), "{stderr}");
+
+    let other_model = dir.path().join("other.gguf");
+    write_tiny_model(
+        &other_model,
+        &TinySpec {
+            dtype: DType::Q8_0,
+            ..TinySpec::default()
+        },
+    );
+    let (ok, stderr) = run_command(&mut dpo_command(
+        &other_model,
+        &pairs,
+        &out,
+        &["--steps", "1", "--resume"],
+    ));
+    assert!(!ok, "resume with another model succeeded");
+    assert!(
+        stderr.contains("other.gguf differs from the one the run started with"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--model "), "{stderr}");
+    assert!(!stderr.contains("--pairs"), "{stderr}");
+
+    // A state from before inputs were recorded resumes without the check.
+    std::fs::remove_file(out.join("inputs.json")).unwrap();
+    let (ok, stderr) = run_command(&mut dpo_command(
+        &model,
+        &other_pairs,
+        &out,
+        &["--steps", "1", "--resume"],
+    ));
+    assert!(ok, "resume without recorded inputs failed: {stderr}");
+}
+
+/// `dpo` rejects an --out folder that another process has locked, whether
+/// it starts or resumes a run there.
+#[test]
+fn dpo_rejects_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, pairs) = tiny_dpo_inputs(dir.path());
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    let _lock = laser_host::laser::checkpoint::lock_run_folder(&out).unwrap();
+    for extra in [&["--steps", "1"][..], &["--steps", "1", "--resume"]] {
+        let (ok, stderr) = run_command(&mut dpo_command(&model, &pairs, &out, extra));
+        assert!(!ok, "{extra:?} succeeded in a locked folder");
+        assert!(
+            stderr.contains("is in use by another laser-host process"),
+            "{extra:?}: {stderr}"
+        );
+    }
+    assert!(!out.join(dpo::METRICS_FILE).exists());
+}
+
+/// A folder that contains only an empty `metrics.jsonl`, as a run stopped
+/// before its first checkpoint leaves it, resumes from step 0, and a new
+/// run there is pointed to --resume.
+#[test]
+fn dpo_resumes_folder_without_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, pairs) = tiny_dpo_inputs(dir.path());
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join(dpo::METRICS_FILE), "").unwrap();
+
+    let (ok, stderr) = run_command(&mut dpo_command(&model, &pairs, &out, &["--steps", "2"]));
+    assert!(!ok, "a new run overwrote the stopped one");
+    assert!(stderr.contains("pass --resume"), "{stderr}");
+
+    let (ok, stderr) = run_command(&mut dpo_command(
+        &model,
+        &pairs,
+        &out,
+        &["--steps", "2", "--resume"],
+    ));
+    assert!(ok, "resume failed: {stderr}");
+    assert!(stderr.contains("starting from step 0"), "{stderr}");
+    let metrics = std::fs::read_to_string(out.join(dpo::METRICS_FILE)).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    assert!(out.join(peft::WEIGHTS_FILE).is_file());
+}
+
+/// The first Ctrl-C stops `dpo` after the step in progress, saves it and
+/// prints how to resume; the resumed run continues from that step.
+#[cfg(unix)]
+#[test]
+fn dpo_interrupt_saves_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, pairs) = tiny_dpo_inputs(dir.path());
+    let out = dir.path().join("run");
+    // More steps than run before the interrupt, and no checkpoint of its
+    // own before it.
+    let options = ["--steps", "1000000", "--save-every", "1000000"];
+    let log = dir.path().join("stderr.txt");
+    let interrupt = |extra: &[&str], min_lines: usize| -> (String, usize) {
+        use std::os::unix::process::CommandExt;
+
+        let mut command = dpo_command(&model, &pairs, &out, extra);
+        command.stderr(std::fs::File::create(&log).unwrap());
+        // A test started from a script's background job inherits SIGINT
+        // ignored, which the child would keep.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let started = std::time::Instant::now();
+        let metrics = out.join(dpo::METRICS_FILE);
+        loop {
+            let lines = std::fs::read_to_string(&metrics)
+                .map(|text| text.lines().count())
+                .unwrap_or(0);
+            if lines >= min_lines {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "no {min_lines} metrics lines after 120 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) with the child's process id, which is still
+        // running or a zombie until `try_wait` reaps it.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed().as_secs() > 240 {
+                child.kill().unwrap();
+                panic!("dpo did not stop within 240 s of Ctrl-C");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(1), "exit status; stderr: {stderr}");
+        let lines = std::fs::read_to_string(&metrics).unwrap().lines().count();
+        (stderr, lines)
+    };
+
+    let (stderr, lines) = interrupt(&options, 2);
+    assert!(
+        stderr.contains(&format!("stopped after step {lines} of 1000000")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(out.join(peft::WEIGHTS_FILE).is_file());
+    let state = laser_host::train::checkpoint::load(&out).unwrap().unwrap();
+    assert_eq!(state.step as usize, lines);
+
+    let resumed: Vec<&str> = options.iter().copied().chain(["--resume"]).collect();
+    let (stderr, resumed_lines) = interrupt(&resumed, lines + 1);
+    assert!(
+        stderr.contains(&format!("stopped after step {resumed_lines} of 1000000")),
+        "{stderr}"
+    );
+    let state = laser_host::train::checkpoint::load(&out).unwrap().unwrap();
+    assert_eq!(state.step as usize, resumed_lines);
 }
 
 /// `dpo`, `generate --adapter` and `merge` as a user runs them on a tiny

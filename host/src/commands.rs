@@ -32,7 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     if matches!(
         cli.command,
-        Command::Train(_) | Command::BestOfN(_) | Command::Compare(_)
+        Command::Train(_) | Command::BestOfN(_) | Command::Compare(_) | Command::Dpo(_)
     ) {
         crate::interrupt::install();
     }

@@ -1,6 +1,6 @@
 //! Ctrl-C during a long run: the first interrupt requests a stop once
-//! the batch in progress is saved, and a second one ends the process at
-//! once, as before.
+//! the batch (in `dpo`, the step) in progress is saved, and a second one
+//! ends the process at once, as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,8 +36,8 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(130) };
     }
-    let message = b"\ninterrupted: stopping once the batch or eval in progress is saved; \
-                    press Ctrl-C again to stop now and lose it\n";
+    let message = b"\ninterrupted: stopping once the work in progress (a batch, step or eval) is \
+                    saved; press Ctrl-C again to stop now and lose it\n";
     // SAFETY: write(2) is async-signal-safe, and the buffer outlives the
     // call. A failed write leaves nothing to do.
     unsafe {

@@ -77,7 +77,8 @@ pub struct TrainConfig {
     /// Pairs per forward and backward pass; gradients of the micro-batches
     /// of one step are summed.
     pub micro_batch: usize,
-    /// Tokens per sequence (prompt + response); longer responses are cut.
+    /// Maximum tokens per sequence (prompt + response); a longer pair is
+    /// cut as [`TokenizedPair::sequence`] does.
     pub max_len: usize,
     /// Seeds the adapter init, the pair order and the LoRA dropout masks.
     pub seed: u64,
@@ -458,8 +459,9 @@ impl Trainer {
     ///
     /// # Errors
     ///
-    /// Fails on an empty step, a pair that cannot be batched, or a GPU
-    /// failure.
+    /// Fails on an empty step, a pair that cannot be batched, a loss or
+    /// gradient norm that is not finite (before the update, so the
+    /// parameters stay as they were), or a GPU failure.
     pub fn train_step(
         &mut self,
         pairs: &[TokenizedPair],
@@ -555,6 +557,24 @@ impl Trainer {
 
         let adamw = self.config.adamw(self.step);
         let sq_norm = self.global_sq_norm()?;
+        let loss = loss_sum / pair_count;
+        let grad_norm = f64::from(sq_norm).sqrt();
+        // AdamW would write NaN into every parameter, so the step stops
+        // before the update and the last saved state stays usable.
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let value = if loss.is_finite() {
+                format!("the gradient norm is {grad_norm}")
+            } else {
+                format!("the loss is {loss}")
+            };
+            bail!(
+                "training diverged at step {}: {value}, so the step's update was not applied; \
+                 lower the learning rate (now {:e}) and check the training pairs for empty or \
+                 broken responses",
+                self.step + 1,
+                self.config.lr
+            );
+        }
         let mut encoder = gpu.encoder("adamw");
         for tensor in &self.tensors {
             self.adamw.encode(
@@ -577,11 +597,11 @@ impl Trainer {
         Ok(StepMetrics {
             step: self.step,
             lr: adamw.lr,
-            loss: loss_sum / pair_count,
+            loss,
             margin: margin_sum / pair_count,
             accuracy: correct as f64 / pair_count,
             chosen_nll: nll_sum / pair_count,
-            grad_norm: f64::from(sq_norm).sqrt(),
+            grad_norm,
             tokens,
             seconds: started.elapsed().as_secs_f64(),
             pair_losses,

@@ -26,8 +26,15 @@ pub struct TrainOptions {
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub dropout: f32,
 
-    /// Projections that get adapters.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Q, Target::V])]
+    /// Projections that get adapters, separated by commas or spaces:
+    /// `--targets q_proj,k_proj,v_proj` or `--targets q_proj k_proj v_proj`.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 1..,
+        value_delimiter = ',',
+        default_value = "q_proj,v_proj"
+    )]
     pub targets: Vec<Target>,
 
     /// Preference pairs per optimizer step.
@@ -39,7 +46,9 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 2)]
     pub micro_batch: usize,
 
-    /// Tokens per sequence (prompt + response); longer responses are cut.
+    /// Maximum tokens per sequence (prompt + response). A longer pair
+    /// loses the first tokens of its prompt, down to a quarter of this
+    /// limit, then the last tokens of its responses.
     #[arg(long, default_value_t = 512)]
     pub max_len: usize,
 
@@ -153,4 +162,43 @@ pub struct BenchTrainArgs {
     /// Optimizer steps to time, after one warm-up step.
     #[arg(long, default_value_t = 3)]
     pub steps: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Command};
+    use crate::train::lora::Target;
+
+    /// Returns the `--targets` of `dpo` with `targets` after the option.
+    fn dpo_targets(targets: &[&str]) -> Vec<Target> {
+        let mut args = vec!["laser-host", "dpo", "--pairs", "p.jsonl", "--out", "o"];
+        if !targets.is_empty() {
+            args.push("--targets");
+            args.extend(targets);
+        }
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Dpo(args) => args.train.targets,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_take_commas_or_spaces() {
+        let expected = vec![Target::Q, Target::K, Target::V];
+        assert_eq!(dpo_targets(&["q_proj,k_proj,v_proj"]), expected);
+        assert_eq!(dpo_targets(&["q_proj", "k_proj", "v_proj"]), expected);
+        assert_eq!(dpo_targets(&[]), vec![Target::Q, Target::V]);
+    }
+
+    #[test]
+    fn targets_help_shows_parsable_default() {
+        let help = Cli::command()
+            .find_subcommand_mut("dpo")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: q_proj,v_proj]"), "{help}");
+    }
 }

@@ -2,17 +2,22 @@
 //! weight) on a file of preference pairs, with a progress bar and per-step
 //! metrics.
 
+mod folder;
+
 use anyhow::{Context, Result, ensure};
 use laser_model::checkpoint::Checkpoint;
 
 use crate::cli::{DpoArgs, TrainOptions};
+use crate::laser::checkpoint::{LOCK_FILE, lock_run_folder};
 use crate::train::TrainConfig;
+use crate::train::batch::TokenizedPair;
 use crate::train::dpo::{self, RunOptions};
 use crate::train::full::FullConfig;
 use crate::train::lora::{LoraConfig, LoraLayout};
 use crate::train::loss::LossConfig;
 use crate::train::merge;
 use crate::train::model::TrainModel;
+use folder::Inputs;
 
 /// Returns the training config of `options` with everything else at its
 /// default.
@@ -56,15 +61,25 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         "--beta must be a positive number, got {}",
         args.beta
     );
+    // Each value is shown as given: an f32 widened to f64 would print 0.1
+    // as 0.10000000149011612.
     let non_negative = [
-        ("--nll-weight", args.nll_weight),
-        ("--weight-decay", f64::from(args.weight_decay)),
-        ("--max-grad-norm", f64::from(args.max_grad_norm)),
+        ("--nll-weight", args.nll_weight, args.nll_weight.to_string()),
+        (
+            "--weight-decay",
+            f64::from(args.weight_decay),
+            args.weight_decay.to_string(),
+        ),
+        (
+            "--max-grad-norm",
+            f64::from(args.max_grad_norm),
+            args.max_grad_norm.to_string(),
+        ),
     ];
-    for (option, value) in non_negative {
+    for (option, value, shown) in non_negative {
         ensure!(
             value.is_finite() && value >= 0.0,
-            "{option} must be a number of at least 0, got {value}"
+            "{option} must be a number of at least 0, got {shown}"
         );
     }
     ensure!(
@@ -72,32 +87,34 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         "--alpha must be a positive number, got {}",
         args.train.alpha
     );
+    ensure!(
+        args.warmup_steps < args.steps,
+        "--warmup-steps {} must be less than --steps {}, or the learning rate never reaches \
+         --lr {}",
+        args.warmup_steps,
+        args.steps,
+        args.lr
+    );
+    // A folder that a run has locked before is locked again first, so that
+    // a run still in progress there is reported as such. A new run locks a
+    // new folder once the inputs have loaded, so that bad input leaves no
+    // folder behind.
+    let path = super::model_path(&args.model)?;
+    let inputs = Inputs::of(&path, &args.pairs)?;
+    let mut lock = None;
+    if args.out.join(LOCK_FILE).is_file() {
+        lock = Some(lock_run_folder(&args.out)?);
+    }
     if args.resume {
-        if !args
-            .out
-            .join(crate::train::checkpoint::STATE_FILE)
-            .is_file()
-        {
-            // Only a folder the killed run left empty may start over, because
-            // any other folder contains files this run must not overwrite.
-            super::ensure_empty_out(&args.out).with_context(|| {
-                format!(
-                    "{} contains no dpo training state to resume",
-                    args.out.display()
-                )
-            })?;
-            eprintln!(
-                "warning: {} contains no training state yet; starting from step 0",
-                args.out.display()
-            );
+        folder::check_resumable(&args.out)?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("failed to create {}", args.out.display()))?;
+        if lock.is_none() {
+            lock = Some(lock_run_folder(&args.out)?);
         }
+        inputs.check_recorded(&args.out)?;
     } else {
-        ensure!(
-            !args.out.join(crate::train::checkpoint::STATE_FILE).exists(),
-            "{} already contains a dpo run; pass --resume to continue it, or choose another --out",
-            args.out.display()
-        );
-        super::ensure_empty_out(&args.out)?;
+        folder::check_new(&args.out)?;
     }
     ensure!(
         !args.full || args.train.dropout == 0.0,
@@ -122,34 +139,40 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
         ..train_config(&args.train)?
     };
 
-    let path = super::model_path(&args.model)?;
     let gpu = super::open_gpu(verbose)?;
     let checkpoint = Checkpoint::open(&path)?;
     let tokenizer = checkpoint.tokenizer()?;
     let template = checkpoint.chat_template()?;
     let pairs = dpo::load_pairs(&args.pairs, &tokenizer, &template)?;
+    warn_cut_pairs(&pairs, config.max_len);
     let model = match full {
-        Some(full) => {
-            let model = TrainModel::new_full(gpu, &checkpoint, full)?;
-            std::fs::create_dir_all(&args.out)
-                .with_context(|| format!("failed to create {}", args.out.display()))?;
-            merge::write_tokenizer_files(&checkpoint, &args.out)?;
-            model
-        }
+        Some(full) => TrainModel::new_full(gpu, &checkpoint, full)?,
         None => {
             let layout = LoraLayout::new(config.lora.clone(), checkpoint.config())?;
             TrainModel::new(gpu, &checkpoint, layout)?
         }
     };
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => {
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("failed to create {}", args.out.display()))?;
+            lock_run_folder(&args.out)?
+        }
+    };
+    inputs.record(&args.out)?;
+    if full.is_some() {
+        merge::write_tokenizer_files(&checkpoint, &args.out)?;
+    }
     let trained = match &model.full {
         Some(full) => format!("{} weights (full fine-tuning)", full.layout.trainable_len()),
         None => format!("{} adapter parameters", model.layout.len),
     };
     eprintln!(
-        "{} preference pairs, {trained}, {} steps of {} pairs",
+        "{} preference pairs, {trained}, {} of {}",
         pairs.len(),
-        config.steps,
-        config.pairs_per_step
+        count(config.steps as usize, "step"),
+        count(config.pairs_per_step, "pair")
     );
 
     let options = RunOptions {
@@ -176,10 +199,33 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     bar.finish();
     let written = if args.full { "model" } else { "adapter" };
     eprintln!(
-        "{written} written to {} after {} steps; metrics in {}",
+        "{written} written to {} after {}; metrics in {}",
         args.out.display(),
-        trainer.step,
+        count(trainer.step as usize, "step"),
         args.out.join(dpo::METRICS_FILE).display()
     );
     Ok(())
+}
+
+/// Returns `n` with `noun`, plural unless `n` is 1: `1 pair`, `2 pairs`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Warns once, with their count, about the pairs longer than `max_len`
+/// tokens, which training cuts as [`TokenizedPair::sequence`] does.
+fn warn_cut_pairs(pairs: &[TokenizedPair], max_len: usize) {
+    let cut = pairs.iter().filter(|pair| pair.len() > max_len).count();
+    if cut > 0 {
+        eprintln!(
+            "warning: {cut} of {} are longer than --max-len {max_len} tokens \
+             (prompt + response) and are cut: the prompt loses its first tokens, down to a \
+             quarter of --max-len, then the responses lose their last tokens",
+            count(pairs.len(), "pair")
+        );
+    }
 }

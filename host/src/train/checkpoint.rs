@@ -33,9 +33,40 @@ struct StateHeader {
 ///
 /// # Errors
 ///
-/// Fails when the GPU fails or the file cannot be written.
+/// Fails when the GPU fails, the state contains a value that is not
+/// finite, or the file cannot be written.
 pub fn save(dir: &Path, trainer: &Trainer) -> Result<()> {
     let state = trainer.read_state()?;
+    ensure_finite(&state, trainer.step)?;
+    write(dir, trainer, &state)
+}
+
+/// Checks that every value of `state`, read at step `step`, is finite, so
+/// that a diverged run never overwrites its last good checkpoint.
+///
+/// # Errors
+///
+/// Names the first tensor with a NaN or infinite value.
+pub fn ensure_finite(state: &[(String, Vec<f32>)], step: u32) -> Result<()> {
+    for (name, values) in state {
+        if let Some(value) = values.iter().find(|value| !value.is_finite()) {
+            anyhow::bail!(
+                "training diverged at step {step}: tensor `{name}` of the training state \
+                 contains {value}, so it was not saved; lower the learning rate and check the \
+                 training pairs"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `state`, read from `trainer` by [`Trainer::read_state`], into
+/// `dir` atomically.
+///
+/// # Errors
+///
+/// Fails when the file cannot be written.
+pub fn write(dir: &Path, trainer: &Trainer, state: &[(String, Vec<f32>)]) -> Result<()> {
     let views = state
         .iter()
         .map(|(name, values)| {

@@ -6,74 +6,18 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
-use laser_model::chat::{ChatMessage, ChatTemplate};
-use laser_model::tokenizer::Tokenizer;
-use serde::Deserialize;
+mod pairs;
+
+use anyhow::{Context, Result, bail};
 
 use super::batch::TokenizedPair;
 use super::model::TrainModel;
 use super::{StepMetrics, TrainConfig, Trainer, checkpoint, full, peft, step_indices};
 
+pub use pairs::load_pairs;
+
 /// Per-step metrics, one JSON object a line.
 pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// One line of a pair file.
-#[derive(Debug, Deserialize)]
-struct PairRecord {
-    prompt: String,
-    chosen: String,
-    rejected: String,
-}
-
-/// Reads a JSONL file of `{"prompt", "chosen", "rejected"}` objects and
-/// tokenizes each: the prompt as a user turn with the chat template and
-/// the assistant prefix, each response followed by the first
-/// end-of-sequence token.
-///
-/// # Errors
-///
-/// Fails when the file cannot be read, a line is not such an object, or a
-/// text does not tokenize.
-pub fn load_pairs(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    template: &ChatTemplate,
-) -> Result<Vec<TokenizedPair>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let eos = tokenizer.eos_ids().first().copied();
-    let mut pairs = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: PairRecord = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: expected an object with `prompt`, `chosen` and `rejected`",
-                path.display(),
-                number + 1
-            )
-        })?;
-        let prompt_text = template.render(&[ChatMessage::new("user", record.prompt)], true)?;
-        let response = |text: &str| -> Result<Vec<u32>> {
-            let mut tokens = tokenizer.encode(text, false)?;
-            tokens.extend(eos);
-            Ok(tokens)
-        };
-        pairs.push(TokenizedPair {
-            prompt: tokenizer.encode(&prompt_text, true)?,
-            chosen: response(&record.chosen)?,
-            rejected: response(&record.rejected)?,
-        });
-    }
-    ensure!(
-        !pairs.is_empty(),
-        "{} holds no preference pairs",
-        path.display()
-    );
-    Ok(pairs)
-}
 
 /// Where and how a run writes its output.
 pub struct RunOptions {
@@ -91,12 +35,15 @@ pub struct RunOptions {
 }
 
 /// Trains on `pairs` for `config.steps` steps, calling `on_step` after
-/// each; returns the trainer at the end.
+/// each; returns the trainer at the end. After an interrupt (see
+/// [`crate::interrupt`]) it saves the state once the step in progress is
+/// done, then returns an error saying how to resume.
 ///
 /// # Errors
 ///
-/// Fails when a saved state does not match `config`, or on a GPU or file
-/// failure.
+/// Fails when a saved state does not match `config`, training diverges
+/// (see [`Trainer::train_step`]), an interrupt stops the run, or on a GPU
+/// or file failure.
 pub fn run(
     model: TrainModel,
     config: TrainConfig,
@@ -132,7 +79,20 @@ pub fn run(
     let all: Vec<usize> = (0..pairs.len()).collect();
     let references = trainer.reference_logprobs(pairs, &all)?;
     let save_every = options.save_every.max(1);
+    let mut saved_step = None;
     while trainer.step < config.steps {
+        if crate::interrupt::requested() {
+            if saved_step != Some(trainer.step) {
+                save(&options.out, &trainer, &options.base_model)?;
+            }
+            bail!(
+                "stopped after step {} of {} on request; run the same command with --resume \
+                 to continue from {}",
+                trainer.step,
+                config.steps,
+                options.out.display()
+            );
+        }
         let indices = step_indices(
             config.seed,
             trainer.step,
@@ -145,6 +105,7 @@ pub fn run(
         on_step(&metrics);
         if trainer.step % save_every == 0 || trainer.step == config.steps {
             save(&options.out, &trainer, &options.base_model)?;
+            saved_step = Some(trainer.step);
         }
         if options.stop_after.is_some_and(|stop| trainer.step >= stop) {
             break;
@@ -159,8 +120,11 @@ pub fn run(
 ///
 /// # Errors
 ///
-/// Fails on a GPU or file failure.
+/// Fails when a value of the state is not finite (before anything is
+/// written), or on a GPU or file failure.
 pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
+    let state = trainer.read_state()?;
+    checkpoint::ensure_finite(&state, trainer.step)?;
     let model = &trainer.model;
     match &model.full {
         Some(full) => {
@@ -171,7 +135,7 @@ pub fn save(dir: &Path, trainer: &Trainer, base_model: &str) -> Result<()> {
             peft::save(dir, &model.layout, &model.config, &params, base_model)?;
         }
     }
-    checkpoint::save(dir, trainer)
+    checkpoint::write(dir, trainer, &state)
 }
 
 /// Names the settings that differ between `saved` and `given`, with both
