@@ -1454,20 +1454,7 @@ impl HeadChunk {
         packed: &wgpu::Buffer,
         width: u64,
     ) {
-        for &(row, slot, count) in &self.segments {
-            let (row, slot, bytes) = (
-                u64::from(row),
-                u64::from(slot),
-                u64::from(count) * width * 4,
-            );
-            encoder.raw().copy_buffer_to_buffer(
-                rows,
-                row * width * 4,
-                packed,
-                slot * width * 4,
-                bytes,
-            );
-        }
+        self.copy(encoder, (rows, packed), width, true);
     }
 
     /// Records copies of the chunk's rows, `width` values each, from the
@@ -1480,19 +1467,26 @@ impl HeadChunk {
         rows: &wgpu::Buffer,
         width: u64,
     ) {
+        self.copy(encoder, (packed, rows), width, false);
+    }
+
+    /// Records one copy per segment from `from` to `to`; `from_rows` tells
+    /// whether `from` is the buffer of batch rows or the chunk buffer.
+    fn copy(
+        &self,
+        encoder: &mut laser_gpu::Encoder,
+        (from, to): (&wgpu::Buffer, &wgpu::Buffer),
+        width: u64,
+        from_rows: bool,
+    ) {
+        let row_bytes = width * 4;
         for &(row, slot, count) in &self.segments {
-            let (row, slot, bytes) = (
-                u64::from(row),
-                u64::from(slot),
-                u64::from(count) * width * 4,
-            );
-            encoder.raw().copy_buffer_to_buffer(
-                packed,
-                slot * width * 4,
-                rows,
-                row * width * 4,
-                bytes,
-            );
+            let (row, slot) = (u64::from(row) * row_bytes, u64::from(slot) * row_bytes);
+            let (source, destination) = if from_rows { (row, slot) } else { (slot, row) };
+            let bytes = u64::from(count) * row_bytes;
+            encoder
+                .raw()
+                .copy_buffer_to_buffer(from, source, to, destination, bytes);
         }
     }
 }

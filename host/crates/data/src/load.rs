@@ -331,12 +331,14 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-/// Decodes a file as UTF-8, dropping a leading byte order mark.
+/// Decodes a file as UTF-8, dropping a leading byte order mark. Other
+/// readers of line-based files (`dpo`'s pairs) use it too, so that every
+/// file laser-host reads accepts the same text.
 ///
 /// # Errors
 ///
 /// Returns [`LoadError::Record`] naming the line of the first invalid byte.
-fn decode<'a>(bytes: &'a [u8], source: &Path) -> Result<&'a str, LoadError> {
+pub fn decode<'a>(bytes: &'a [u8], source: &Path) -> Result<&'a str, LoadError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|error| {
         let valid = &bytes[..error.valid_up_to()];

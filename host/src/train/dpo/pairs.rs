@@ -76,7 +76,7 @@ fn read_records(path: &Path) -> Result<Vec<(usize, PairRecord)>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     let at_line = |line: usize, message: String| anyhow!("{}:{line}: {message}", path.display());
-    let text = decode(&bytes).map_err(|(line, message)| at_line(line, message))?;
+    let text = laser_data::load::decode(&bytes, path)?;
     let mut records = Vec::new();
     // `trim` also drops the `\r` of a CRLF line end.
     for (index, line) in text.split('\n').enumerate() {
@@ -88,22 +88,6 @@ fn read_records(path: &Path) -> Result<Vec<(usize, PairRecord)>> {
         records.push((index + 1, record));
     }
     Ok(records)
-}
-
-/// Decodes `bytes` as UTF-8, dropping a leading byte order mark. On
-/// failure returns the line of the first invalid byte and a message.
-fn decode(bytes: &[u8]) -> Result<&str, (usize, String)> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|error| {
-        let valid = &bytes[..error.valid_up_to()];
-        let line = valid.iter().filter(|&&byte| byte == b'\n').count() + 1;
-        let byte = bytes[error.valid_up_to()];
-        let message = format!(
-            "invalid UTF-8 (byte 0x{byte:02X} at offset {}), expected UTF-8 text",
-            error.valid_up_to()
-        );
-        (line, message)
-    })
 }
 
 /// Parses one non-blank line. On failure returns a message that names
