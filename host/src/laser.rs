@@ -505,9 +505,13 @@ impl Run {
     }
 
     /// Ends the run with an error that says how to resume it when Ctrl-C
-    /// was pressed; `done` names the work saved last.
-    fn stop_if_requested(&self, done: &str) -> Result<()> {
+    /// was pressed, leaving `bar` where it stopped; `done` names the work
+    /// saved last.
+    fn stop_if_requested(&self, bar: Option<&indicatif::ProgressBar>, done: &str) -> Result<()> {
         if crate::interrupt::requested() {
+            if let Some(bar) = bar {
+                bar.abandon();
+            }
             bail!(
                 "stopped after {done} on request; pass --resume {} to continue",
                 self.out.display()
@@ -552,7 +556,7 @@ impl Run {
             self.state.eval_before = Some(accuracy.rate());
             self.state.eval_before_by_category = Some(accuracy.per_category);
             self.save()?;
-            self.stop_if_requested("the held-out eval before training")?;
+            self.stop_if_requested(None, "the held-out eval before training")?;
         }
         let batches_per_iteration = self
             .iteration_instances(0)
@@ -616,14 +620,8 @@ impl Run {
                 self.state.next_batch += 1;
                 self.save()?;
                 bar.inc(1);
-                if crate::interrupt::requested() {
-                    bar.abandon();
-                }
-                self.stop_if_requested(&format!(
-                    "batch {} of iteration {}",
-                    index + 1,
-                    iteration + 1
-                ))?;
+                let done = format!("batch {} of iteration {}", index + 1, iteration + 1);
+                self.stop_if_requested(Some(&bar), &done)?;
             }
             if evaluates {
                 // Best-of-n leaves the policy as it was, so its greedy
@@ -649,10 +647,7 @@ impl Run {
             self.state.next_batch = 0;
             self.save()?;
             if self.state.iteration < config.iterations {
-                if crate::interrupt::requested() {
-                    bar.abandon();
-                }
-                self.stop_if_requested(&format!("iteration {}", iteration + 1))?;
+                self.stop_if_requested(Some(&bar), &format!("iteration {}", iteration + 1))?;
             }
         }
         bar.finish();
@@ -1472,9 +1467,6 @@ fn to_wit_instance(instance: &Instance) -> laser_plugins::Instance {
     }
 }
 
-/// Orders the loaded reward models as arms: the `--rms` order when given,
-/// else load order. `skipped` maps the plugins that failed to load to
-/// the reason.
 /// Returns the manifest settings that change what a plugin computes (its
 /// `[config]`, limits and models), as `plugins.json` records them.
 fn plugin_settings(manifest: &laser_plugins::Manifest) -> serde_json::Value {
@@ -1531,6 +1523,9 @@ fn check_selector_fits(selector: &SelectorPlugin, arms: &[Arm], width: usize) ->
     Ok(())
 }
 
+/// Orders the loaded reward models as arms: the `--rms` order when given,
+/// else load order. `skipped` maps the plugins that failed to load to
+/// the reason.
 fn pick_arms(
     config: &RunConfig,
     rms: Vec<RewardModelPlugin>,
