@@ -1057,6 +1057,47 @@ fn eval_on(data: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
+fn eval_writes_graded_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tasks.jsonl");
+    let records: String = (1..=4)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"What is {i} plus {i}?\", \"reference\": \"{}\"}}\n",
+                2 * i
+            )
+        })
+        .collect();
+    std::fs::write(&data, records).unwrap();
+    let responses = dir.path().join("responses.jsonl");
+    let output = eval_on(
+        &data,
+        &[
+            "--eval-size",
+            "2",
+            "--responses",
+            responses.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = read(&responses);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert!(line["prompt"].as_str().unwrap().contains("plus"), "{line}");
+        assert!(line["response"].is_string(), "{line}");
+        assert!(line["correct"].is_boolean(), "{line}");
+    }
+}
+
+#[test]
 fn eval_keeps_repeated_prompts_together() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("twice.jsonl");

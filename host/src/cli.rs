@@ -482,6 +482,12 @@ pub struct EvalArgs {
         requires = "best_of"
     )]
     pub temperature: f32,
+
+    /// Also write each evaluated instance with its response and grade to
+    /// this JSONL file, one object a line: id, category, prompt,
+    /// reference, response, correct.
+    #[arg(long, value_name = "FILE")]
+    pub responses: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,15 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         Some(n) => best_of_n(args, n, plugins, engine, &instances, progress)?,
     };
     bar.finish_and_clear();
+    if let Some(path) = &args.responses {
+        let mut lines = Vec::new();
+        for response in &accuracy.responses {
+            serde_json::to_writer(&mut lines, response)?;
+            lines.push(b'\n');
+        }
+        crate::atomic::write(path, &lines)
+            .with_context(|| format!("failed to write the responses to {}", path.display()))?;
+    }
     let mut line = format!(
         "accuracy {:.3} ({} of {})",
         accuracy.rate(),

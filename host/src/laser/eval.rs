@@ -23,6 +23,23 @@ pub struct Accuracy {
     pub no_reference: usize,
     /// category → (correct, total)
     pub per_category: BTreeMap<String, (usize, usize)>,
+    /// Every graded response, in instance order, for `eval --responses`.
+    #[serde(skip)]
+    pub responses: Vec<GradedResponse>,
+}
+
+/// One held-out instance with the response that was graded, a line of the
+/// file `eval --responses` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct GradedResponse {
+    pub id: String,
+    pub category: Option<String>,
+    pub prompt: String,
+    pub reference: Option<String>,
+    pub response: String,
+    /// Whether the response's answer matches the reference; `None` without
+    /// a reference.
+    pub correct: Option<bool>,
 }
 
 impl Accuracy {
@@ -32,9 +49,19 @@ impl Accuracy {
         self.correct as f64 / self.total.max(1) as f64
     }
 
-    /// Counts one response to `instance`, graded by [`laser_data::grade`]:
-    /// `None` means the instance has no reference and is left out.
-    fn record(&mut self, instance: &Instance, grade: Option<bool>) {
+    /// Grades `response` to `instance` with [`laser_data::grade`] and
+    /// counts it. An instance without a reference is left out of the
+    /// counts, though its response is kept.
+    fn record(&mut self, instance: &Instance, response: &str) {
+        let grade = laser_data::grade(instance, response);
+        self.responses.push(GradedResponse {
+            id: instance.id.clone(),
+            category: instance.category.clone(),
+            prompt: instance.prompt.clone(),
+            reference: instance.reference.clone(),
+            response: response.to_string(),
+            correct: grade,
+        });
         let Some(ok) = grade else {
             self.no_reference += 1;
             return;
@@ -123,7 +150,7 @@ pub fn evaluate_best_of_n(
                 .iter()
                 .enumerate()
                 .fold(0, |best, (i, s)| if *s > row[best] { i } else { best });
-            accuracy.record(instance, laser_data::grade(instance, &samples[best].text));
+            accuracy.record(instance, &samples[best].text);
         }
         done += chunk.len();
         on_batch(done);
@@ -157,7 +184,7 @@ pub fn evaluate(
             .collect::<Result<_>>()?;
         let generations = engine.generate(&prompts, &sampling)?;
         for (instance, generation) in chunk.iter().zip(&generations) {
-            accuracy.record(instance, laser_data::grade(instance, &generation.text));
+            accuracy.record(instance, &generation.text);
         }
         done += chunk.len();
         on_batch(done);
@@ -205,14 +232,16 @@ mod tests {
     #[test]
     fn accuracy_leaves_out_unreferenced() {
         let mut accuracy = Accuracy::default();
-        accuracy.record(&instance(Some("3")), Some(true));
-        accuracy.record(&instance(Some("4")), Some(false));
-        accuracy.record(&instance(None), None);
+        accuracy.record(&instance(Some("3")), "The answer is 3.");
+        accuracy.record(&instance(Some("4")), "The answer is 3.");
+        accuracy.record(&instance(None), "The answer is 3.");
         assert_eq!(accuracy.correct, 1);
         assert_eq!(accuracy.total, 2);
         assert_eq!(accuracy.no_reference, 1);
         assert_eq!(accuracy.per_category["c"], (1, 2));
         assert!((accuracy.rate() - 0.5).abs() < 1e-12);
+        let graded: Vec<Option<bool>> = accuracy.responses.iter().map(|r| r.correct).collect();
+        assert_eq!(graded, [Some(true), Some(false), None]);
     }
 
     #[test]
