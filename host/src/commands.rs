@@ -148,6 +148,35 @@ pub(crate) fn open_gpu(verbose: bool) -> Result<Gpu> {
 ///
 /// # Errors
 ///
+/// Fails unless `value`, the value of `option`, is a finite number above
+/// 0. The message shows the value as given: an f32 widened to f64 would
+/// print 0.1 as 0.10000000149011612.
+pub(crate) fn ensure_positive<T: Into<f64> + std::fmt::Display + Copy>(
+    option: &str,
+    value: T,
+) -> Result<()> {
+    let number: f64 = value.into();
+    anyhow::ensure!(
+        number.is_finite() && number > 0.0,
+        "{option} must be a positive number, got {value}"
+    );
+    Ok(())
+}
+
+/// Fails unless `value`, the value of `option`, is a finite number of at
+/// least 0, showing the value as [`ensure_positive`] does.
+pub(crate) fn ensure_non_negative<T: Into<f64> + std::fmt::Display + Copy>(
+    option: &str,
+    value: T,
+) -> Result<()> {
+    let number: f64 = value.into();
+    anyhow::ensure!(
+        number.is_finite() && number >= 0.0,
+        "{option} must be a number of at least 0, got {value}"
+    );
+    Ok(())
+}
+
 /// Names `out` when it is a file or a folder with entries.
 pub(crate) fn ensure_empty_out(out: &std::path::Path) -> Result<()> {
     if !out.exists() {

@@ -241,45 +241,12 @@ impl RunConfig {
     ///
     /// Names the first invalid option and its value.
     pub fn validate(&self) -> Result<()> {
-        // Each value is shown as given: an f32 widened to f64 would print
-        // 0.1 as 0.10000000149011612.
-        let positive = [
-            (
-                "--learning-rate",
-                f64::from(self.learning_rate),
-                self.learning_rate.to_string(),
-            ),
-            ("--beta", f64::from(self.beta), self.beta.to_string()),
-        ];
-        for (option, value, shown) in positive {
-            ensure!(
-                value.is_finite() && value > 0.0,
-                "{option} must be a positive number, got {shown}"
-            );
-        }
-        let non_negative = [
-            (
-                "--nll-weight",
-                f64::from(self.nll_weight),
-                self.nll_weight.to_string(),
-            ),
-            (
-                "--temperature",
-                f64::from(self.temperature),
-                self.temperature.to_string(),
-            ),
-            (
-                "--ensemble-lambda",
-                self.ensemble_lambda,
-                self.ensemble_lambda.to_string(),
-            ),
-        ];
-        for (option, value, shown) in non_negative {
-            ensure!(
-                value.is_finite() && value >= 0.0,
-                "{option} must be a number of at least 0, got {shown}"
-            );
-        }
+        use crate::commands::{ensure_non_negative, ensure_positive};
+        ensure_positive("--learning-rate", self.learning_rate)?;
+        ensure_positive("--beta", self.beta)?;
+        ensure_non_negative("--nll-weight", self.nll_weight)?;
+        ensure_non_negative("--temperature", self.temperature)?;
+        ensure_non_negative("--ensemble-lambda", self.ensemble_lambda)?;
         // Greedy samples of one prompt are all the same, so no response can
         // win and the reward models have nothing to choose between.
         ensure!(

@@ -51,42 +51,13 @@ pub(crate) fn train_config(options: &TrainOptions) -> Result<TrainConfig> {
 
 pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     ensure!(args.steps >= 1, "--steps must be at least 1");
-    ensure!(
-        args.lr > 0.0 && args.lr.is_finite(),
-        "--lr must be a positive number, got {}",
-        args.lr
-    );
-    ensure!(
-        args.beta > 0.0 && args.beta.is_finite(),
-        "--beta must be a positive number, got {}",
-        args.beta
-    );
-    // Each value is shown as given: an f32 widened to f64 would print 0.1
-    // as 0.10000000149011612.
-    let non_negative = [
-        ("--nll-weight", args.nll_weight, args.nll_weight.to_string()),
-        (
-            "--weight-decay",
-            f64::from(args.weight_decay),
-            args.weight_decay.to_string(),
-        ),
-        (
-            "--max-grad-norm",
-            f64::from(args.max_grad_norm),
-            args.max_grad_norm.to_string(),
-        ),
-    ];
-    for (option, value, shown) in non_negative {
-        ensure!(
-            value.is_finite() && value >= 0.0,
-            "{option} must be a number of at least 0, got {shown}"
-        );
-    }
-    ensure!(
-        args.train.alpha.is_finite() && args.train.alpha > 0.0,
-        "--alpha must be a positive number, got {}",
-        args.train.alpha
-    );
+    use super::{ensure_non_negative, ensure_positive};
+    ensure_positive("--lr", args.lr)?;
+    ensure_positive("--beta", args.beta)?;
+    ensure_non_negative("--nll-weight", args.nll_weight)?;
+    ensure_non_negative("--weight-decay", args.weight_decay)?;
+    ensure_non_negative("--max-grad-norm", args.max_grad_norm)?;
+    ensure_positive("--alpha", args.train.alpha)?;
     ensure!(
         args.warmup_steps < args.steps,
         "--warmup-steps {} must be less than --steps {}, or the learning rate never reaches \
