@@ -471,9 +471,9 @@ impl Run {
         atomic::write_json(&path, &plugins)
     }
 
-    /// Ends the run with an error that says how to resume it when Ctrl-C
-    /// was pressed, leaving `bar` where it stopped; `done` names the work
-    /// saved last.
+    /// Ends the run with an error that gives the `--resume` command when
+    /// Ctrl-C was pressed, leaving `bar` where it stopped. `done` names the
+    /// work saved last.
     fn stop_if_requested(&self, bar: Option<&indicatif::ProgressBar>, done: &str) -> Result<()> {
         if crate::interrupt::requested() {
             if let Some(bar) = bar {

@@ -1470,8 +1470,9 @@ impl HeadChunk {
         self.copy(encoder, (packed, rows), width, false);
     }
 
-    /// Records one copy per segment from `from` to `to`; `from_rows` tells
-    /// whether `from` is the buffer of batch rows or the chunk buffer.
+    /// Records one copy per segment from `from` to `to`. `from_rows` is
+    /// true when `from` is the buffer of batch rows, false when it is the
+    /// chunk buffer.
     fn copy(
         &self,
         encoder: &mut laser_gpu::Encoder,
