@@ -1021,6 +1021,27 @@ fn tied_reward_model_still_gets_reward() {
 }
 
 #[test]
+fn diverged_training_stops_the_run() {
+    // A learning rate near f32's maximum makes the adapter's weights
+    // overflow. Whether the trainer or the engine meets the overflow
+    // first, the run must stop with advice about the learning rate and
+    // must not blame the model file.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = subcommand("train", &out, &["--learning-rate", "3e38"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("lower learning rate") || stderr.contains("lower the learning rate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fetch it again"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn invalid_training_settings_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
