@@ -289,6 +289,95 @@ fn resume_rejects_changed_data_or_model() {
     );
 }
 
+/// A reward model copied into the plugin folder while a run is stopped
+/// joins at the next iteration start, as one added while the run goes on
+/// does, not in the middle of the iteration the run resumes.
+#[cfg(unix)]
+#[test]
+fn added_reward_model_joins_at_iteration_start() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_bundled(&plugins, &["linucb", "verifier", "length"]);
+    let out = dir.path().join("run");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_laser-host"));
+    command
+        .arg("--plugins")
+        .arg(&plugins)
+        .args([
+            "best-of-n",
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--n",
+            "2",
+        ])
+        .args([
+            "--builtin-count",
+            "9",
+            "--eval-size",
+            "2",
+            "--max-new-tokens",
+            "24",
+        ])
+        .args(["--seed", "5", "--model"])
+        .arg(model())
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only resets a signal's action between fork and exec, as in
+    // interrupted_run_stops_after_batch.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    let started = Instant::now();
+    while !out.join("metrics.jsonl").is_file() && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait_with_output().unwrap();
+    let state: serde_json::Value = serde_json::from_str(&read(&out.join("state.json"))).unwrap();
+    let stopped_at = (
+        state["iteration"].as_u64().unwrap(),
+        state["next_batch"].as_u64().unwrap(),
+    );
+
+    copy_bundled(&plugins, &["format"]);
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("joined as arm 2"), "{stderr}");
+    let rows: Vec<serde_json::Value> = read(&out.join("selections.jsonl"))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    for row in &rows {
+        let arms = row["weights"].as_array().unwrap().len();
+        let expected = if row["iteration"].as_u64().unwrap() == 0 {
+            2
+        } else {
+            3
+        };
+        assert_eq!(arms, expected, "stopped at {stopped_at:?}: {row}");
+    }
+}
+
 #[test]
 fn unknown_reward_model_is_named() {
     let dir = tempfile::tempdir().unwrap();

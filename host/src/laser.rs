@@ -221,6 +221,9 @@ pub struct Run {
     plugin_dir: PluginDir,
     selector: SelectorPlugin,
     arms: Vec<Arm>,
+    /// Reward models found when a run resumed in the middle of an
+    /// iteration, which join as arms at the next iteration start.
+    pending_arms: Vec<Arm>,
     normalizer: ScoreNormalizer,
     train: Vec<Instance>,
     eval: Vec<Instance>,
@@ -373,6 +376,16 @@ impl Run {
         })?;
         other_selectors.push(config.selector.clone());
         let arms = pick_arms(&config, rms, &other_selectors, &skipped)?;
+        // A run resumed in the middle of an iteration keeps the arms it had:
+        // a reward model added to the folder meanwhile joins at the next
+        // iteration start, as one dropped in while the run goes on does.
+        let (arms, pending_arms): (Vec<Arm>, Vec<Arm>) =
+            match recorded_reward_models(&out.join("plugins.json")) {
+                Some(recorded) if resume && state.next_batch > 0 && config.rms.is_empty() => arms
+                    .into_iter()
+                    .partition(|arm| recorded.contains(&arm.plugin.meta().label())),
+                _ => (arms, Vec::new()),
+            };
         if !config.selector_config.is_empty() {
             selector
                 .reconfigure(&config.selector_config)
@@ -434,6 +447,7 @@ impl Run {
             plugin_dir,
             selector,
             arms,
+            pending_arms,
             normalizer: ScoreNormalizer::new(),
             train,
             eval,
@@ -644,6 +658,17 @@ impl Run {
     /// Loads reward models dropped into the plugin folder since the last
     /// scan; each joins as a new arm.
     fn add_new_arms(&mut self) {
+        if self.state.next_batch == 0 && !self.pending_arms.is_empty() {
+            for arm in std::mem::take(&mut self.pending_arms) {
+                eprintln!(
+                    "reward model {} joined as arm {}",
+                    arm.plugin.meta().label(),
+                    self.arms.len()
+                );
+                self.arms.push(arm);
+            }
+            let _ = self.write_plugins(false);
+        }
         let report = match self.plugin_dir.rescan(&self.host) {
             Ok(report) => report,
             Err(err) => {
@@ -1338,6 +1363,20 @@ impl Pick {
 
 /// Checks that every plugin in the `plugins.json` at `path` is among
 /// `loaded` (records of the same form) with the same digest.
+/// Returns the labels (`name@version`) of the reward models that the
+/// `plugins.json` at `path` records, or `None` when it cannot be read.
+fn recorded_reward_models(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    Some(
+        recorded
+            .iter()
+            .filter(|plugin| plugin["role"] == "reward-model")
+            .filter_map(|plugin| plugin["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
 fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
