@@ -182,14 +182,12 @@ fn killed_run_resumes_to_same_result() {
     );
 }
 
+/// Starts `command`, a run writing into `out`, sends it SIGINT once its
+/// first batch is recorded, and returns its output.
 #[cfg(unix)]
-#[test]
-fn interrupted_run_stops_after_batch() {
+fn interrupt_after_first_batch(mut command: Command, out: &Path) -> Output {
     use std::os::unix::process::CommandExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let mut command = command(&out, &[]);
     // SAFETY: only resets a signal's action between fork and exec. The
     // test runner may have been started with SIGINT ignored, which a
     // child would keep.
@@ -207,7 +205,15 @@ fn interrupted_run_stops_after_batch() {
     let pid = child.id().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn interrupted_run_stops_after_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = interrupt_after_first_batch(command(&out, &[]), &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("stopped after batch"), "{stderr}");
@@ -295,8 +301,6 @@ fn resume_rejects_changed_data_or_model() {
 #[cfg(unix)]
 #[test]
 fn added_reward_model_joins_at_iteration_start() {
-    use std::os::unix::process::CommandExt;
-
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
@@ -330,28 +334,7 @@ fn added_reward_model_joins_at_iteration_start() {
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: only resets a signal's action between fork and exec, as in
-    // interrupted_run_stops_after_batch.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    let started = Instant::now();
-    while !out.join("metrics.jsonl").is_file() && started.elapsed() < Duration::from_secs(300) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    child.wait_with_output().unwrap();
+    interrupt_after_first_batch(command, &out);
     let state: serde_json::Value = serde_json::from_str(&read(&out.join("state.json"))).unwrap();
     let stopped_at = (
         state["iteration"].as_u64().unwrap(),
