@@ -1,3 +1,6 @@
+//! Tests of the sampling and token log-probability kernels against CPU
+//! references, finite differences and known Philox outputs.
+
 use std::collections::HashSet;
 
 use rand::Rng;
