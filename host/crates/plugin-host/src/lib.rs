@@ -37,7 +37,7 @@ pub use error::{LoadError, PluginError, PluginErrorKind};
 pub use host::{EPOCH_TICK, LoadedPlugin, PluginHost};
 pub use manifest::{Limits, Manifest, ManifestError, PluginKind, RESERVED_ARM_NAME};
 pub use models::{ModelService, StubModelService};
-pub use plugin::PluginMeta;
+pub use plugin::{MAX_INFO_BYTES, PluginMeta};
 pub use report::{ListReport, PluginReport, check_plugin, list_plugins};
 pub use reward_model::RewardModelPlugin;
 pub use sandbox::MAX_CAPTURED_OUTPUT;

@@ -13,6 +13,12 @@ use crate::manifest::{Limits, Manifest, PluginKind};
 use crate::sandbox::HostState;
 use crate::{PluginInfo, size};
 
+/// The maximum size of an `info` result, as the output limit counts it.
+/// A reward model's tags go to the selector in every `choose` call, so a
+/// reward model with huge tags could otherwise push the selector's input
+/// past its limit and stop the run.
+pub const MAX_INFO_BYTES: usize = 64 * 1024;
+
 /// Facts about a loaded plugin, for listings and run outputs.
 #[derive(Debug, Clone)]
 pub struct PluginMeta {
@@ -178,6 +184,25 @@ impl PluginCore {
             Ok(value) => Ok(value),
             Err(message) => Err(self.error(PluginErrorKind::Guest(message))),
         }
+    }
+
+    /// Calls the plugin's `info` and keeps its result in [`PluginMeta`],
+    /// once its size is within [`MAX_INFO_BYTES`]. The output limit does not
+    /// apply, so that a plugin may set it below the size of its `info`.
+    pub(crate) fn read_info(
+        &mut self,
+        info: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<PluginInfo>,
+    ) -> Result<(), PluginError> {
+        let info = self.call(0, info)?;
+        let size = size::info(&info);
+        if size > MAX_INFO_BYTES {
+            return Err(self.error(PluginErrorKind::InvalidOutput(format!(
+                "`info` returned {size} bytes, more than the {MAX_INFO_BYTES} bytes \
+                 allowed: shorten its tags and description"
+            ))));
+        }
+        self.meta.info = info;
+        Ok(())
     }
 
     /// Passes the manifest's `[config]` to the plugin's `configure`.
