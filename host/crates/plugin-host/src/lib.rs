@@ -33,7 +33,7 @@ pub use bench::{BenchReport, bench_plugins};
 pub use cache::{CACHE_DIR_ENV, default_cache_dir};
 pub use dir::{PluginDir, ScanReport};
 pub use ensemble::{ScoreNormalizer, combine_scores};
-pub use error::{LoadError, PluginError, PluginErrorKind};
+pub use error::{LoadError, MAX_GUEST_MESSAGE_CHARS, PluginError, PluginErrorKind};
 pub use host::{EPOCH_TICK, LoadedPlugin, PluginHost};
 pub use manifest::{Limits, Manifest, ManifestError, PluginKind, RESERVED_ARM_NAME};
 pub use models::{ModelService, StubModelService};

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::I32Exit;
 
-use crate::error::{DeadlineExceeded, LoadError, PluginError, PluginErrorKind};
+use crate::error::{DeadlineExceeded, LoadError, PluginError, PluginErrorKind, guest_message};
 use crate::host::{PluginHost, Prepared, ticks_for};
 use crate::manifest::{Limits, Manifest, PluginKind};
 use crate::sandbox::HostState;
@@ -182,7 +183,7 @@ impl PluginCore {
     ) -> Result<R, PluginError> {
         match self.call(input_size, call)? {
             Ok(value) => Ok(value),
-            Err(message) => Err(self.error(PluginErrorKind::Guest(message))),
+            Err(message) => Err(self.error(PluginErrorKind::Guest(guest_message(&message)))),
         }
     }
 
@@ -230,9 +231,18 @@ impl PluginCore {
         // The wasm backtrace of a stripped plugin names no functions, so it
         // goes to the debug log rather than into the message.
         tracing::debug!(plugin = %self.label, "trap: {error:?}");
+        if let Some(exit) = error.downcast_ref::<I32Exit>() {
+            return PluginErrorKind::Trap(format!(
+                "the plugin called exit with status {}, but a plugin must return \
+                 from each call",
+                exit.0
+            ));
+        }
+        // The root cause leaves out the wasm backtrace that wasmtime adds
+        // as context.
         let reason = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            None => error.root_cause().to_string(),
         };
         PluginErrorKind::Trap(reason)
     }
