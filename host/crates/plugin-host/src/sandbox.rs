@@ -80,6 +80,8 @@ impl HostState {
                 self.allowed_models
             ));
         }
+        // NOTE: a models call has no time limit, so a plugin that requests
+        // a large batch of long generations holds the run until it is done.
         let started = Instant::now();
         let result = call(self.models.as_ref());
         self.clock.in_host += started.elapsed();
