@@ -289,13 +289,19 @@ fn broken_link_error(path: &Path, error: &std::io::Error) -> std::io::Error {
         Ok(target) => target.display().to_string(),
         Err(error) => format!("an unreadable target ({error})"),
     };
-    let reason = if error.kind() == std::io::ErrorKind::NotFound {
-        format!("it is a symbolic link to {target}, which does not exist: fix or remove the link")
-    } else {
-        format!(
+    let reason = match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "it is a symbolic link to {target}, which does not exist: fix or remove the link"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
             "it is a symbolic link to {target}, which cannot be read ({error}): \
              fix its permissions or remove the link"
-        )
+        ),
+        // A loop of links, or a target path that is too long.
+        _ => format!(
+            "it is a symbolic link to {target}, which cannot be followed ({error}): \
+             fix or remove the link"
+        ),
     };
     std::io::Error::new(error.kind(), reason)
 }
@@ -438,6 +444,24 @@ mod tests {
             "reported once: {:#?}",
             report.errors
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn scan_reports_symlink_loop() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("looped.toml"), "name = \"looped\"").unwrap();
+        let wasm = dir.path().join("looped.wasm");
+        std::os::unix::fs::symlink(&wasm, &wasm).unwrap();
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        assert_eq!(report.errors.len(), 1, "{:#?}", report.errors);
+        let message = report.errors[0].to_string();
+        assert!(message.contains("cannot be followed"), "{message}");
+        assert!(message.contains("fix or remove the link"), "{message}");
+        assert!(!message.contains("permissions"), "{message}");
     }
 
     #[test]
