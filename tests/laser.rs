@@ -443,6 +443,47 @@ fn failed_reward_model_leaves_prompts_unscored() {
 }
 
 #[test]
+fn failed_ensemble_member_keeps_prompts_scored() {
+    // The verifier fails at its first `score` call, and the ensemble
+    // selector spreads every prompt's weights over it and length.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_bundled(&plugins, &["ensemble", "verifier", "length"]);
+    let manifest = plugins.join("verifier.toml");
+    let text = read(&manifest);
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[limits]\nmax_output_bytes = 8\n"),
+    )
+    .unwrap();
+
+    let out = dir.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .arg("--plugins")
+        .arg(&plugins)
+        .args(["best-of-n", "--selector", "ensemble"])
+        .args(["--rms", "verifier,length"])
+        .args(["--batch-size", "2", "--n", "2", "--builtin-count", "4"])
+        .args(["--eval-size", "2", "--max-new-tokens", "4", "--model"])
+        .arg(model())
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("so 2 of this batch's prompts lose its scores from their ensemble"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("get no pick"), "{stderr}");
+    let metrics = read(&out.join("metrics.jsonl"));
+    assert!(metrics.contains("\"unscored\":0"), "{metrics}");
+}
+
+#[test]
 fn misplaced_plugin_names_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 4] = [

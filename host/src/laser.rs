@@ -832,9 +832,8 @@ impl Run {
                     arm_scores[k] = Some(full);
                 }
                 Err(err) => eprintln!(
-                    "warning: continuing without a reward model that failed, so {} of this \
-                     batch's prompts get no pick and give the selector no reward: {err}",
-                    members.len()
+                    "warning: continuing without a reward model that failed, so {}: {err}",
+                    failed_arm_effect(members, &picks)
                 ),
             }
         }
@@ -1333,6 +1332,30 @@ pub fn preference_pairs(
         }
     }
     pairs
+}
+
+/// Describes what a reward model's failure costs the prompts in `members`,
+/// the prompts it was to score. A prompt that picked it alone gets no pick,
+/// and a prompt that spread its weights loses only its share of the
+/// ensemble.
+fn failed_arm_effect(members: &[usize], picks: &[Pick]) -> String {
+    let alone = members
+        .iter()
+        .filter(|&&i| matches!(picks[i], Pick::Single(_)))
+        .count();
+    let in_ensemble = members.len() - alone;
+    let mut effects = Vec::new();
+    if alone > 0 {
+        effects.push(format!(
+            "{alone} of this batch's prompts get no pick and give the selector no reward"
+        ));
+    }
+    if in_ensemble > 0 {
+        effects.push(format!(
+            "{in_ensemble} of this batch's prompts lose its scores from their ensemble"
+        ));
+    }
+    effects.join(", and ")
 }
 
 /// A selector's decision for one prompt.

@@ -63,6 +63,7 @@ impl ModelService for EngineService {
         max_tokens: u32,
         temperature: f32,
     ) -> Result<Vec<String>> {
+        check_temperature(temperature)?;
         let mut engine = self.lock(model)?;
         let mut tokens = Vec::with_capacity(prompts.len());
         for prompt in prompts {
@@ -97,5 +98,34 @@ impl ModelService for EngineService {
     fn apply_chat_template(&self, model: &str, user: &str) -> Result<String> {
         let engine = self.lock(model)?;
         engine.chat_text(user)
+    }
+}
+
+/// Checks a temperature a plugin passed to `generate`. A NaN, negative or
+/// infinite temperature would otherwise sample empty or random text
+/// without an error.
+fn check_temperature(temperature: f32) -> Result<()> {
+    if temperature.is_finite() && temperature >= 0.0 {
+        Ok(())
+    } else {
+        bail!(
+            "temperature {temperature} is invalid: give 0 to decode greedily or a finite positive value"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperature_check_rejects_invalid() {
+        for temperature in [f32::NAN, -1.0, f32::INFINITY, f32::NEG_INFINITY] {
+            let error = check_temperature(temperature).unwrap_err().to_string();
+            assert!(error.contains("is invalid"), "{temperature}: {error}");
+        }
+        for temperature in [0.0, 0.7, 2.0] {
+            assert!(check_temperature(temperature).is_ok(), "{temperature}");
+        }
     }
 }

@@ -18,8 +18,9 @@ const PRECOMPILED_EXTENSION: &str = "cwasm";
 /// Size and modification time of a file, to notice when it changes.
 type Stamp = (u64, Option<SystemTime>);
 
-/// Symbolic links that cannot be followed, with the error of following each.
-type BrokenLinks = BTreeMap<PathBuf, std::io::Error>;
+/// Plugin files that cannot be read as regular files (a symbolic link that
+/// cannot be followed, a directory, a device), each with the reason.
+type Unreadable = BTreeMap<PathBuf, std::io::Error>;
 
 /// A plugin folder, remembering which files it has seen.
 #[derive(Debug)]
@@ -85,7 +86,7 @@ impl PluginDir {
     ///
     /// As [`PluginDir::scan`].
     pub fn rescan(&mut self, host: &PluginHost) -> std::io::Result<ScanReport> {
-        let (files, broken) = self.list_files()?;
+        let (files, mut unreadable) = self.list_files()?;
 
         let mut report = ScanReport {
             loaded: Vec::new(),
@@ -130,14 +131,17 @@ impl PluginDir {
             }
             let wasm = with_suffix(&stem, "wasm");
             let toml = with_suffix(&stem, "toml");
-            let mut link_broken = false;
+            let mut any_unreadable = false;
             for path in [&wasm, &toml] {
-                if let Some(error) = broken.get(path) {
-                    report.errors.push(broken_link_error(path, error));
-                    link_broken = true;
+                if let Some(error) = unreadable.remove(path) {
+                    report.errors.push(LoadError::Io {
+                        path: path.clone(),
+                        error,
+                    });
+                    any_unreadable = true;
                 }
             }
-            if link_broken {
+            if any_unreadable {
                 continue;
             }
             if !files.contains_key(&wasm) {
@@ -188,12 +192,13 @@ impl PluginDir {
     }
 
     /// Lists the regular files of the folder with their stamps, following
-    /// symbolic links. Links that cannot be followed are returned apart with
-    /// the error, and also listed with an empty stamp, so each is reported
-    /// once and retried when it changes.
-    fn list_files(&self) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, BrokenLinks)> {
+    /// symbolic links. Links that cannot be followed, and `.wasm` or `.toml`
+    /// entries that are not regular files, are returned apart with the
+    /// error, and also listed, so each is reported once and retried when it
+    /// changes.
+    fn list_files(&self) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, Unreadable)> {
         let mut files = BTreeMap::new();
-        let mut broken = BrokenLinks::new();
+        let mut unreadable = Unreadable::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let path = entry.path();
@@ -201,17 +206,23 @@ impl PluginDir {
                 Ok(metadata) if metadata.is_file() => {
                     files.insert(path, (metadata.len(), metadata.modified().ok()));
                 }
-                Ok(_) => {}
+                Ok(metadata) => {
+                    let extension = path.extension().and_then(|e| e.to_str());
+                    if matches!(extension, Some("wasm" | "toml")) {
+                        files.insert(path.clone(), (0, metadata.modified().ok()));
+                        unreadable.insert(path, not_regular_error(&metadata));
+                    }
+                }
                 Err(error) if entry.file_type()?.is_symlink() => {
                     files.insert(path.clone(), (0, None));
-                    broken.insert(path, error);
+                    unreadable.insert(path.clone(), broken_link_error(&path, &error));
                 }
                 // The file was removed since the listing.
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
             }
         }
-        Ok((files, broken))
+        Ok((files, unreadable))
     }
 }
 
@@ -273,23 +284,40 @@ fn plugin_file(stem: &Path, files: &BTreeMap<PathBuf, Stamp>) -> PathBuf {
 
 /// Builds the error for a symbolic link in the folder that cannot be
 /// followed, because its target is missing or cannot be read.
-fn broken_link_error(path: &Path, error: &std::io::Error) -> LoadError {
+fn broken_link_error(path: &Path, error: &std::io::Error) -> std::io::Error {
     let target = match std::fs::read_link(path) {
         Ok(target) => target.display().to_string(),
         Err(error) => format!("an unreadable target ({error})"),
     };
-    let reason = if error.kind() == std::io::ErrorKind::NotFound {
-        format!("it is a symbolic link to {target}, which does not exist: fix or remove the link")
-    } else {
-        format!(
+    let reason = match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "it is a symbolic link to {target}, which does not exist: fix or remove the link"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
             "it is a symbolic link to {target}, which cannot be read ({error}): \
              fix its permissions or remove the link"
-        )
+        ),
+        // A loop of links, or a target path that is too long.
+        _ => format!(
+            "it is a symbolic link to {target}, which cannot be followed ({error}): \
+             fix or remove the link"
+        ),
     };
-    LoadError::Io {
-        path: path.to_path_buf(),
-        error: std::io::Error::new(error.kind(), reason),
-    }
+    std::io::Error::new(error.kind(), reason)
+}
+
+/// Returns the error for a plugin file that is a directory, a device or
+/// anything else but a regular file.
+fn not_regular_error(metadata: &std::fs::Metadata) -> std::io::Error {
+    let file_type = if metadata.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    std::io::Error::other(format!(
+        "it is {file_type}: a plugin is two regular files, NAME.wasm and NAME.toml, \
+         or symbolic links to them"
+    ))
 }
 
 #[cfg(test)]
@@ -393,6 +421,47 @@ mod tests {
         assert!(message.contains("found"), "{message}");
         assert!(message.contains("upper.WASM"), "{message}");
         assert!(message.contains("must be lowercase"), "{message}");
+    }
+
+    #[test]
+    fn scan_rejects_directory_as_component() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("folder.toml"), "name = \"folder\"").unwrap();
+        std::fs::create_dir(dir.path().join("folder.wasm")).unwrap();
+
+        let mut plugins = PluginDir::new(dir.path());
+        let report = plugins.scan(&host(&cache)).unwrap();
+
+        assert_eq!(report.errors.len(), 1, "{:#?}", report.errors);
+        let message = report.errors[0].to_string();
+        assert!(message.contains("folder.wasm"), "{message}");
+        assert!(message.contains("it is a directory"), "{message}");
+        assert!(!message.contains("missing component"), "{message}");
+        let report = plugins.rescan(&host(&cache)).unwrap();
+        assert!(
+            report.errors.is_empty(),
+            "reported once: {:#?}",
+            report.errors
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn scan_reports_symlink_loop() {
+        let cache = TempDir::new().unwrap();
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("looped.toml"), "name = \"looped\"").unwrap();
+        let wasm = dir.path().join("looped.wasm");
+        std::os::unix::fs::symlink(&wasm, &wasm).unwrap();
+
+        let report = PluginDir::new(dir.path()).scan(&host(&cache)).unwrap();
+
+        assert_eq!(report.errors.len(), 1, "{:#?}", report.errors);
+        let message = report.errors[0].to_string();
+        assert!(message.contains("cannot be followed"), "{message}");
+        assert!(message.contains("fix or remove the link"), "{message}");
+        assert!(!message.contains("permissions"), "{message}");
     }
 
     #[test]

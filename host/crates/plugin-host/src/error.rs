@@ -79,6 +79,42 @@ pub(crate) fn lowercase_hint(found: Option<&Path>) -> String {
     })
 }
 
+/// The maximum number of characters kept of an error message that a plugin
+/// returns. The rest is dropped and counted, so that a plugin cannot flood
+/// the terminal, the log or a run's reports.
+pub const MAX_GUEST_MESSAGE_CHARS: usize = 2000;
+
+/// Returns `text` with control characters other than newline and tab
+/// written as escapes (`\u{1b}`), so that plugin text printed to a terminal
+/// cannot move the cursor or change colours.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            escaped.extend(c.escape_unicode());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// Returns an error message a plugin returned, cut to
+/// [`MAX_GUEST_MESSAGE_CHARS`] characters with its control characters
+/// escaped.
+pub(crate) fn guest_message(message: &str) -> String {
+    let total = message.chars().count();
+    if total <= MAX_GUEST_MESSAGE_CHARS {
+        return escape_controls(message);
+    }
+    let kept: String = message.chars().take(MAX_GUEST_MESSAGE_CHARS).collect();
+    format!(
+        "{}… [{} more characters dropped]",
+        escape_controls(&kept),
+        total - MAX_GUEST_MESSAGE_CHARS
+    )
+}
+
 /// The maximum number of characters of plugin output that
 /// [`PluginError::summary`] keeps.
 const SUMMARY_OUTPUT_CHARS: usize = 300;

@@ -146,6 +146,16 @@ impl Manifest {
         if manifest.name.is_empty() {
             return Err(error("`name` is empty".to_string()));
         }
+        if let Some(reason) = invalid_name_reason(&manifest.name) {
+            return Err(error(format!(
+                "`name` {:?} {reason}: use ASCII letters, digits, `-`, `_` and \
+                 `.`, starting with a letter or digit, because the name is \
+                 given in comma-separated `--rms` lists, written in report \
+                 tables and used as a file name on every file system. Rename \
+                 the plugin (manifest `name` and both file names)",
+                manifest.name
+            )));
+        }
         if manifest.kind == PluginKind::RewardModel && manifest.name == RESERVED_ARM_NAME {
             return Err(error(format!(
                 "`name` {RESERVED_ARM_NAME:?} is reserved for a reward model: run reports \
@@ -227,6 +237,18 @@ fn toml_message(error: &toml::de::Error, text: &str) -> String {
     format!("{message} (line {line}, column {column})")
 }
 
+/// Returns why `name` is not a valid plugin name, or `None` when it is.
+fn invalid_name_reason(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if let Some(c) = name.chars().find(|&c| !allowed(c)) {
+        return Some(format!("contains {c:?}"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Some("does not start with a letter or digit".to_string());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +308,33 @@ mod tests {
         let text = GOOD.replace("\"length\"", "\"other\"");
         let error = parse(&text).unwrap_err().to_string();
         assert!(error.contains("file is length.toml"), "{error}");
+    }
+
+    #[test]
+    fn manifest_rejects_unsafe_names() {
+        let names = [
+            "a,b",
+            "a|b",
+            "sp ace",
+            "caf\u{e9}",
+            "rtl\u{202e}evil",
+            "-flag",
+            ".hidden",
+        ];
+        for name in names {
+            let text = GOOD.replace("\"length\"", &format!("\"{name}\""));
+            let path = PathBuf::from(format!("plugins/{name}.toml"));
+            let error = Manifest::parse(&text, &path).unwrap_err().to_string();
+            assert!(
+                error.contains("use ASCII letters, digits"),
+                "{name}: {error}"
+            );
+        }
+        for name in ["rm-2", "my_rm", "v1.2", "Length"] {
+            let text = GOOD.replace("\"length\"", &format!("\"{name}\""));
+            let path = PathBuf::from(format!("plugins/{name}.toml"));
+            assert!(Manifest::parse(&text, &path).is_ok(), "{name} rejected");
+        }
     }
 
     #[test]

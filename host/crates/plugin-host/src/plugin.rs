@@ -6,12 +6,19 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::I32Exit;
 
-use crate::error::{DeadlineExceeded, LoadError, PluginError, PluginErrorKind};
+use crate::error::{DeadlineExceeded, LoadError, PluginError, PluginErrorKind, guest_message};
 use crate::host::{PluginHost, Prepared, ticks_for};
 use crate::manifest::{Limits, Manifest, PluginKind};
 use crate::sandbox::HostState;
 use crate::{PluginInfo, size};
+
+/// The maximum size of an `info` result, as the output limit counts it.
+/// A reward model's tags go to the selector in every `choose` call, so a
+/// reward model with huge tags could otherwise push the selector's input
+/// past its limit and stop the run.
+pub const MAX_INFO_BYTES: usize = 64 * 1024;
 
 /// Facts about a loaded plugin, for listings and run outputs.
 #[derive(Debug, Clone)]
@@ -176,8 +183,27 @@ impl PluginCore {
     ) -> Result<R, PluginError> {
         match self.call(input_size, call)? {
             Ok(value) => Ok(value),
-            Err(message) => Err(self.error(PluginErrorKind::Guest(message))),
+            Err(message) => Err(self.error(PluginErrorKind::Guest(guest_message(&message)))),
         }
+    }
+
+    /// Calls the plugin's `info` and keeps its result in [`PluginMeta`],
+    /// once its size is within [`MAX_INFO_BYTES`]. The output limit does not
+    /// apply, so that a plugin may set it below the size of its `info`.
+    pub(crate) fn read_info(
+        &mut self,
+        info: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<PluginInfo>,
+    ) -> Result<(), PluginError> {
+        let info = self.call(0, info)?;
+        let size = size::info(&info);
+        if size > MAX_INFO_BYTES {
+            return Err(self.error(PluginErrorKind::InvalidOutput(format!(
+                "`info` returned {size} bytes, more than the {MAX_INFO_BYTES} bytes \
+                 allowed: shorten its tags and description"
+            ))));
+        }
+        self.meta.info = info;
+        Ok(())
     }
 
     /// Passes the manifest's `[config]` to the plugin's `configure`.
@@ -205,9 +231,18 @@ impl PluginCore {
         // The wasm backtrace of a stripped plugin names no functions, so it
         // goes to the debug log rather than into the message.
         tracing::debug!(plugin = %self.label, "trap: {error:?}");
+        if let Some(exit) = error.downcast_ref::<I32Exit>() {
+            return PluginErrorKind::Trap(format!(
+                "the plugin called exit with status {}, but a plugin must return \
+                 from each call",
+                exit.0
+            ));
+        }
+        // The root cause leaves out the wasm backtrace that wasmtime adds
+        // as context.
         let reason = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            None => error.root_cause().to_string(),
         };
         PluginErrorKind::Trap(reason)
     }

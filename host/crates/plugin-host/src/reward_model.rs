@@ -41,8 +41,7 @@ impl RewardModelPlugin {
         let bindings = core
             .call(0, |store| pre.instantiate(store))
             .map_err(call_error)?;
-        core.meta.info = core
-            .call(0, |store| bindings.call_info(store))
+        core.read_info(|store| bindings.call_info(store))
             .map_err(call_error)?;
         core.configure(|store, config| bindings.call_configure(store, config))
             .map_err(call_error)?;

@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::v0_1_0::reward_model::laser::plugin::models;
+use crate::error::escape_controls;
 use crate::manifest::Manifest;
 use crate::{Continuation, ModelService};
 
@@ -79,6 +80,8 @@ impl HostState {
                 self.allowed_models
             ));
         }
+        // NOTE: a models call has no time limit, so a plugin that requests
+        // a large batch of long generations holds the run until it is done.
         let started = Instant::now();
         let result = call(self.models.as_ref());
         self.clock.in_host += started.elapsed();
@@ -172,10 +175,11 @@ struct OutputBuffer {
 
 impl CapturedOutput {
     /// Returns what the plugin wrote since the last call to `take`, as
-    /// lossy UTF-8 with a note of any bytes dropped, and empties the buffer.
+    /// lossy UTF-8 with control characters escaped and a note of any bytes
+    /// dropped, and empties the buffer.
     pub(crate) fn take(&self) -> String {
         let mut buffer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = String::from_utf8_lossy(&buffer.bytes).into_owned();
+        let mut text = escape_controls(&String::from_utf8_lossy(&buffer.bytes));
         if buffer.dropped > 0 {
             text.push_str(&format!(
                 "\n[{} more bytes of output dropped]",

@@ -61,7 +61,7 @@ impl SelectorPlugin {
         state: Option<Vec<u8>>,
     ) -> Result<SelectorPlugin, PluginError> {
         let bindings = core.call(0, |store| pre.instantiate(store))?;
-        core.meta.info = core.call(0, |store| bindings.call_info(store))?;
+        core.read_info(|store| bindings.call_info(store))?;
 
         core.configure(|store, config| bindings.call_configure(store, config))?;
 

@@ -3,7 +3,7 @@
 //! string or list (the canonical ABI's pointer and length). Records add
 //! nothing of their own.
 
-use crate::{ArmInfo, Instance, ScoredInstance};
+use crate::{ArmInfo, Instance, PluginInfo, ScoredInstance};
 
 const HEADER: usize = 8;
 
@@ -33,6 +33,19 @@ pub(crate) fn scored_batch(batch: &[ScoredInstance]) -> usize {
                 instance(&item.instance) + HEADER + candidates
             })
             .sum::<usize>()
+}
+
+fn strings(texts: &[String]) -> usize {
+    HEADER + texts.iter().map(|t| string(t)).sum::<usize>()
+}
+
+/// Size of an `info` result.
+pub(crate) fn info(info: &PluginInfo) -> usize {
+    string(&info.name)
+        + string(&info.version)
+        + string(&info.description)
+        + strings(&info.models)
+        + strings(&info.tags)
 }
 
 /// Size of a list of lists of numbers of `width` bytes each.

@@ -6,7 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use laser_plugins::{
-    LoadError, LoadedPlugin, PluginDir, PluginHost, StubModelService, check_plugin, list_plugins,
+    LoadError, LoadedPlugin, PluginDir, PluginErrorKind, PluginHost, StubModelService,
+    check_plugin, list_plugins,
 };
 use support::{edit_manifest, host, install, set_config};
 use tempfile::TempDir;
@@ -178,6 +179,26 @@ fn configure_error_rejected_at_load() {
     // printed with `{:#}` must not repeat it.
     let chain = format!("{:#}", anyhow::Error::new(error));
     assert_eq!(chain.matches("invalid config").count(), 1, "{chain}");
+}
+
+#[test]
+fn oversized_info_rejected_at_load() {
+    let dir = TempDir::new().unwrap();
+    install(dir.path(), "big-info-rm");
+
+    let error = load_error(&dir, "big-info-rm");
+
+    let LoadError::Call { error: call, .. } = &error else {
+        panic!("expected a call error, got {error}");
+    };
+    assert!(
+        matches!(call.kind, PluginErrorKind::InvalidOutput(_)),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("big-info-rm.wasm"), "{message}");
+    assert!(message.contains("`info` returned"), "{message}");
+    assert!(message.contains("shorten its tags"), "{message}");
 }
 
 #[test]

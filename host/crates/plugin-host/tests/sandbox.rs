@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use laser_plugins::PluginErrorKind;
+use laser_plugins::{MAX_GUEST_MESSAGE_CHARS, PluginErrorKind};
 use support::{assert_good_rm_works, batch, host, load_rm};
 
 #[test]
@@ -284,6 +284,36 @@ fn guest_error_kept_apart_from_trap() {
         "plugin bad-scores-rm@0.1.0: returned an error: bad-scores-rm \
          refuses on purpose"
     );
+}
+
+#[test]
+fn long_guest_error_cut_and_escaped() {
+    let error = bad_scores_error("long-error");
+    let PluginErrorKind::Guest(message) = &error.kind else {
+        panic!("expected a guest error, got {error}");
+    };
+    let max_chars = MAX_GUEST_MESSAGE_CHARS + 100;
+    assert!(
+        message.chars().count() < max_chars,
+        "{} chars",
+        message.len()
+    );
+    assert!(message.starts_with("\\u{1b}[2J"), "{}", &message[..20]);
+    assert!(!message.contains('\x1b'), "escape character kept");
+    assert!(
+        message.ends_with("more characters dropped]"),
+        "{}",
+        &message[message.len() - 60..]
+    );
+}
+
+#[test]
+fn exit_call_reported_as_trap() {
+    let error = bad_scores_error("exit");
+    assert!(error.is_trap(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("called exit with status 1"), "{message}");
+    assert!(!message.contains("wasm backtrace"), "{message}");
 }
 
 #[test]

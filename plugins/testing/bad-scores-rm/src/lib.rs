@@ -1,7 +1,9 @@
 //! Test reward model that returns invalid results, picked by
 //! `[config] mode`: `nan`, `infinite`, `extreme` (the largest finite
 //! f64), `short` (one score too few), `rows` (one row too few), `huge`
-//! (more output than the limit) or `error` (an error value).
+//! (more output than the limit), `error` (an error value), `long-error`
+//! (an error value of 1 MiB that starts with an escape sequence) or
+//! `exit` (calls `exit(1)`).
 
 use laser_plugin_sdk::{RewardModel, ScoredInstance, export_reward_model};
 
@@ -43,6 +45,8 @@ impl RewardModel for BadScoresRm {
             }
             "huge" => scores[0] = vec![1.0; 1 << 20],
             "error" => return Err("bad-scores-rm refuses on purpose".into()),
+            "long-error" => return Err(format!("\x1b[2J{}", "x".repeat(1 << 20))),
+            "exit" => std::process::exit(1),
             other => return Err(format!("unknown mode {other:?}")),
         }
         Ok(scores)

@@ -23,6 +23,7 @@ pub const TEST_PLUGINS: &[&str] = &[
     "bad-scores-rm",
     "counting-selector",
     "wrong-version-rm",
+    "big-info-rm",
 ];
 
 /// Returns the repository root.
