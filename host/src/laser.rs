@@ -1421,7 +1421,7 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
         // Runs from before plugins.json recorded settings have none to
         // compare.
         ensure!(
-            old.get("settings").is_none() || now["settings"] == old["settings"],
+            old.get("settings").is_none() || now["settings"] == with_new_limits(&old["settings"]),
             "the manifest of plugin {label} in {} changed since this run started: {} records \
              {}, and it now gives {}; put the original settings back to resume the run, or \
              start a new run",
@@ -1441,6 +1441,20 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
         );
     }
     Ok(())
+}
+
+/// Returns plugin settings recorded in `plugins.json` with the limits that
+/// manifests gained since then at their defaults, so that a run started by
+/// an older version still resumes.
+fn with_new_limits(recorded: &serde_json::Value) -> serde_json::Value {
+    let mut settings = recorded.clone();
+    if let Some(limits) = settings.get_mut("limits")
+        && let Ok(parsed) = serde_json::from_value::<laser_plugins::Limits>(limits.clone())
+        && let Ok(value) = serde_json::to_value(parsed)
+    {
+        *limits = value;
+    }
+    settings
 }
 
 /// Combines the normalised scores of several arms for one prompt's
@@ -1762,6 +1776,27 @@ pub fn data_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_of_older_runs_gain_new_limits() {
+        let manifest = laser_plugins::Manifest::parse(
+            "name = \"rm\"\nversion = \"0.1.0\"\nkind = \"reward-model\"\n\
+             api = \"laser:plugin@0.1.0\"\n",
+            Path::new("rm.toml"),
+        )
+        .unwrap();
+        let now = plugin_settings(&manifest);
+        let mut recorded = now.clone();
+        recorded["limits"]
+            .as_object_mut()
+            .unwrap()
+            .remove("model_time_ms");
+
+        assert_ne!(recorded, now);
+        assert_eq!(with_new_limits(&recorded), now);
+        recorded["limits"]["memory_mib"] = 64.into();
+        assert_ne!(with_new_limits(&recorded), now);
+    }
 
     #[test]
     fn pick_one_hot_is_single() {

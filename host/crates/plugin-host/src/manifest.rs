@@ -39,6 +39,11 @@ pub struct Limits {
     /// Maximum time one call may compute, in milliseconds. Time spent in
     /// the host's `models` functions does not count. Default 30000.
     pub call_deadline_ms: u64,
+    /// Maximum time the host's `models` functions may take during one
+    /// call, in milliseconds. A `models` call that ends past it returns an
+    /// error, and so does every later one in that call. Default 1800000
+    /// (30 minutes).
+    pub model_time_ms: u64,
     /// Maximum size of the arguments of one call, in bytes, counted as
     /// the sum of string bytes and 4 or 8 bytes per number. Default
     /// 64 MiB.
@@ -53,6 +58,7 @@ impl Default for Limits {
         Limits {
             memory_mib: 512,
             call_deadline_ms: 30_000,
+            model_time_ms: 1_800_000,
             max_input_bytes: 64 << 20,
             max_output_bytes: 64 << 20,
         }
@@ -175,6 +181,7 @@ impl Manifest {
         for (field, value) in [
             ("limits.memory_mib", limits.memory_mib),
             ("limits.call_deadline_ms", limits.call_deadline_ms),
+            ("limits.model_time_ms", limits.model_time_ms),
             ("limits.max_input_bytes", limits.max_input_bytes),
             ("limits.max_output_bytes", limits.max_output_bytes),
         ] {

@@ -82,10 +82,11 @@ impl fmt::Display for PluginReport {
         }
         writeln!(
             f,
-            "  limits:      memory {} MiB, deadline {} ms, input {} bytes, \
-             output {} bytes",
+            "  limits:      memory {} MiB, deadline {} ms, model time {} ms, \
+             input {} bytes, output {} bytes",
             limits.memory_mib,
             limits.call_deadline_ms,
+            limits.model_time_ms,
             limits.max_input_bytes,
             limits.max_output_bytes
         )?;

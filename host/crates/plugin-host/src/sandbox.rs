@@ -33,6 +33,8 @@ pub(crate) struct HostState {
     pub(crate) output: CapturedOutput,
     models: Arc<dyn ModelService>,
     allowed_models: Vec<String>,
+    /// The time the `models` functions may take during one call.
+    model_time: Duration,
     pub(crate) clock: CallClock,
 }
 
@@ -62,6 +64,7 @@ impl HostState {
             output,
             models,
             allowed_models: manifest.models.clone(),
+            model_time: Duration::from_millis(manifest.limits.model_time_ms),
             clock: CallClock::new(Duration::from_millis(manifest.limits.call_deadline_ms)),
         }
     }
@@ -80,12 +83,30 @@ impl HostState {
                 self.allowed_models
             ));
         }
-        // NOTE: a models call has no time limit, so a plugin that requests
-        // a large batch of long generations holds the run until it is done.
+        // A model request cannot be stopped part way, so the limit is
+        // checked around each call: one call may overrun it, but a plugin
+        // that keeps asking cannot hold the run for ever.
+        self.check_model_time()?;
         let started = Instant::now();
         let result = call(self.models.as_ref());
         self.clock.in_host += started.elapsed();
+        self.check_model_time()?;
         result.map_err(|e| format!("model {model:?}: {e:#}"))
+    }
+
+    /// Fails once the `models` calls of this call have taken longer than
+    /// `limits.model_time_ms`.
+    fn check_model_time(&self) -> Result<(), String> {
+        if self.clock.in_host <= self.model_time {
+            return Ok(());
+        }
+        Err(format!(
+            "the host's models took {:.1} s during this call, past the plugin's \
+             limit of {} ms (`limits.model_time_ms`): ask the models for less work \
+             per call, or raise the limit in the manifest",
+            self.clock.in_host.as_secs_f64(),
+            self.model_time.as_millis()
+        ))
     }
 }
 

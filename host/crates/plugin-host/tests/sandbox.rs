@@ -3,9 +3,12 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use laser_plugins::{MAX_GUEST_MESSAGE_CHARS, PluginErrorKind};
+use laser_plugins::{
+    MAX_GUEST_MESSAGE_CHARS, ModelService, PluginErrorKind, PluginHost, StubModelService,
+};
 use support::{assert_good_rm_works, batch, host, load_rm};
 
 #[test]
@@ -380,4 +383,57 @@ fn model_outside_manifest_rejected() {
         panic!("expected a guest error, got {error}");
     };
     assert!(message.contains("\"policy\" is not in"), "{message}");
+}
+
+/// Stub models whose `logprobs` takes 200 ms, like a slow engine.
+struct SlowModels;
+
+impl ModelService for SlowModels {
+    fn logprobs(
+        &self,
+        model: &str,
+        requests: &[laser_plugins::Continuation],
+    ) -> anyhow::Result<Vec<Vec<f32>>> {
+        std::thread::sleep(Duration::from_millis(200));
+        StubModelService.logprobs(model, requests)
+    }
+
+    fn generate(
+        &self,
+        model: &str,
+        prompts: &[String],
+        max_tokens: u32,
+        temperature: f32,
+    ) -> anyhow::Result<Vec<String>> {
+        StubModelService.generate(model, prompts, max_tokens, temperature)
+    }
+
+    fn hidden_states(&self, model: &str, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        StubModelService.hidden_states(model, texts)
+    }
+
+    fn apply_chat_template(&self, model: &str, user: &str) -> anyhow::Result<String> {
+        StubModelService.apply_chat_template(model, user)
+    }
+}
+
+#[test]
+fn model_time_past_limit_fails_the_call() {
+    let cache = tempfile::TempDir::new().unwrap();
+    let host =
+        PluginHost::with_cache_dir(Arc::new(SlowModels), Some(cache.path().to_path_buf())).unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let wasm = support::install(dir.path(), "good-rm");
+    support::edit_manifest(dir.path(), "good-rm", |text| {
+        text.replace("source = \"length\"", "source = \"logprobs\"")
+            .replace("[config]", "[limits]\nmodel_time_ms = 100\n\n[config]")
+    });
+    let mut good = host.load_reward_model(&wasm).unwrap();
+
+    let error = good.score(&batch(1)).unwrap_err();
+    let PluginErrorKind::Guest(message) = &error.kind else {
+        panic!("expected a guest error, got {error}");
+    };
+    assert!(message.contains("`limits.model_time_ms`"), "{message}");
+    assert!(message.contains("100 ms"), "{message}");
 }
