@@ -6,10 +6,10 @@ mod tiny_model;
 
 use laser_gpu::Gpu;
 use laser_host::engine::reference::ReferenceModel;
-use laser_host::engine::{Engine, Pooling, SamplingConfig};
+use laser_host::engine::{Engine, FinishReason, Pooling, SamplingConfig};
 use laser_model::DType;
 use laser_model::checkpoint::Checkpoint;
-use tiny_model::{TinySpec, write_tiny_model};
+use tiny_model::{IM_END, TinySpec, write_tiny_model};
 
 /// Loads `spec` into the GPU engine and the CPU reference.
 fn load(spec: &TinySpec) -> (Engine, ReferenceModel, tempfile::TempDir) {
@@ -201,6 +201,50 @@ fn continuation_logprobs_match_log_softmax() {
             (scored[0][j] - expected).abs() < 1e-3,
             "position {j}: {} vs {expected}",
             scored[0][j]
+        );
+    }
+}
+
+#[test]
+fn end_of_sequence_logprob_matches_scoring() {
+    // Flat sampling over the tiny model's 258 tokens draws its
+    // end-of-sequence token in some of these sequences.
+    let (mut engine, _reference, _dir) = load(&TinySpec::default());
+    let sampling = SamplingConfig {
+        temperature: 3.0,
+        seed: 11,
+        max_new_tokens: 24,
+        ..SamplingConfig::default()
+    };
+    let prompt = TOKENS[..4].to_vec();
+    let generations = engine
+        .generate(&vec![prompt.clone(); 32], &sampling)
+        .unwrap();
+    let ended: Vec<_> = generations
+        .iter()
+        .filter(|g| g.finish == FinishReason::Eos)
+        .collect();
+    assert!(
+        !ended.is_empty(),
+        "no sequence drew the end-of-sequence token"
+    );
+    for generation in &generations {
+        assert_eq!(
+            generation.eos_logprob.is_some(),
+            generation.finish == FinishReason::Eos
+        );
+    }
+    for generation in ended {
+        let mut continuation = generation.tokens.clone();
+        continuation.push(IM_END);
+        let scored = engine
+            .continuation_logprobs(&[(prompt.clone(), continuation)])
+            .unwrap();
+        let eos_logprob = generation.eos_logprob.unwrap();
+        let expected = *scored[0].last().unwrap();
+        assert!(
+            (eos_logprob - expected).abs() < 1e-3,
+            "{eos_logprob} vs {expected}"
         );
     }
 }

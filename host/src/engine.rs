@@ -90,6 +90,9 @@ pub struct Generation {
     /// The log-probability of each token in `tokens` under the model
     /// (temperature 1, before top-k or top-p).
     pub logprobs: Vec<f32>,
+    /// The log-probability, taken as for `logprobs`, of the end-of-sequence
+    /// token that ended the sequence, when one did.
+    pub eos_logprob: Option<f32>,
     pub finish: FinishReason,
 }
 
@@ -443,6 +446,7 @@ impl Engine {
                 tokens: Vec::new(),
                 text: String::new(),
                 logprobs: Vec::new(),
+                eos_logprob: None,
                 finish: FinishReason::Length,
             };
             return Ok((vec![empty; prompts.len()], Vec::new()));
@@ -1029,6 +1033,7 @@ struct SequenceState {
     prompt_len: u32,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    eos_logprob: Option<f32>,
     finish: Option<FinishReason>,
     max_new_tokens: u32,
     text: Option<String>,
@@ -1041,6 +1046,7 @@ impl SequenceState {
             prompt_len,
             tokens: Vec::new(),
             logprobs: Vec::new(),
+            eos_logprob: None,
             finish: None,
             max_new_tokens: sampling.max_new_tokens,
             text: None,
@@ -1065,6 +1071,7 @@ impl SequenceState {
         let eos = config.eos_token_ids.contains(&token) || tokenizer.eos_ids().contains(&token);
         if eos && !sampling.ignore_eos {
             self.finish = Some(FinishReason::Eos);
+            self.eos_logprob = Some(logprob);
             return Ok(());
         }
         self.tokens.push(token);
@@ -1108,6 +1115,7 @@ impl SequenceState {
             tokens: self.tokens,
             text,
             logprobs: self.logprobs,
+            eos_logprob: self.eos_logprob,
             finish: self.finish.unwrap_or(FinishReason::Length),
         })
     }

@@ -9,7 +9,7 @@
 //!   DPO plus an NLL term; the bandit reward is the negative training loss.
 //! - `best-of-n`: no training; the picked reward model chooses the best of
 //!   n, and the bandit reward is the negative mean NLL of that response
-//!   under the policy.
+//!   under the policy, its end-of-sequence token included.
 //!
 //! Bandit rewards go to the selector raw; the bundled selectors normalise
 //! them by clipping to the 20th-80th percentiles of past rewards and
@@ -895,15 +895,7 @@ impl Run {
             let best = argmax(scores);
             picked[i] = best;
             if config.mode == Mode::BestOfN {
-                let generation = &generations[i * n + best];
-                let count = generation.logprobs.len().max(1) as f64;
-                let mean_logprob = generation
-                    .logprobs
-                    .iter()
-                    .map(|&l| f64::from(l))
-                    .sum::<f64>()
-                    / count;
-                rewards[i] = Some(mean_logprob);
+                rewards[i] = mean_logprob(&generations[i * n + best]);
             }
         }
         if config.mode == Mode::Train {
@@ -1443,6 +1435,23 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
     Ok(())
 }
 
+/// Returns the mean log-probability of a response's tokens, counting the
+/// end-of-sequence token that ended it as training does, or `None` for a
+/// response with no token at all (cut before its first by a stop string,
+/// or at a limit of 0 new tokens).
+fn mean_logprob(generation: &Generation) -> Option<f64> {
+    let logprobs: Vec<f64> = generation
+        .logprobs
+        .iter()
+        .chain(&generation.eos_logprob)
+        .map(|&l| f64::from(l))
+        .collect();
+    if logprobs.is_empty() {
+        return None;
+    }
+    Some(logprobs.iter().sum::<f64>() / logprobs.len() as f64)
+}
+
 /// Returns plugin settings recorded in `plugins.json` with the limits that
 /// manifests gained since then at their defaults, so that a run started by
 /// an older version still resumes.
@@ -1776,6 +1785,30 @@ pub fn data_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_logprob_counts_the_end_of_sequence() {
+        let generation = |logprobs: Vec<f32>, eos_logprob| Generation {
+            tokens: vec![7; logprobs.len()],
+            text: String::new(),
+            logprobs,
+            eos_logprob,
+            finish: crate::engine::FinishReason::Eos,
+        };
+
+        assert_eq!(
+            mean_logprob(&generation(vec![-1.0, -2.0], Some(-3.0))),
+            Some(-2.0)
+        );
+        // A response that ended at once still has the end's log-probability,
+        // so it does not get a reward of 0, above every real response.
+        assert_eq!(
+            mean_logprob(&generation(Vec::new(), Some(-4.0))),
+            Some(-4.0)
+        );
+        assert_eq!(mean_logprob(&generation(vec![-1.0], None)), Some(-1.0));
+        assert_eq!(mean_logprob(&generation(Vec::new(), None)), None);
+    }
 
     #[test]
     fn settings_of_older_runs_gain_new_limits() {
