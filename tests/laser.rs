@@ -141,9 +141,22 @@ fn best_of_n_writes_run_folder() {
 
 #[test]
 fn killed_run_resumes_to_same_result() {
+    assert_killed_run_resumes_to_same_result(&[]);
+}
+
+#[test]
+fn killed_ensemble_run_resumes_to_same_result() {
+    // The ensemble standardizes each reward model's scores with its
+    // statistics over the run so far, which the checkpoint must keep.
+    assert_killed_run_resumes_to_same_result(&["--selector", "ensemble"]);
+}
+
+/// Runs best-of-n with `extra` twice, killing the second run after two
+/// batches and resuming it, and checks that both end the same.
+fn assert_killed_run_resumes_to_same_result(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
-    let output = run(&whole, &[]);
+    let output = run(&whole, extra);
     assert!(
         output.status.success(),
         "{}",
@@ -152,7 +165,7 @@ fn killed_run_resumes_to_same_result() {
 
     // Kill a second run once it has finished some batches, then resume it.
     let killed = dir.path().join("killed");
-    let mut child = command(&killed, &[]).spawn().unwrap();
+    let mut child = command(&killed, extra).spawn().unwrap();
     let started = Instant::now();
     loop {
         let state = std::fs::read_to_string(killed.join("state.json")).unwrap_or_default();

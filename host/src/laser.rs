@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail, ensure};
 use laser_data::Instance;
 use laser_plugins::{
     ArmInfo, ArmUpdate, LoadedPlugin, PluginDir, PluginErrorKind, PluginHost, RewardModelPlugin,
-    ScoreNormalizer, ScoredInstance, SelectorPlugin,
+    ScoredInstance, SelectorPlugin,
 };
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +224,6 @@ pub struct Run {
     /// Reward models found when a run resumed in the middle of an
     /// iteration, which join as arms at the next iteration start.
     pending_arms: Vec<Arm>,
-    normalizer: ScoreNormalizer,
     train: Vec<Instance>,
     eval: Vec<Instance>,
     state: RunState,
@@ -448,7 +447,6 @@ impl Run {
             selector,
             arms,
             pending_arms,
-            normalizer: ScoreNormalizer::new(),
             train,
             eval,
             state,
@@ -844,7 +842,7 @@ impl Run {
         for (k, scores) in arm_scores.iter().enumerate() {
             if let Some(scores) = scores {
                 let rows: Vec<Vec<f64>> = needs[k].iter().map(|&i| scores[i].clone()).collect();
-                let z = self.normalizer.normalize(k, &rows);
+                let z = self.state.score_stats.normalize(k, &rows);
                 let mut full = vec![Vec::new(); batch.len()];
                 for (&i, row) in needs[k].iter().zip(z) {
                     full[i] = row;

@@ -73,6 +73,10 @@ pub struct RunState {
     /// `None` in runs saved before they were recorded.
     #[serde(default)]
     pub inputs: Option<Inputs>,
+    /// Each reward model's running score statistics, which standardize
+    /// scores for ensembles. Runs saved before they were kept start anew.
+    #[serde(default)]
+    pub score_stats: laser_plugins::ScoreNormalizer,
 }
 
 /// Fingerprints of a run's inputs (see [`crate::fingerprint`]), which

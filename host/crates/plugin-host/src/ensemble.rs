@@ -16,13 +16,17 @@
 //! candidate `j`. One-hot weights reduce to the chosen arm's standardized
 //! scores.
 
-/// Running mean and variance of each arm's scores.
-#[derive(Debug, Clone, Default)]
+use serde::{Deserialize, Serialize};
+
+/// Running mean and variance of each arm's scores. It serializes, so that
+/// a run's checkpoint keeps it and a resumed run standardizes as one that
+/// never stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScoreNormalizer {
     arms: Vec<RunningStats>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct RunningStats {
     count: u64,
     mean: f64,
@@ -145,6 +149,21 @@ mod tests {
         assert_eq!(z, vec![vec![-1.0, 0.0, 1.0]]);
         assert_eq!(normalizer.stats(0), Some((2.0, 1.0)));
         assert_eq!(normalizer.stats(1), None);
+    }
+
+    #[test]
+    fn normalizer_continues_after_a_json_round_trip() {
+        let mut normalizer = ScoreNormalizer::new();
+        normalizer.normalize(1, &[vec![0.5, 4.0], vec![-2.0, 7.25]]);
+        let json = serde_json::to_string(&normalizer).unwrap();
+        let mut restored: ScoreNormalizer = serde_json::from_str(&json).unwrap();
+
+        assert_eq!(restored, normalizer);
+        let scores = [vec![3.0, 1.0]];
+        assert_eq!(
+            restored.normalize(1, &scores),
+            normalizer.normalize(1, &scores)
+        );
     }
 
     #[test]
