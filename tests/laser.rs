@@ -481,6 +481,22 @@ fn missing_data_file_is_named() {
 }
 
 #[test]
+fn data_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gsm8k");
+    std::fs::create_dir(&data).unwrap();
+    let out = dir.path().join("run");
+    let output = run(&out, &["--data", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("failed to read {}", data.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn mixed_data_keeps_file_categories() {
     let dir = tempfile::tempdir().unwrap();
     let gsm8k = dir.path().join("train.jsonl");
