@@ -490,7 +490,10 @@ fn data_folder_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains(&format!("failed to read {}", data.display())),
+        stderr.contains(&format!(
+            "data file {} is not a regular file",
+            data.display()
+        )),
         "{stderr}"
     );
     assert!(!out.exists());

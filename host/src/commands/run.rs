@@ -195,6 +195,13 @@ pub(crate) fn config_from_args(
     );
     for data in &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
+        // A pipe would be used up by the sha256 that --resume checks.
+        ensure!(
+            data.is_file(),
+            "data file {} is not a regular file but a folder, pipe or device. Save the data to a \
+             file and pass its path",
+            data.display()
+        );
     }
     // Absolute paths, so that --resume works from any folder.
     let model = absolute(&super::model_path(&args.model)?)?;
