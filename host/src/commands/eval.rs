@@ -227,7 +227,7 @@ fn best_of_n(
 
 /// Fails when `--adapter` names a run folder rather than an adapter,
 /// naming the run's policy folder, which contains its adapter, if it has one.
-fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
+pub(crate) fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
     use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState, STATE_FILE};
     if !dir.join(STATE_FILE).exists() {
         return Ok(());
