@@ -293,6 +293,20 @@ fn resume_rejects_changed_data_or_model() {
         stderr.contains("m.gguf changed since the run started"),
         "{stderr}"
     );
+
+    std::fs::rename(&data, dir.path().join("moved.jsonl")).unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(stderr.contains("started with the data file"), "{stderr}");
+    assert!(stderr.contains("q.jsonl, which is missing"), "{stderr}");
+
+    std::fs::rename(dir.path().join("moved.jsonl"), &data).unwrap();
+    std::fs::remove_file(&model_copy).unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(stderr.contains("m.gguf, which is missing"), "{stderr}");
 }
 
 /// A reward model copied into the plugin folder while a run is stopped

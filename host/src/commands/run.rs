@@ -43,6 +43,7 @@ pub(crate) fn run(
             let config: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is damaged", path.display()))?;
             check_resume_plugins(&what, plugins.as_deref(), &config.plugins)?;
+            check_resume_inputs(&what, &config)?;
             ensure!(
                 config.mode == mode,
                 "the run in {} is a `{}` run; resume it with `laser-host {} --resume {}`",
@@ -116,6 +117,25 @@ pub(crate) fn check_resume_plugins(what: &str, given: Option<&Path>, saved: &Pat
              LASER_HOST_PLUGINS), or with the same folder",
             saved.display(),
             given.display()
+        );
+    }
+    Ok(())
+}
+
+/// Checks that the data files and the model that `what` started with are
+/// still at the paths its settings name, which `--resume` reads again.
+///
+/// # Errors
+///
+/// Names the first missing path.
+pub(crate) fn check_resume_inputs(what: &str, config: &RunConfig) -> Result<()> {
+    let data = config.data.iter().map(|path| ("data file", path));
+    for (kind, path) in data.chain([("model", &config.model)]) {
+        ensure!(
+            path.exists(),
+            "{what} started with the {kind} {}, which is missing now. Restore it at that path \
+             to resume, or start a new run with another --out",
+            path.display()
         );
     }
     Ok(())
