@@ -400,3 +400,29 @@ fn run_folder_as_adapter_names_policy() {
     ]);
     assert_clean_failure(&output, "policy-000002");
 }
+
+#[test]
+fn full_dpo_rejects_lora_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let out = dir.path().join("full");
+    let dpo = |extra: &[&str]| {
+        let mut args = vec![
+            "dpo",
+            "--full",
+            "--model",
+            model.to_str().unwrap(),
+            "--pairs",
+            "pairs.jsonl",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        laser_host(&args)
+    };
+    let output = dpo(&["--rank", "4"]);
+    assert_clean_failure(&output, "it would ignore --rank. Drop it");
+    let output = dpo(&["--alpha", "8", "--targets", "q_proj"]);
+    assert_clean_failure(&output, "it would ignore --alpha and --targets. Drop them");
+    assert!(!out.exists());
+}

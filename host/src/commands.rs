@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate::run(&args, cli.verbose),
-        Command::Dpo(args) => dpo::run(&args, cli.verbose),
+        Command::Dpo(args) => dpo::run(&args, &cli.given, cli.verbose),
         Command::Merge(args) => merge::run(&args, cli.verbose),
         Command::Logits(args) => logits::run(&args, cli.verbose),
         Command::Models(ModelsCommand::Fetch) => {
