@@ -376,6 +376,38 @@ fn added_reward_model_joins_at_iteration_start() {
 }
 
 #[test]
+fn unused_ensemble_lambda_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unknown reward model stops the run once the options are read.
+    let extra = [
+        "--rms",
+        "oracle",
+        "--ensemble",
+        "min",
+        "--ensemble-lambda",
+        "3",
+    ];
+    let output = run(&dir.path().join("run"), &extra);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: --ensemble-lambda 3 applies only to --ensemble mean-minus-std"),
+        "{stderr}"
+    );
+
+    let extra = [
+        "--rms",
+        "oracle",
+        "--ensemble",
+        "mean-minus-std",
+        "--ensemble-lambda",
+        "3",
+    ];
+    let output = run(&dir.path().join("run"), &extra);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("--ensemble-lambda 3 applies"), "{stderr}");
+}
+
+#[test]
 fn unknown_reward_model_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(&dir.path().join("run"), &["--rms", "verifier,oracle"]);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::cli::{PreferenceArgs, RunArgs};
 use crate::engine::{Engine, MAX_ROWS};
-use crate::laser::{Mode, PairMode, Run, RunConfig};
+use crate::laser::{EnsembleMode, Mode, PairMode, Run, RunConfig};
 
 /// Options that may come with `--resume`: they do not change the run.
 const RESUME_OPTIONS: [&str; 3] = ["resume", "plugins", "verbose"];
@@ -200,6 +200,13 @@ pub(crate) fn config_from_args(
             "warning: --pairs {} applies to --pair-mode top-p; the other modes form one pair per \
              prompt",
             preference.pairs
+        );
+    }
+    if args.ensemble != EnsembleMode::MeanMinusStd && args.ensemble_lambda != 1.0 {
+        eprintln!(
+            "warning: --ensemble-lambda {} applies only to --ensemble mean-minus-std, so it is \
+             ignored",
+            args.ensemble_lambda
         );
     }
     for (i, name) in args.rms.iter().enumerate() {
