@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         && cli.given.iter().any(|id| id == "plugins")
         && !cli.command.uses_plugins()
     {
-        eprintln!("warning: this command loads no plugins, so --plugins is ignored");
+        eprintln!("warning: this command reads no plugin folder, so --plugins is ignored");
     }
     if matches!(
         cli.command,
