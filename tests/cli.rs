@@ -378,3 +378,51 @@ fn batch_times_n_cannot_wrap() {
     assert_clean_failure(&output, "makes 18446744073709551616 sequences");
     assert!(!out.exists());
 }
+
+#[test]
+fn run_folder_as_adapter_names_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = r#"{"iteration": 1, "next_batch": 0, "selector_state": null,
+        "metrics_lines": 2, "selection_lines": 4, "eval_before": null,
+        "eval_per_iteration": [], "policy_dir": "policy-000002"}"#;
+    std::fs::write(dir.path().join("state.json"), state).unwrap();
+    let run_dir = dir.path().to_str().unwrap();
+    let merged = dir.path().join("merged");
+
+    let output = generate_with(&["--adapter", run_dir]);
+    assert_clean_failure(&output, "is a run folder");
+    let output = laser_host(&[
+        "merge",
+        "--adapter",
+        run_dir,
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, "policy-000002");
+}
+
+#[test]
+fn full_dpo_rejects_lora_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let out = dir.path().join("full");
+    let dpo = |extra: &[&str]| {
+        let mut args = vec![
+            "dpo",
+            "--full",
+            "--model",
+            model.to_str().unwrap(),
+            "--pairs",
+            "pairs.jsonl",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        laser_host(&args)
+    };
+    let output = dpo(&["--rank", "4"]);
+    assert_clean_failure(&output, "it would ignore --rank. Drop it");
+    let output = dpo(&["--alpha", "8", "--targets", "q_proj"]);
+    assert_clean_failure(&output, "it would ignore --alpha and --targets. Drop them");
+    assert!(!out.exists());
+}

@@ -306,6 +306,20 @@ fn resume_rejects_changed_data_or_model() {
         stderr.contains("m.gguf changed since the run started"),
         "{stderr}"
     );
+
+    std::fs::rename(&data, dir.path().join("moved.jsonl")).unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(stderr.contains("started with the data file"), "{stderr}");
+    assert!(stderr.contains("q.jsonl, which is missing"), "{stderr}");
+
+    std::fs::rename(dir.path().join("moved.jsonl"), &data).unwrap();
+    std::fs::remove_file(&model_copy).unwrap();
+    let resumed = resume("best-of-n", &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success());
+    assert!(stderr.contains("m.gguf, which is missing"), "{stderr}");
 }
 
 /// A reward model copied into the plugin folder while a run is stopped
@@ -372,6 +386,38 @@ fn added_reward_model_joins_at_iteration_start() {
         };
         assert_eq!(arms, expected, "stopped at {stopped_at:?}: {row}");
     }
+}
+
+#[test]
+fn unused_ensemble_lambda_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unknown reward model stops the run once the options are read.
+    let extra = [
+        "--rms",
+        "oracle",
+        "--ensemble",
+        "min",
+        "--ensemble-lambda",
+        "3",
+    ];
+    let output = run(&dir.path().join("run"), &extra);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: --ensemble-lambda 3 applies only to --ensemble mean-minus-std"),
+        "{stderr}"
+    );
+
+    let extra = [
+        "--rms",
+        "oracle",
+        "--ensemble",
+        "mean-minus-std",
+        "--ensemble-lambda",
+        "3",
+    ];
+    let output = run(&dir.path().join("run"), &extra);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("--ensemble-lambda 3 applies"), "{stderr}");
 }
 
 #[test]
@@ -532,6 +578,25 @@ fn missing_data_file_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("/nonexistent/gsm8k.jsonl"), "{stderr}");
+}
+
+#[test]
+fn data_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gsm8k");
+    std::fs::create_dir(&data).unwrap();
+    let out = dir.path().join("run");
+    let output = run(&out, &["--data", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "data file {} is not a regular file",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         && cli.given.iter().any(|id| id == "plugins")
         && !cli.command.uses_plugins()
     {
-        eprintln!("warning: this command loads no plugins, so --plugins is ignored");
+        eprintln!("warning: this command reads no plugin folder, so --plugins is ignored");
     }
     if matches!(
         cli.command,
@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate::run(&args, cli.verbose),
-        Command::Dpo(args) => dpo::run(&args, cli.verbose),
+        Command::Dpo(args) => dpo::run(&args, &cli.given, cli.verbose),
         Command::Merge(args) => merge::run(&args, cli.verbose),
         Command::Logits(args) => logits::run(&args, cli.verbose),
         Command::Models(ModelsCommand::Fetch) => {

@@ -179,7 +179,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("failed to read {}", path.display()))?;
         if n == 0 {
             break;
         }

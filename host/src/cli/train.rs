@@ -79,7 +79,7 @@ pub struct DpoArgs {
 
     /// Full fine-tuning: train every weight matrix, the token embedding
     /// and the LM head in f32 instead of LoRA adapters. Needs an f32, f16
-    /// or bf16 model; the LoRA options do not apply.
+    /// or bf16 model, and rejects the LoRA options and --dropout.
     #[arg(long)]
     pub full: bool,
 

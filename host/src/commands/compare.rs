@@ -243,6 +243,7 @@ fn saved_settings(dir: &Path, plugins: Option<&Path>, given: &[String]) -> Resul
     let settings: CompareSettings =
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
     super::run::check_resume_plugins(&what, plugins, &settings.config.plugins)?;
+    super::run::check_resume_inputs(&what, &settings.config)?;
     Ok(settings)
 }
 

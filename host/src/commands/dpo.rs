@@ -49,8 +49,35 @@ pub(crate) fn train_config(options: &TrainOptions) -> Result<TrainConfig> {
     })
 }
 
-pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
+/// Rejects the LoRA options among `given`, which full fine-tuning would
+/// otherwise ignore.
+fn check_no_lora_options(given: &[String]) -> Result<()> {
+    let lora: Vec<String> = ["rank", "alpha", "targets"]
+        .into_iter()
+        .filter(|id| given.iter().any(|given| given == id))
+        .map(|id| format!("--{id}"))
+        .collect();
+    ensure!(
+        lora.is_empty(),
+        "full fine-tuning (--full) trains no LoRA adapter, so it would ignore {}. Drop {}, or \
+         drop --full to train an adapter",
+        lora.join(" and "),
+        if lora.len() == 1 { "it" } else { "them" }
+    );
+    Ok(())
+}
+
+/// Runs `dpo`. `given` names the options typed on the command line.
+pub(crate) fn run(args: &DpoArgs, given: &[String], verbose: bool) -> Result<()> {
     ensure!(args.steps >= 1, "--steps must be at least 1");
+    if args.full {
+        check_no_lora_options(given)?;
+    }
+    ensure!(
+        !args.full || args.train.dropout == 0.0,
+        "--dropout applies to LoRA adapters; full fine-tuning (--full) has no dropout"
+    );
+
     use super::{ensure_non_negative, ensure_positive};
     ensure_positive("--lr", args.lr)?;
     ensure_positive("--beta", args.beta)?;
@@ -87,10 +114,6 @@ pub(crate) fn run(args: &DpoArgs, verbose: bool) -> Result<()> {
     } else {
         folder::check_new(&args.out)?;
     }
-    ensure!(
-        !args.full || args.train.dropout == 0.0,
-        "--dropout applies to LoRA adapters; full fine-tuning (--full) has no dropout"
-    );
     let full = args.full.then_some(FullConfig {
         train_norms: args.train_norms,
     });

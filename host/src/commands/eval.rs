@@ -1,7 +1,7 @@
 //! `laser-host eval`: accuracy on a held-out split, answering greedily or
 //! picking the best of n samples with a reward model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -124,6 +124,32 @@ fn check_args(args: &EvalArgs) -> Result<()> {
             args.temperature
         );
     }
+    if let Some(path) = &args.responses {
+        check_responses_path(path, &args.data)?;
+    }
+    Ok(())
+}
+
+/// Checks that `--responses` names a file that may be replaced. A folder
+/// would fail only after the whole evaluation, and the responses would
+/// overwrite a `--data` file.
+fn check_responses_path(path: &Path, data: &[PathBuf]) -> Result<()> {
+    ensure!(
+        !path.is_dir(),
+        "--responses {} is a folder. Give the path of a JSONL file to write",
+        path.display()
+    );
+    if let Ok(target) = path.canonicalize() {
+        for data in data {
+            ensure!(
+                data.canonicalize().ok().as_ref() != Some(&target),
+                "--responses {} is the --data file {}, which writing the responses would \
+                 replace. Choose another file",
+                path.display(),
+                data.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -201,7 +227,7 @@ fn best_of_n(
 
 /// Fails when `--adapter` names a run folder rather than an adapter,
 /// naming the run's policy folder, which contains its adapter, if it has one.
-fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
+pub(crate) fn reject_run_folder(dir: &std::path::Path) -> Result<()> {
     use crate::laser::checkpoint::{LEGACY_POLICY_DIR, RunState, STATE_FILE};
     if !dir.join(STATE_FILE).exists() {
         return Ok(());
@@ -245,5 +271,26 @@ mod tests {
         state.save(dir.path()).unwrap();
         let message = reject_run_folder(dir.path()).unwrap_err().to_string();
         assert!(message.contains("policy-000004"), "{message}");
+    }
+
+    #[test]
+    fn responses_path_spares_data_and_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("gsm8k.jsonl");
+        std::fs::write(&data, "{}\n").unwrap();
+        let fresh = dir.path().join("responses.jsonl");
+        assert!(check_responses_path(&fresh, std::slice::from_ref(&data)).is_ok());
+
+        let message = check_responses_path(dir.path(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("is a folder"), "{message}");
+
+        // The same file under another spelling of its path.
+        let other = dir.path().join(".").join("gsm8k.jsonl");
+        let message = check_responses_path(&other, &[data])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("is the --data file"), "{message}");
     }
 }

@@ -26,6 +26,9 @@ pub(crate) fn run(args: &GenerateArgs, verbose: bool) -> Result<()> {
         args.stop.iter().all(|stop| !stop.is_empty()),
         "--stop is an empty string, which every text contains; give a non-empty string"
     );
+    if let Some(dir) = &args.adapter {
+        super::eval::reject_run_folder(dir)?;
+    }
     let mut engine = super::load_engine(&args.model, verbose)?;
     if let Some(dir) = &args.adapter {
         engine.load_adapter(dir)?;

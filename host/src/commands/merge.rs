@@ -10,6 +10,7 @@ use crate::train::{merge, peft};
 pub(crate) fn run(args: &MergeArgs, _verbose: bool) -> Result<()> {
     // The files written would replace those of a run or an earlier merge.
     super::ensure_empty_out(&args.out)?;
+    super::eval::reject_run_folder(&args.adapter)?;
     let path = super::model_path(&args.model)?;
     let checkpoint = Checkpoint::open(&path)?;
     let (layout, params) = peft::load(&args.adapter, checkpoint.config())?;

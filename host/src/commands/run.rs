@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::cli::{PreferenceArgs, RunArgs};
 use crate::engine::{Engine, MAX_ROWS};
-use crate::laser::{Mode, PairMode, Run, RunConfig};
+use crate::laser::{EnsembleMode, Mode, PairMode, Run, RunConfig};
 
 /// Options that may come with `--resume`: they do not change the run.
 const RESUME_OPTIONS: [&str; 3] = ["resume", "plugins", "verbose"];
@@ -43,6 +43,7 @@ pub(crate) fn run(
             let config: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{} is damaged", path.display()))?;
             check_resume_plugins(&what, plugins.as_deref(), &config.plugins)?;
+            check_resume_inputs(&what, &config)?;
             ensure!(
                 config.mode == mode,
                 "the run in {} is a `{}` run; resume it with `laser-host {} --resume {}`",
@@ -121,6 +122,25 @@ pub(crate) fn check_resume_plugins(what: &str, given: Option<&Path>, saved: &Pat
     Ok(())
 }
 
+/// Checks that the data files and the model that `what` started with are
+/// still at the paths its settings name, which `--resume` reads again.
+///
+/// # Errors
+///
+/// Names the first missing path.
+pub(crate) fn check_resume_inputs(what: &str, config: &RunConfig) -> Result<()> {
+    let data = config.data.iter().map(|path| ("data file", path));
+    for (kind, path) in data.chain([("model", &config.model)]) {
+        ensure!(
+            path.exists(),
+            "{what} started with the {kind} {}, which is missing now. Restore it at that path \
+             to resume, or start a new run with another --out",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Returns whether `a` and `b` name the same file or folder.
 fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -182,6 +202,13 @@ pub(crate) fn config_from_args(
             preference.pairs
         );
     }
+    if args.ensemble != EnsembleMode::MeanMinusStd && args.ensemble_lambda != 1.0 {
+        eprintln!(
+            "warning: --ensemble-lambda {} applies only to --ensemble mean-minus-std, so it is \
+             ignored",
+            args.ensemble_lambda
+        );
+    }
     for (i, name) in args.rms.iter().enumerate() {
         ensure!(
             !args.rms[..i].contains(name),
@@ -195,6 +222,13 @@ pub(crate) fn config_from_args(
     );
     for data in &args.data {
         ensure!(data.exists(), "data file {} not found", data.display());
+        // A pipe would be used up by the sha256 that --resume checks.
+        ensure!(
+            data.is_file(),
+            "data file {} is not a regular file but a folder, pipe or device. Save the data to a \
+             file and pass its path",
+            data.display()
+        );
     }
     // Absolute paths, so that --resume works from any folder.
     let model = absolute(&super::model_path(&args.model)?)?;

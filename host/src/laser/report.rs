@@ -236,6 +236,7 @@ pub fn write(
                 )
             })
             .collect();
+        let category = table_cell(category);
         writeln!(md, "| {category} | {total} | {} |", cells.join(" | "))?;
     }
     writeln!(md, "\n![share per category](arm_share_by_category.svg)\n")?;
@@ -393,10 +394,17 @@ fn write_category_accuracy(md: &mut String, state: &RunState) -> Result<()> {
                 })
             })
             .collect();
+        let category = table_cell(category);
         writeln!(md, "| {category} | {total} | {} |", cells.join(" | "))?;
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// Escapes `text`, a category from the data, for one Markdown table cell.
+/// A bare `|` would start a new cell, and a line break would end the table.
+fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
 /// Reads the first `limit` records of a JSONL file; a missing file has none.
@@ -579,4 +587,16 @@ fn category_chart(
         .map_err(plot_error(path))?;
     root.present().map_err(plot_error(path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cell_keeps_table_intact() {
+        assert_eq!(table_cell("gsm8k"), "gsm8k");
+        assert_eq!(table_cell("a|b"), "a\\|b");
+        assert_eq!(table_cell("two\r\nlines"), "two  lines");
+    }
 }

@@ -12,7 +12,8 @@
 //! - yes/no: the first yes/no word after an answer marker, else a leading
 //!   yes/no word, else the last one. `true` and `false` count as yes and no.
 //! - multiple choice: a letter A to E after an answer marker or "option",
-//!   else a leading letter, else the last `B)` or `(B)`. [`is_correct`] also
+//!   else a leading letter that does not start prose (the article in "A
+//!   rectangle ..."), else the last `B)` or `(B)`. [`is_correct`] also
 //!   maps an answer that repeats an option's text to that option's letter.
 //! - free text: the rest of the `Answer:` line, else the last non-blank line,
 //!   compared after normalizing case, spaces and end punctuation.

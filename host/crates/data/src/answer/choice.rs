@@ -23,8 +23,8 @@ struct LetterMatch {
 /// Extracts an option letter from a response. The first letter after the
 /// last marker whose line has one wins, trying `Answer:` markers, then "the
 /// answer is" phrases, then "option" and "choice". Without one, a response
-/// that opens with a letter gives it, and otherwise the last `B)` or `(B)`
-/// counts.
+/// that opens with a letter gives it, unless the letter starts prose (see
+/// [`starts_prose`]), and otherwise the last `B)` or `(B)` counts.
 pub(super) fn extract(response: &str) -> Option<char> {
     for markers in [ANSWER_LINE, ANSWER_PHRASE, OPTION_WORD] {
         let found = segments_after(response, markers)
@@ -40,13 +40,32 @@ pub(super) fn extract(response: &str) -> Option<char> {
             .trim_start_matches(|c: char| !c.is_alphanumeric())
             .len();
     let mut found = letters(response).peekable();
-    if let Some(first) = found.next_if(|first| first.start == leading) {
+    let opens_with_option = |first: &LetterMatch| {
+        first.start == leading && !starts_prose(first.letter, &response[first.start + 1..])
+    };
+    if let Some(first) = found.next_if(opens_with_option) {
         return Some(first.letter);
     }
     found
         .filter(|letter| letter.parenthesized)
         .last()
         .map(|letter| letter.letter)
+}
+
+/// Returns whether an upper-case `letter` that opens a response, followed
+/// by `rest`, starts a sentence of prose instead of naming an option: the
+/// article in "A rectangle has four sides" (but not "A is largest"), or an
+/// abbreviation such as "E.g.".
+fn starts_prose(letter: char, rest: &str) -> bool {
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(' ') if letter == 'A' => {
+            let word: String = chars.take_while(|c| c.is_alphabetic()).collect();
+            word.starts_with(char::is_lowercase) && word != "is"
+        }
+        Some('.') => chars.next().is_some_and(char::is_alphabetic),
+        _ => false,
+    }
 }
 
 /// Returns the letter of the option whose text is the answer on the last
