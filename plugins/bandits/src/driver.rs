@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Bandit, BanditError, ContextConfig, ContextMap, NormalizerConfig, Result, RewardNormalizer,
+    check_reward,
 };
 
 /// Whether the selector chooses per prompt or once per `choose` call.
@@ -21,7 +22,10 @@ pub enum Granularity {
     #[default]
     Instance,
     /// One choice per call, made at the mean of the call's prepared
-    /// contexts and given to every prompt of the batch.
+    /// contexts and given to every prompt of the batch. The batch's updates
+    /// are held until the next choice or save, then applied as one update
+    /// per arm at the mean context and the mean raw reward, so that the
+    /// bandit learns once per decision.
     Batch,
 }
 
@@ -86,6 +90,18 @@ pub struct Driver<B> {
     config: DriverConfig,
     context: ContextMap,
     normalizer: RewardNormalizer,
+    /// Updates of the last batch not yet applied, with batch granularity.
+    #[serde(default)]
+    pending: Vec<PendingUpdate>,
+}
+
+/// An update held until its batch is complete: the arm, the prepared
+/// context and the raw reward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingUpdate {
+    arm: usize,
+    context: Vec<f64>,
+    reward: f64,
 }
 
 impl<B: Bandit> Driver<B> {
@@ -101,6 +117,7 @@ impl<B: Bandit> Driver<B> {
             context: ContextMap::new(config.context.clone())?,
             normalizer: RewardNormalizer::new(config.reward.clone())?,
             config,
+            pending: Vec::new(),
         })
     }
 
@@ -146,6 +163,7 @@ impl<B: Bandit> Driver<B> {
         names: &[S],
         enabled: &[bool],
     ) -> Result<Vec<Vec<f32>>> {
+        self.apply_pending()?;
         self.sync_arms(names)?;
         let prepared: Vec<Vec<f64>> = contexts
             .iter()
@@ -168,28 +186,69 @@ impl<B: Bandit> Driver<B> {
 
     /// Records the raw `reward` (in LASeR, the negative training loss) of
     /// `arm` at the raw embedding `context`, normalised when configured.
+    /// With batch granularity the update waits for the rest of its batch
+    /// (see [`Granularity::Batch`]).
     ///
     /// # Errors
     ///
     /// The bandit's arm, reward and context errors.
     pub fn update(&mut self, arm: usize, context: &[f32], reward: f64) -> Result<()> {
         self.bandit.arms().check_index(arm)?;
+        check_reward(reward)?;
         let x = self.prepare(context)?;
+        match self.config.granularity {
+            Granularity::Instance => self.apply(arm, &x, reward),
+            Granularity::Batch => {
+                self.pending.push(PendingUpdate {
+                    arm,
+                    context: x,
+                    reward,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Encodes the whole driver as JSON bytes, with the updates of the last
+    /// batch applied.
+    ///
+    /// # Errors
+    ///
+    /// [`BanditError::State`] if serialisation fails, and the bandit's
+    /// errors from applying the held updates.
+    pub fn save(&self) -> Result<Vec<u8>> {
+        if self.pending.is_empty() {
+            return Ok(serde_json::to_vec(self)?);
+        }
+        let mut applied = self.clone();
+        applied.apply_pending()?;
+        Ok(serde_json::to_vec(&applied)?)
+    }
+
+    /// Applies the held updates of a batch: for each arm, one update at the
+    /// mean of its contexts with the mean of its raw rewards.
+    fn apply_pending(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut arms: Vec<usize> = pending.iter().map(|update| update.arm).collect();
+        arms.sort_unstable();
+        arms.dedup();
+        for arm in arms {
+            let updates: Vec<&PendingUpdate> = pending.iter().filter(|u| u.arm == arm).collect();
+            let contexts: Vec<Vec<f64>> = updates.iter().map(|u| u.context.clone()).collect();
+            let reward = updates.iter().map(|u| u.reward).sum::<f64>() / updates.len() as f64;
+            self.apply(arm, &mean(&contexts), reward)?;
+        }
+        Ok(())
+    }
+
+    /// Normalises `reward` when configured and updates the bandit.
+    fn apply(&mut self, arm: usize, x: &[f64], reward: f64) -> Result<()> {
         let reward = if self.config.normalize_reward {
             self.normalizer.normalize(reward)?
         } else {
             reward
         };
-        self.bandit.update(arm, &x, reward)
-    }
-
-    /// Encodes the whole driver as JSON bytes.
-    ///
-    /// # Errors
-    ///
-    /// [`BanditError::State`] if serialisation fails.
-    pub fn save(&self) -> Result<Vec<u8>> {
-        Ok(serde_json::to_vec(self)?)
+        self.bandit.update(arm, x, reward)
     }
 
     /// Restores a driver written by [`Driver::save`]. The saved settings
@@ -280,6 +339,40 @@ mod tests {
             .choose(&contexts, &["a", "b"], &[true, true])
             .unwrap();
         assert_eq!(weights, vec![vec![1.0, 0.0]; 3]);
+    }
+
+    #[test]
+    fn batch_updates_apply_once_at_the_means() {
+        let driver = |granularity| {
+            let bandit = LinUcb::new(LinUcbConfig::default(), &["a", "b"]).unwrap();
+            let config = DriverConfig {
+                granularity,
+                ..DriverConfig::default()
+            };
+            Driver::new(bandit, config).unwrap()
+        };
+        let state = |driver: &Driver<LinUcb>| serde_json::to_value(driver.bandit()).unwrap();
+        let context = [0.5, -1.0, 2.0];
+
+        // Two prompts of one batch at one context, against a single update
+        // with their mean reward.
+        let mut batch = driver(Granularity::Batch);
+        batch.update(1, &context, -2.0).unwrap();
+        batch.update(1, &context, -1.0).unwrap();
+        let mut single = driver(Granularity::Instance);
+        single.update(1, &context, -1.5).unwrap();
+        assert_ne!(state(&batch), state(&single), "held until the batch ends");
+
+        let saved: Driver<LinUcb> = Driver::load(&batch.save().unwrap()).unwrap();
+        assert_eq!(state(&saved), state(&single), "a save applies them");
+        batch
+            .choose(&[context.to_vec()], &["a", "b"], &[true; 2])
+            .unwrap();
+        assert_eq!(
+            state(&batch),
+            state(&single),
+            "the next choice applies them"
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub type Result<T, E = BanditError> = std::result::Result<T, E>;
 /// The usual cycle is `choose(x)`, run the chosen reward model, compute the
 /// bandit reward r, then `update(arm, x, r)` with the same context. Several
 /// `choose` calls may precede their updates (one per prompt of a batch).
-pub trait Bandit: Serialize + DeserializeOwned {
+pub trait Bandit: Clone + Serialize + DeserializeOwned {
     /// Returns the arm names, in index order.
     fn arms(&self) -> &Arms;
 

@@ -2,9 +2,7 @@
 //! host passes a reward model's tags to the selector in every `choose`
 //! call, so it must reject such an `info` at load.
 
-use laser_plugin_sdk::{
-    Package, PluginInfo, RewardModel, ScoredInstance, export_reward_model,
-};
+use laser_plugin_sdk::{Package, PluginInfo, RewardModel, ScoredInstance, export_reward_model};
 
 struct BigInfoRm;
 
