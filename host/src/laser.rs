@@ -171,6 +171,10 @@ pub struct BatchMetrics {
     /// Fraction of picked responses whose answer is correct, over
     /// instances with a reference.
     pub pick_accuracy: Option<f64>,
+    /// The instances `pick_accuracy` counts: those picked from scores and
+    /// with a reference. 0 in run folders of earlier versions.
+    #[serde(default)]
+    pub picks_checked: usize,
     /// Prompts left without scores, because their reward model failed or
     /// the combined scores were not finite: they get no pick and no reward.
     #[serde(default)]
@@ -184,6 +188,19 @@ pub struct BatchMetrics {
     /// train, update. Run folders of earlier versions also have `context`,
     /// a separate pass over the prompts.
     pub seconds: BTreeMap<String, f64>,
+}
+
+impl BatchMetrics {
+    /// Returns the weight of this batch's `pick_accuracy` in a mean over
+    /// batches: the picks it checked, or all its instances in records of
+    /// earlier versions, which did not count them.
+    pub fn pick_weight(&self) -> usize {
+        if self.picks_checked > 0 {
+            self.picks_checked
+        } else {
+            self.instances
+        }
+    }
 }
 
 /// One instance's outcome, a line of `selections.jsonl`.
@@ -994,6 +1011,7 @@ impl Run {
             loss,
             margin,
             pick_accuracy: (checked > 0).then(|| correct as f64 / checked as f64),
+            picks_checked: checked,
             unscored: final_scores
                 .iter()
                 .filter(|scores| scores.is_none())
@@ -1215,8 +1233,8 @@ impl RunSummary {
                 *summary.arm_counts.entry(arm.clone()).or_default() += count;
             }
             if let Some(a) = m.pick_accuracy {
-                correct += a * m.instances as f64;
-                checked += m.instances;
+                correct += a * m.pick_weight() as f64;
+                checked += m.pick_weight();
             }
         }
         summary.pick_accuracy = (checked > 0).then(|| correct / checked as f64);
@@ -1783,6 +1801,27 @@ pub fn data_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_weighs_pick_accuracy_by_checked_picks() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |accuracy: f64, checked: usize| {
+            serde_json::json!({
+                "iteration": 0, "batch": 0, "instances": 4, "arm_counts": {},
+                "bandit_reward": null, "loss": null, "margin": null,
+                "pick_accuracy": accuracy, "picks_checked": checked,
+                "rm_calls": 0, "rm_candidates": 0, "rm_tokens": 0,
+                "generated_tokens": 0, "seconds": {},
+            })
+            .to_string()
+        };
+        // One right pick out of one checked, then none right out of three.
+        let lines = format!("{}\n{}\n", record(1.0, 1), record(0.0, 3));
+        std::fs::write(dir.path().join(checkpoint::METRICS_FILE), lines).unwrap();
+
+        let summary = RunSummary::read(dir.path(), &RunState::default()).unwrap();
+        assert_eq!(summary.pick_accuracy, Some(0.25));
+    }
 
     #[test]
     fn mean_logprob_counts_the_end_of_sequence() {

@@ -107,12 +107,13 @@ pub fn write(
         accuracy_points.push(((i + 1) as f64, a));
     }
     let mut pick_points = Vec::new();
+    // Correct picks and checked picks per iteration.
     let mut per_iteration: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
     for m in &metrics {
         if let Some(a) = m.pick_accuracy {
             let entry = per_iteration.entry(m.iteration).or_default();
-            entry.0 += a;
-            entry.1 += 1;
+            entry.0 += a * m.pick_weight() as f64;
+            entry.1 += m.pick_weight();
         }
     }
     for (iteration, (sum, count)) in per_iteration {
