@@ -14,10 +14,10 @@
 //!    - `mean-minus-std`: m_i - lambda * sqrt(sum_k w_k (z_ki - m_i)^2)
 //!
 //! [`Ensemble::aggregate`] implements step 2 as the reference. The selector
-//! interface of `laser:plugin@0.1.0` returns only per-arm weights, and its
-//! host computes sum_k (w_k / sum of enabled w_j) z_ki, which is the `mean`
-//! mode restricted to enabled arms; the other two modes need a host that
-//! applies [`Ensemble::aggregate`].
+//! interface of `laser:plugin@0.1.0` returns only per-arm weights, and
+//! laser-host applies the three modes itself, as its `--ensemble` option
+//! chooses, over the arms that scored with a positive weight, dividing by
+//! the sum of their weights.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,20 +1,15 @@
-//! Ensemble scoring: per-arm score normalization and the weighted sum of
-//! normalized scores that a selector's spread weights ask for.
+//! Ensemble scoring: per-arm score normalization for the combined scores
+//! that a selector's spread weights ask for.
 //!
 //! Reward models score on unrelated scales (a log-probability, a 0/1
-//! verifier, a length), so their raw scores cannot be summed. Each arm's
-//! scores are standardized with that arm's running mean and standard
-//! deviation over every score it has returned this run (Welford's
-//! algorithm), then combined as
-//!
-//! ```text
-//! combined[i][j] = sum_k w[i][k] * z_k[i][j] / sum_k w[i][k]
-//! ```
-//!
-//! over the enabled arms `k`, where `w[i][k]` is the selector's weight of
-//! arm `k` for instance `i` and `z_k[i][j]` arm `k`'s standardized score of
-//! candidate `j`. One-hot weights reduce to the chosen arm's standardized
-//! scores.
+//! verifier, a length), so their raw scores cannot be combined as they are.
+//! Each arm's scores are standardized with that arm's running mean and
+//! standard deviation over every score it has returned this run (Welford's
+//! algorithm). The run then combines the standardized scores of the arms
+//! that scored with a positive weight, by the weighted mean, the minimum
+//! or the weighted mean minus lambda times the weighted standard deviation
+//! (`laser-host`'s `--ensemble`). One-hot weights reduce to the chosen
+//! arm's standardized scores.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,60 +79,6 @@ impl ScoreNormalizer {
     }
 }
 
-/// Combines standardized scores with a selector's weights, as the module
-/// documentation gives.
-///
-/// `weights[i][k]` is arm `k`'s weight for instance `i` and
-/// `normalized[k]` arm `k`'s standardized scores, `None` for an arm that
-/// did not score (disabled, or weight 0 so it was not called). Returns
-/// `combined[i][j]` for candidate `j` of instance `i`.
-///
-/// # Errors
-///
-/// Returns an error when an instance has no scoring arm with a positive
-/// weight, or the shapes of the arms' scores differ.
-pub fn combine_scores(
-    weights: &[Vec<f32>],
-    normalized: &[Option<Vec<Vec<f64>>>],
-) -> anyhow::Result<Vec<Vec<f64>>> {
-    let mut combined = Vec::with_capacity(weights.len());
-    for (i, row) in weights.iter().enumerate() {
-        let mut sum: Option<Vec<f64>> = None;
-        let mut total_weight = 0.0;
-        for (k, &weight) in row.iter().enumerate() {
-            let Some(Some(scores)) = normalized.get(k) else {
-                continue;
-            };
-            if weight <= 0.0 {
-                continue;
-            }
-            let Some(scores) = scores.get(i) else {
-                anyhow::bail!("arm {k} has no scores for instance {i}");
-            };
-            let sum = sum.get_or_insert_with(|| vec![0.0; scores.len()]);
-            if sum.len() != scores.len() {
-                anyhow::bail!(
-                    "instance {i}: arm {k} has {} scores, other arms {}",
-                    scores.len(),
-                    sum.len()
-                );
-            }
-            for (total, score) in sum.iter_mut().zip(scores) {
-                *total += f64::from(weight) * score;
-            }
-            total_weight += f64::from(weight);
-        }
-        let Some(mut sum) = sum else {
-            anyhow::bail!("instance {i}: no scoring arm has a positive weight");
-        };
-        for total in &mut sum {
-            *total /= total_weight;
-        }
-        combined.push(sum);
-    }
-    Ok(combined)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,38 +112,5 @@ mod tests {
         let mut normalizer = ScoreNormalizer::new();
         let z = normalizer.normalize(2, &[vec![5.0, 5.0]]);
         assert_eq!(z, vec![vec![0.0, 0.0]]);
-    }
-
-    #[test]
-    fn combine_one_hot_picks_arm() {
-        let a = vec![vec![1.0, -1.0]];
-        let b = vec![vec![-3.0, 3.0]];
-        let weights = vec![vec![0.0, 1.0]];
-        let combined = combine_scores(&weights, &[Some(a), Some(b.clone())]).unwrap();
-        assert_eq!(combined, b);
-    }
-
-    #[test]
-    fn combine_weighs_and_divides() {
-        let a = vec![vec![1.0, -1.0]];
-        let b = vec![vec![-1.0, 3.0]];
-        let weights = vec![vec![3.0, 1.0]];
-        let combined = combine_scores(&weights, &[Some(a), Some(b)]).unwrap();
-        assert_eq!(combined, vec![vec![0.5, 0.0]]);
-    }
-
-    #[test]
-    fn combine_skips_missing_arm() {
-        let b = vec![vec![2.0]];
-        let weights = vec![vec![1.0, 1.0]];
-        let combined = combine_scores(&weights, &[None, Some(b)]).unwrap();
-        assert_eq!(combined, vec![vec![2.0]]);
-    }
-
-    #[test]
-    fn combine_rejects_no_positive_weight() {
-        let weights = vec![vec![0.0]];
-        let error = combine_scores(&weights, &[Some(vec![vec![1.0]])]);
-        assert!(error.is_err());
     }
 }

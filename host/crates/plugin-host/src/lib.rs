@@ -32,7 +32,7 @@ mod size;
 pub use bench::{BenchReport, bench_plugins};
 pub use cache::{CACHE_DIR_ENV, default_cache_dir};
 pub use dir::{PluginDir, ScanReport};
-pub use ensemble::{ScoreNormalizer, combine_scores};
+pub use ensemble::ScoreNormalizer;
 pub use error::{LoadError, MAX_GUEST_MESSAGE_CHARS, PluginError, PluginErrorKind};
 pub use host::{EPOCH_TICK, LoadedPlugin, PluginHost};
 pub use manifest::{Limits, Manifest, ManifestError, PluginKind, RESERVED_ARM_NAME};

@@ -1,12 +1,12 @@
 //! The `ensemble` selector plugin: uniform weights over every reward model,
 //! so that the host combines all their scores.
 //!
-//! The host of `laser:plugin@0.1.0` z-normalises each arm's scores over the
-//! run so far and sums them weighted by w_k / (sum of enabled w_j); with
-//! w_k = 1/K that is the mean of the z-scores, the `mean` mode of
-//! `laser_bandits::Ensemble`. The `min` and `mean-minus-std` modes are not
-//! weighted sums, so this plugin rejects them until the interface carries
-//! an aggregation mode.
+//! The host z-normalises each arm's scores over the run so far and
+//! combines them as the run's `--ensemble` option says: the mean (with
+//! w_k = 1/K, the `mean` mode of `laser_bandits::Ensemble`), the minimum,
+//! or the mean minus lambda times the standard deviation. A selector of
+//! `laser:plugin@0.1.0` returns weights only, so this plugin's own `mode`
+//! cannot choose among them and accepts only `mean`.
 
 use laser_bandits::{Aggregation, Ensemble, EnsembleConfig};
 use laser_plugin_sdk::{ArmInfo, Package, PluginInfo, Selector, export_selector};
@@ -40,8 +40,9 @@ impl Selector for EnsembleSelector {
             .map_err(|e| format!("invalid ensemble config: {e}"))?;
         if config.mode != Aggregation::Mean {
             return Err(format!(
-                "ensemble mode {:?} is not supported by laser:plugin@0.1.0, whose host \
-                 combines reward models only by a weighted mean of z-scores: use mode = \"mean\"",
+                "ensemble mode {:?} cannot be set here, since a selector of \
+                 laser:plugin@0.1.0 returns weights only: keep mode = \"mean\" and choose \
+                 the combination with the run's --ensemble option",
                 config.mode
             ));
         }
