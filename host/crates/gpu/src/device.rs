@@ -74,6 +74,12 @@ impl Kernels {
     }
 }
 
+/// The largest storage binding the host makes on any backend: 2 GiB less
+/// 256 bytes. wgpu keeps Vulkan and DX12 bindings under 2 GiB, but on Metal
+/// it allows bindings past 4 GiB while handing their sizes to the shaders
+/// as 32-bit values, and the kernels index elements with 32-bit integers.
+pub const MAX_BINDING_BYTES: u64 = (1 << 31) - 256;
+
 /// An opened GPU: device, queue and what was chosen.
 #[derive(Clone)]
 pub struct Gpu {
@@ -228,11 +234,13 @@ impl Gpu {
         )
     }
 
-    /// Returns the largest byte size of one storage binding on this device.
+    /// Returns the largest byte size of one storage binding on this device,
+    /// at most [`MAX_BINDING_BYTES`].
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+            .min(MAX_BINDING_BYTES)
     }
 
     /// Returns whether the kernels run as on a CPU adapter: true on a CPU

@@ -24,7 +24,7 @@ pub mod sampling;
 #[cfg(test)]
 mod testing;
 
-pub use device::{Gpu, Kernels};
+pub use device::{Gpu, Kernels, MAX_BINDING_BYTES};
 pub use embedding::Embedding;
 pub use encoder::Encoder;
 pub use matmul::Matmul;
