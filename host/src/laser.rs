@@ -12,7 +12,7 @@
 //!   under the policy, its end-of-sequence token included.
 //!
 //! Bandit rewards go to the selector raw; the bundled selectors normalise
-//! them by clipping to the 20th-80th percentiles of past rewards and
+//! them by clipping to the 20th-80th percentiles of the rewards so far and
 //! scaling to [0, 1] (their `normalize_reward` setting).
 
 pub mod checkpoint;
@@ -774,9 +774,11 @@ impl Run {
                 .collect::<Result<_>>()?
         };
         let n = config.n as usize;
+        // Seeds the batch's samples and its random pairs.
+        let batch_seed = config.seed ^ (u64::from(iteration) << 40) ^ ((batch_index as u64) << 20);
         let sampling = SamplingConfig {
             temperature: config.temperature,
-            seed: config.seed ^ (u64::from(iteration) << 40) ^ ((batch_index as u64) << 20),
+            seed: batch_seed,
             max_new_tokens: config.max_new_tokens,
             ..SamplingConfig::default()
         };
@@ -914,13 +916,8 @@ impl Run {
             }
         }
         if config.mode == Mode::Train {
-            let pairs = preference_pairs(
-                &final_scores,
-                n,
-                config.pairs,
-                config.pair_mode,
-                config.seed,
-            );
+            let pairs =
+                preference_pairs(&final_scores, n, config.pairs, config.pair_mode, batch_seed);
             let outcome = self.train_step(&prompts, &generations, &pairs)?;
             for (i, instance_loss) in outcome.losses {
                 rewards[i] = Some(-instance_loss);
@@ -1067,9 +1064,11 @@ impl Run {
             {
                 continue;
             }
+            // The end-of-sequence token counts, as in training's NLL.
             let generation = &tie.generations[i * tie.n + tie.picked[i]];
-            let logprob: f64 = generation.logprobs.iter().map(|&l| f64::from(l)).sum();
-            let tokens = generation.logprobs.len();
+            let logprobs = generation.logprobs.iter().chain(&generation.eos_logprob);
+            let logprob: f64 = logprobs.clone().map(|&l| f64::from(l)).sum();
+            let tokens = logprobs.count();
             let degenerate = PairLogprobs {
                 policy_chosen: logprob,
                 policy_rejected: logprob,
@@ -1287,7 +1286,8 @@ pub struct PreferencePair {
 }
 
 /// Builds up to `max_pairs` pairs per instance from its samples' scores.
-/// Instances whose samples all tie make no pair.
+/// Instances whose samples all tie make no pair. `seed` draws the rejected
+/// samples of [`PairMode::BestRandom`].
 pub fn preference_pairs(
     scores: &[Option<Vec<f64>>],
     n: usize,
@@ -1295,6 +1295,8 @@ pub fn preference_pairs(
     mode: PairMode,
     seed: u64,
 ) -> Vec<PreferencePair> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut pairs = Vec::new();
     for (i, scores) in scores.iter().enumerate() {
         let Some(scores) = scores else { continue };
@@ -1318,7 +1320,7 @@ pub fn preference_pairs(
                     .copied()
                     .filter(|&j| scores[j] < scores[best])
                     .collect();
-                let pick = (seed as usize).wrapping_add(i * 31) % others.len();
+                let pick = rng.random_range(0..others.len());
                 pairs.push(PreferencePair {
                     instance: i,
                     chosen: i * n + best,
@@ -1801,6 +1803,19 @@ pub fn data_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_random_pairs_vary_with_the_seed() {
+        let scores = vec![Some(vec![0.5, 3.0, 1.0, 2.0])];
+        let mut rejected = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            let pairs = preference_pairs(&scores, 4, 1, PairMode::BestRandom, seed);
+            assert_eq!(pairs.len(), 1);
+            assert_eq!(pairs[0].chosen, 1);
+            rejected.insert(pairs[0].rejected);
+        }
+        assert_eq!(rejected, [0, 2, 3].into(), "every lower sample is drawn");
+    }
 
     #[test]
     fn summary_weighs_pick_accuracy_by_checked_picks() {
