@@ -313,7 +313,8 @@ impl Run {
         }
         state.inputs = Some(inputs);
         let (train, eval) = load_data(&config)?;
-        let train = drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
+        let (train, longest_prompt) =
+            drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
         ensure!(
             !train.is_empty(),
             "no training instances fit the model's context of {} tokens with --max-new-tokens {}",
@@ -321,7 +322,7 @@ impl Run {
             config.max_new_tokens
         );
         let held_out = eval.len();
-        let eval = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
+        let (eval, _) = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
         if held_out > 0 && eval.is_empty() {
             eprintln!(
                 "warning: held-out accuracy cannot be measured: none of the {held_out} held-out \
@@ -449,7 +450,7 @@ impl Run {
                 Some(PolicyTrainer::open(
                     &mut engine,
                     &config.model,
-                    policy_config(&config),
+                    policy_config(&config, longest_prompt),
                     &policy_dir,
                 )?)
             }
@@ -924,7 +925,7 @@ impl Run {
             }
             loss = outcome.loss;
             margin = outcome.margin;
-            let loss_config = policy_config(&config).loss;
+            let loss_config = loss_config(&config);
             let tie = TiedBatch {
                 picks: &picks,
                 final_scores: &final_scores,
@@ -1243,17 +1244,25 @@ impl RunSummary {
 
 /// The preference-training settings of a run: the default LoRA adapter and
 /// AdamW settings with the run's beta, NLL weight, learning rate and seed.
-fn policy_config(config: &RunConfig) -> TrainConfig {
+/// Sequences get room for the longest training prompt of
+/// `longest_prompt` tokens, a whole response and its end-of-sequence
+/// token, so that no prompt is cut in training.
+fn policy_config(config: &RunConfig, longest_prompt: usize) -> TrainConfig {
     TrainConfig {
-        loss: LossConfig {
-            kind: LossKind::Dpo,
-            beta: f64::from(config.beta),
-            nll_weight: f64::from(config.nll_weight),
-        },
+        loss: loss_config(config),
         lr: config.learning_rate,
-        max_len: 512 + config.max_new_tokens as usize,
+        max_len: 512.max(longest_prompt + 1) + config.max_new_tokens as usize,
         seed: config.seed,
         ..TrainConfig::default()
+    }
+}
+
+/// The DPO + NLL loss of a run, with its beta and NLL weight.
+fn loss_config(config: &RunConfig) -> LossConfig {
+    LossConfig {
+        kind: LossKind::Dpo,
+        beta: f64::from(config.beta),
+        nll_weight: f64::from(config.nll_weight),
     }
 }
 
@@ -1690,8 +1699,9 @@ pub fn load_data(config: &RunConfig) -> Result<(Vec<Instance>, Vec<Instance>)> {
 
 /// Returns `instances` without those whose prompt, with the chat template
 /// and `max_new_tokens` more, would not fit the model's context, warning
-/// about each. Found here, such a prompt would otherwise stop the run at
-/// its batch, and again at every resume.
+/// about each, and the token count of the longest prompt kept. Found here,
+/// such a prompt would otherwise stop the run at its batch, and again at
+/// every resume.
 ///
 /// # Errors
 ///
@@ -1701,13 +1711,15 @@ pub(crate) fn drop_long_prompts(
     instances: Vec<Instance>,
     max_new_tokens: u32,
     split: &str,
-) -> Result<Vec<Instance>> {
+) -> Result<(Vec<Instance>, usize)> {
     let context = engine.config.context_length;
     let mut kept = Vec::with_capacity(instances.len());
+    let mut longest = 0;
     let mut dropped = 0;
     for instance in instances {
         let tokens = engine.chat_prompt(&laser_data::prompt::render(&instance))?;
         if tokens.len() + max_new_tokens as usize <= context {
+            longest = longest.max(tokens.len());
             kept.push(instance);
             continue;
         }
@@ -1726,7 +1738,7 @@ pub(crate) fn drop_long_prompts(
             "warning: skipped {dropped} {split} instances in all whose prompts do not fit the context"
         );
     }
-    Ok(kept)
+    Ok((kept, longest))
 }
 
 /// Loads and mixes the `--data` files, or generates `builtin_count`

@@ -41,7 +41,7 @@ pub(crate) fn run(args: &EvalArgs, plugins: Option<PathBuf>, verbose: bool) -> R
         engine.load_adapter(dir)?;
     }
     let referenced = instances.len();
-    let instances =
+    let (instances, _) =
         crate::laser::drop_long_prompts(&engine, instances, args.max_new_tokens, "held-out")?;
     ensure!(
         !instances.is_empty(),

@@ -60,7 +60,13 @@ impl PolicyTrainer {
         let model = TrainModel::new(engine.gpu.clone(), &checkpoint, layout.clone())?;
         let mut trainer = Trainer::new(model, config.clone(), None)?;
         if let Some(saved) = checkpoint::load(state_dir)? {
-            if saved.config != config {
+            // The length limit only cuts sequences, and a run may widen it
+            // when its longest prompt needs more room.
+            let without_limit = |config: &TrainConfig| TrainConfig {
+                max_len: 0,
+                ..config.clone()
+            };
+            if without_limit(&saved.config) != without_limit(&config) {
                 bail!(
                     "the policy state in {} was made with other training settings",
                     state_dir.display()
