@@ -453,14 +453,22 @@ fn broken_reward_model_is_not_called_missing() {
     assert!(stderr.contains("failed to load"), "{stderr}");
 }
 
-#[test]
-fn failed_reward_model_leaves_prompts_unscored() {
-    // The verifier's results exceed its output limit, so it fails at its
-    // first `score` call, and the fixed selector has no other arm.
+/// Runs best-of-n on the tiny model in batches of 2, with `selector` and
+/// the verifier and length reward models, `n` samples of up to
+/// `max_new_tokens` for `count` built-in prompts. The verifier's output
+/// limit is so low that it fails at its first `score` call. Returns the
+/// output and the run folder, which lives as long as the returned
+/// temporary folder.
+fn run_with_failing_verifier(
+    selector: &str,
+    n: u32,
+    count: u32,
+    max_new_tokens: u32,
+) -> (Output, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_bundled(&plugins, &["fixed", "verifier", "length"]);
+    copy_bundled(&plugins, &[selector, "verifier", "length"]);
     let manifest = plugins.join("verifier.toml");
     let text = read(&manifest);
     std::fs::write(
@@ -473,21 +481,31 @@ fn failed_reward_model_leaves_prompts_unscored() {
     let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
         .arg("--plugins")
         .arg(&plugins)
+        .args(["best-of-n", "--selector", selector])
         .args([
-            "best-of-n",
-            "--selector",
-            "fixed",
             "--rms",
             "verifier,length",
+            "--eval-size",
+            "2",
+            "--batch-size",
+            "2",
         ])
-        .args(["--batch-size", "2", "--n", "3", "--builtin-count", "6"])
-        .args(["--eval-size", "2", "--max-new-tokens", "6", "--model"])
+        .args(["--n", &n.to_string(), "--builtin-count", &count.to_string()])
+        .args(["--max-new-tokens", &max_new_tokens.to_string()])
+        .arg("--model")
         .arg(model())
         .arg("--out")
         .arg(&out)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
         .unwrap();
+    (output, out, dir)
+}
+
+#[test]
+fn failed_reward_model_leaves_prompts_unscored() {
+    // The fixed selector has no arm but the failing verifier.
+    let (output, out, _dir) = run_with_failing_verifier("fixed", 3, 6, 6);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
@@ -503,34 +521,9 @@ fn failed_reward_model_leaves_prompts_unscored() {
 
 #[test]
 fn failed_ensemble_member_keeps_prompts_scored() {
-    // The verifier fails at its first `score` call, and the ensemble
-    // selector spreads every prompt's weights over it and length.
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_bundled(&plugins, &["ensemble", "verifier", "length"]);
-    let manifest = plugins.join("verifier.toml");
-    let text = read(&manifest);
-    std::fs::write(
-        &manifest,
-        format!("{text}\n[limits]\nmax_output_bytes = 8\n"),
-    )
-    .unwrap();
-
-    let out = dir.path().join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_laser-host"))
-        .arg("--plugins")
-        .arg(&plugins)
-        .args(["best-of-n", "--selector", "ensemble"])
-        .args(["--rms", "verifier,length"])
-        .args(["--batch-size", "2", "--n", "2", "--builtin-count", "4"])
-        .args(["--eval-size", "2", "--max-new-tokens", "4", "--model"])
-        .arg(model())
-        .arg("--out")
-        .arg(&out)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    // The ensemble selector spreads every prompt's weights over the
+    // failing verifier and length.
+    let (output, out, _dir) = run_with_failing_verifier("ensemble", 2, 4, 4);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
