@@ -368,11 +368,38 @@ fn added_reward_model_joins_at_iteration_start() {
         state["next_batch"].as_u64().unwrap(),
     );
 
+    // `format` sorts before the others but joins as the last arm. Kill the
+    // resumed run once it has, and resume again: the arms keep that order.
     copy_bundled(&plugins, &["format"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_laser-host"))
+        .args(["best-of-n", "--resume"])
+        .arg(&out)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        let state = std::fs::read_to_string(out.join("state.json")).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+        if state["iteration"] == 1 && state["next_batch"].as_u64() >= Some(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     let resumed = resume("best-of-n", &out);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    assert!(stderr.contains("joined as arm 2"), "{stderr}");
+    let recorded: Vec<serde_json::Value> =
+        serde_json::from_str(&read(&out.join("plugins.json"))).unwrap();
+    let names: Vec<&str> = recorded[1..]
+        .iter()
+        .map(|plugin| plugin["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["length@0.1.0", "verifier@0.1.0", "format@0.1.0"]);
     let rows: Vec<serde_json::Value> = read(&out.join("selections.jsonl"))
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

@@ -392,17 +392,32 @@ impl Run {
             )
         })?;
         other_selectors.push(config.selector.clone());
-        let arms = pick_arms(&config, rms, &other_selectors, &skipped)?;
+        let mut arms = pick_arms(&config, rms, &other_selectors, &skipped)?;
+        let recorded = resume
+            .then(|| recorded_reward_models(&out.join("plugins.json")))
+            .flatten();
+        if let Some(recorded) = &recorded {
+            // Arm indices are stable for a run, and the selector's state and
+            // the score statistics are kept by index: resumed arms take the
+            // order of plugins.json, where an arm that joined during the run
+            // comes after those it started with.
+            arms.sort_by_key(|arm| {
+                let label = arm.plugin.meta().label();
+                recorded
+                    .iter()
+                    .position(|name| *name == label)
+                    .unwrap_or(usize::MAX)
+            });
+        }
         // A run resumed in the middle of an iteration keeps the arms it had:
         // a reward model added to the folder meanwhile joins at the next
         // iteration start, as one dropped in while the run goes on does.
-        let (arms, pending_arms): (Vec<Arm>, Vec<Arm>) =
-            match recorded_reward_models(&out.join("plugins.json")) {
-                Some(recorded) if resume && state.next_batch > 0 && config.rms.is_empty() => arms
-                    .into_iter()
-                    .partition(|arm| recorded.contains(&arm.plugin.meta().label())),
-                _ => (arms, Vec::new()),
-            };
+        let (arms, pending_arms): (Vec<Arm>, Vec<Arm>) = match &recorded {
+            Some(recorded) if state.next_batch > 0 && config.rms.is_empty() => arms
+                .into_iter()
+                .partition(|arm| recorded.contains(&arm.plugin.meta().label())),
+            _ => (arms, Vec::new()),
+        };
         if !config.selector_config.is_empty() {
             selector
                 .reconfigure(&config.selector_config)
