@@ -292,7 +292,7 @@ fn one_hot(arm: usize, count: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LinUcb, LinUcbConfig, RoundRobin};
+    use crate::{ContextConfig, LinUcb, LinUcbConfig, RoundRobin};
 
     #[test]
     fn config_split() {
@@ -343,31 +343,38 @@ mod tests {
 
     #[test]
     fn batch_updates_apply_once_at_the_means() {
+        // Contexts pass through unchanged, so the mean of the prepared
+        // contexts is the prepared mean context.
         let driver = |granularity| {
             let bandit = LinUcb::new(LinUcbConfig::default(), &["a", "b"]).unwrap();
             let config = DriverConfig {
                 granularity,
+                context: ContextConfig {
+                    unit_norm: false,
+                    bias: false,
+                    ..ContextConfig::default()
+                },
                 ..DriverConfig::default()
             };
             Driver::new(bandit, config).unwrap()
         };
         let state = |driver: &Driver<LinUcb>| serde_json::to_value(driver.bandit()).unwrap();
-        let context = [0.5, -1.0, 2.0];
 
-        // Two prompts of one batch at one context, against a single update
-        // with their mean reward.
+        // Two prompts of arm 1 and one of arm 0, against one update per arm
+        // at its mean context with its mean reward, arm 0 first.
         let mut batch = driver(Granularity::Batch);
-        batch.update(1, &context, -2.0).unwrap();
-        batch.update(1, &context, -1.0).unwrap();
+        batch.update(1, &[0.5, -1.0, 2.0], -2.0).unwrap();
+        batch.update(0, &[1.0, 1.0, 0.0], -0.5).unwrap();
+        batch.update(1, &[1.5, 0.0, 1.0], -1.0).unwrap();
         let mut single = driver(Granularity::Instance);
-        single.update(1, &context, -1.5).unwrap();
+        single.update(0, &[1.0, 1.0, 0.0], -0.5).unwrap();
+        single.update(1, &[1.0, -0.5, 1.5], -1.5).unwrap();
         assert_ne!(state(&batch), state(&single), "held until the batch ends");
 
         let saved: Driver<LinUcb> = Driver::load(&batch.save().unwrap()).unwrap();
         assert_eq!(state(&saved), state(&single), "a save applies them");
-        batch
-            .choose(&[context.to_vec()], &["a", "b"], &[true; 2])
-            .unwrap();
+        let context = vec![0.0, 1.0, 0.0];
+        batch.choose(&[context], &["a", "b"], &[true; 2]).unwrap();
         assert_eq!(
             state(&batch),
             state(&single),

@@ -71,12 +71,16 @@ impl<B: FromConfig> Selector for BanditSelector<B> {
     }
 
     fn save_state(&self) -> Vec<u8> {
-        // NOTE: serialisation of these plain structs does not fail (serde_json
-        // writes a non-finite float as null, and inputs are checked finite),
-        // and the WIT export has no error case, so an unconfigured selector
-        // saves the empty state.
+        // The WIT export has no error case. Saving applies the updates a
+        // batch-granularity driver holds, which `update` has checked, and
+        // serialises plain structs, so it is not expected to fail. If it
+        // does, the panic traps, and the host keeps the last good state
+        // rather than an empty one that would drop what was learned. An
+        // unconfigured selector saves the empty state.
         match &self.driver {
-            Some(driver) => driver.save().unwrap_or_default(),
+            Some(driver) => driver
+                .save()
+                .unwrap_or_else(|e| panic!("failed to save the selector state: {e}")),
             None => Vec::new(),
         }
     }
