@@ -230,11 +230,12 @@ fn end_of_sequence_logprob_matches_scoring() {
     );
     for generation in &generations {
         assert_eq!(
-            generation.eos_logprob.is_some(),
+            generation.eos_token.is_some() && generation.eos_logprob.is_some(),
             generation.finish == FinishReason::Eos
         );
     }
     for generation in ended {
+        assert_eq!(generation.eos_token, Some(IM_END));
         let mut continuation = generation.tokens.clone();
         continuation.push(IM_END);
         let scored = engine

@@ -693,6 +693,7 @@ fn policy_step_changes_engine_outputs() {
         tokens: text.iter().map(|&b| u32::from(b)).collect(),
         text: String::new(),
         logprobs: vec![0.0; text.len()],
+        eos_token: None,
         eos_logprob: (finish == FinishReason::Eos).then_some(0.0),
         finish,
     };

@@ -90,8 +90,10 @@ pub struct Generation {
     /// The log-probability of each token in `tokens` under the model
     /// (temperature 1, before top-k or top-p).
     pub logprobs: Vec<f32>,
-    /// The log-probability, taken as for `logprobs`, of the end-of-sequence
-    /// token that ended the sequence, when one did.
+    /// The end-of-sequence token that ended the sequence, when one did (a
+    /// model may have several), and its log-probability, taken as for
+    /// `logprobs`.
+    pub eos_token: Option<u32>,
     pub eos_logprob: Option<f32>,
     pub finish: FinishReason,
 }
@@ -446,6 +448,7 @@ impl Engine {
                 tokens: Vec::new(),
                 text: String::new(),
                 logprobs: Vec::new(),
+                eos_token: None,
                 eos_logprob: None,
                 finish: FinishReason::Length,
             };
@@ -1033,6 +1036,7 @@ struct SequenceState {
     prompt_len: u32,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    eos_token: Option<u32>,
     eos_logprob: Option<f32>,
     finish: Option<FinishReason>,
     max_new_tokens: u32,
@@ -1046,6 +1050,7 @@ impl SequenceState {
             prompt_len,
             tokens: Vec::new(),
             logprobs: Vec::new(),
+            eos_token: None,
             eos_logprob: None,
             finish: None,
             max_new_tokens: sampling.max_new_tokens,
@@ -1071,6 +1076,7 @@ impl SequenceState {
         let eos = config.eos_token_ids.contains(&token) || tokenizer.eos_ids().contains(&token);
         if eos && !sampling.ignore_eos {
             self.finish = Some(FinishReason::Eos);
+            self.eos_token = Some(token);
             self.eos_logprob = Some(logprob);
             return Ok(());
         }
@@ -1115,6 +1121,7 @@ impl SequenceState {
             tokens: self.tokens,
             text,
             logprobs: self.logprobs,
+            eos_token: self.eos_token,
             eos_logprob: self.eos_logprob,
             finish: self.finish.unwrap_or(FinishReason::Length),
         })

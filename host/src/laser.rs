@@ -1871,6 +1871,7 @@ mod tests {
             tokens: vec![7; logprobs.len()],
             text: String::new(),
             logprobs,
+            eos_token: None,
             eos_logprob,
             finish: crate::engine::FinishReason::Eos,
         };

@@ -34,7 +34,8 @@ pub struct PolicyOutcome {
 /// A trainer whose adapter the engine applies.
 pub struct PolicyTrainer {
     trainer: Trainer,
-    /// Appended to responses that ended with an end-of-sequence token.
+    /// Appended to responses that ended with an end-of-sequence token but
+    /// do not name it (made outside the engine).
     eos: Option<u32>,
 }
 
@@ -112,8 +113,9 @@ impl PolicyTrainer {
     ) -> Result<PolicyOutcome> {
         let response = |generation: &Generation| {
             let mut tokens = generation.tokens.clone();
+            // The end-of-sequence token the model drew, of those it has.
             if generation.finish == FinishReason::Eos {
-                tokens.extend(self.eos);
+                tokens.extend(generation.eos_token.or(self.eos));
             }
             tokens
         };
