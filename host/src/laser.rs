@@ -1371,7 +1371,8 @@ pub fn preference_pairs(
 /// Describes what a reward model's failure costs the prompts in `members`,
 /// the prompts it was to score. A prompt that picked it alone gets no pick,
 /// and a prompt that spread its weights loses only its share of the
-/// ensemble.
+/// ensemble, unless no other member scores it. Other members may not have
+/// scored yet, so the warning names that case without counting it.
 fn failed_arm_effect(members: &[usize], picks: &[Pick]) -> String {
     let alone = members
         .iter()
@@ -1386,7 +1387,8 @@ fn failed_arm_effect(members: &[usize], picks: &[Pick]) -> String {
     }
     if in_ensemble > 0 {
         effects.push(format!(
-            "{in_ensemble} of this batch's prompts lose its scores from their ensemble"
+            "{in_ensemble} of this batch's prompts lose its scores from their ensemble \
+             (one left with no scoring member gets no pick)"
         ));
     }
     effects.join(", and ")
