@@ -682,9 +682,11 @@ impl Engine {
                 drawable,
                 v,
             );
-            self.gpu.submit(encoder);
-            let tokens: Vec<u32> = self.gpu.read(&self.head.sampled, u64::from(r) * 4)?;
-            let logprobs: Vec<f32> = self.gpu.read(&self.head.logprobs, u64::from(r) * 4)?;
+            let bytes = u64::from(r) * 4;
+            let parts = [(&self.head.sampled, bytes), (&self.head.logprobs, bytes)];
+            let results = self.gpu.submit_and_read(encoder, &parts)?;
+            let tokens: Vec<u32> = bytemuck::pod_collect_to_vec(&results[0]);
+            let logprobs: Vec<f32> = bytemuck::pod_collect_to_vec(&results[1]);
             self.check_finite(&logprobs)?;
             for ((&(_, slot), token), logprob) in group.iter().zip(tokens).zip(logprobs) {
                 let seq = &mut state[slot as usize];

@@ -379,19 +379,70 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
+        let staging = self.staging(bytes);
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
+        self.map_staging(&staging, bytemuck::pod_collect_to_vec)
+    }
+
+    /// Submits `encoder` with copies of the first `bytes` bytes of each
+    /// buffer of `parts` appended, and returns those bytes, one `Vec` a
+    /// part: one submission and one wait for a step and its results.
+    /// Each size must be a multiple of 4.
+    ///
+    /// # Errors
+    ///
+    /// Fails when mapping the staging buffer fails (device lost).
+    pub fn submit_and_read(
+        &self,
+        mut encoder: crate::Encoder,
+        parts: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let total: u64 = parts.iter().map(|&(_, bytes)| bytes).sum();
+        if total == 0 {
+            self.submit(encoder);
+            return Ok(vec![Vec::new(); parts.len()]);
+        }
+        let staging = self.staging(total);
+        let mut offset = 0;
+        for &(buffer, bytes) in parts {
+            encoder
+                .raw()
+                .copy_buffer_to_buffer(buffer, 0, &staging, offset, bytes);
+            offset += bytes;
+        }
+        self.submit(encoder);
+        self.map_staging(&staging, |data| {
+            let mut offset = 0;
+            parts
+                .iter()
+                .map(|&(_, bytes)| {
+                    let part = data[offset..offset + bytes as usize].to_vec();
+                    offset += bytes as usize;
+                    part
+                })
+                .collect()
+        })
+    }
+
+    /// Returns a buffer of `bytes` bytes to copy results into and map.
+    fn staging(&self, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Waits for the submitted work, then maps `staging` and returns what
+    /// `read` makes of its bytes.
+    fn map_staging<R>(&self, staging: &wgpu::Buffer, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let slice = staging.slice(..);
         let (sender, receiver) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {
@@ -408,7 +459,7 @@ impl Gpu {
         let data = slice
             .get_mapped_range()
             .map_err(|err| anyhow::anyhow!("failed to read mapped GPU results: {err}"))?;
-        let out = bytemuck::pod_collect_to_vec(&data);
+        let out = read(&data);
         drop(data);
         staging.unmap();
         if let Some(profiler) = &self.profiler {
@@ -526,6 +577,22 @@ mod tests {
         }
         let err = parse("2").unwrap_err().to_string();
         assert!(err.contains("invalid X=\"2\""), "{err}");
+    }
+
+    #[test]
+    fn submit_and_read_returns_each_part() {
+        let gpu = crate::testing::gpu();
+        let tokens = gpu.buffer_from("tokens", &[7u32, 8, 9]);
+        let logprobs = gpu.buffer_from("logprobs", &[-0.5f32, -1.25]);
+        let encoder = gpu.encoder("test");
+
+        let parts = gpu
+            .submit_and_read(encoder, &[(&tokens, 8), (&logprobs, 8)])
+            .unwrap();
+        let tokens: Vec<u32> = bytemuck::pod_collect_to_vec(&parts[0]);
+        let logprobs: Vec<f32> = bytemuck::pod_collect_to_vec(&parts[1]);
+        assert_eq!(tokens, [7, 8]);
+        assert_eq!(logprobs, [-0.5, -1.25]);
     }
 
     #[test]
