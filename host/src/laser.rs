@@ -1272,7 +1272,7 @@ fn policy_config(config: &RunConfig, longest_prompt: usize) -> TrainConfig {
     }
 }
 
-/// The DPO + NLL loss of a run, with its beta and NLL weight.
+/// Returns the DPO + NLL loss settings of a run: its beta and NLL weight.
 fn loss_config(config: &RunConfig) -> LossConfig {
     LossConfig {
         kind: LossKind::Dpo,
@@ -1480,9 +1480,9 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
 }
 
 /// Returns the mean log-probability of a response's tokens, counting the
-/// end-of-sequence token that ended it as training does, or `None` for a
-/// response with no token at all (cut before its first by a stop string,
-/// or at a limit of 0 new tokens).
+/// end-of-sequence token that ended it as training does. A response with
+/// no token at all (cut before its first by a stop string, or at a limit
+/// of 0 new tokens) gives `None`.
 fn mean_logprob(generation: &Generation) -> Option<f64> {
     let logprobs: Vec<f64> = generation
         .logprobs

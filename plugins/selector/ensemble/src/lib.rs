@@ -2,7 +2,7 @@
 //! so that the host combines all their scores.
 //!
 //! The host z-normalises each arm's scores over the run so far and
-//! combines them as the run's `--ensemble` option says: the mean (with
+//! combines them as the run's `--ensemble` option chooses: the mean (with
 //! w_k = 1/K, the `mean` mode of `laser_bandits::Ensemble`), the minimum,
 //! or the mean minus lambda times the standard deviation. A selector of
 //! `laser:plugin@0.1.0` returns weights only, so this plugin's own `mode`
