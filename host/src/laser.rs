@@ -312,25 +312,6 @@ impl Run {
             saved.check_unchanged(&inputs, &config.data, &config.model)?;
         }
         state.inputs = Some(inputs);
-        let (train, eval) = load_data(&config)?;
-        let (train, longest_prompt) =
-            drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
-        ensure!(
-            !train.is_empty(),
-            "no training instances fit the model's context of {} tokens with --max-new-tokens {}",
-            engine.config.context_length,
-            config.max_new_tokens
-        );
-        let held_out = eval.len();
-        let (eval, _) = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
-        if held_out > 0 && eval.is_empty() {
-            eprintln!(
-                "warning: held-out accuracy cannot be measured: none of the {held_out} held-out \
-                 instances fits the model's context of {} tokens with --max-new-tokens {}",
-                engine.config.context_length, config.max_new_tokens
-            );
-        }
-        let eval = eval::keep_referenced(eval);
         let context_width = engine.config.n_embd;
         let engine = Arc::new(Mutex::new(engine));
         let host = PluginHost::new(Arc::new(EngineService::new(Arc::clone(&engine))))?;
@@ -417,6 +398,35 @@ impl Run {
                 .into_iter()
                 .partition(|arm| recorded.contains(&arm.plugin.meta().label())),
             _ => (arms, Vec::new()),
+        };
+        // The data is read after the plugins, whose names are quick to
+        // check, since preparing a large data set takes a while.
+        let (train, eval, longest_prompt) = {
+            let engine = engine
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
+            let (train, eval) = load_data(&config)?;
+            let (train, longest_prompt) =
+                drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
+            ensure!(
+                !train.is_empty(),
+                "no training instances fit the model's context of {} tokens with \
+                 --max-new-tokens {}",
+                engine.config.context_length,
+                config.max_new_tokens
+            );
+            let held_out = eval.len();
+            let (eval, _) = drop_long_prompts(&engine, eval, config.max_new_tokens, "held-out")?;
+            if held_out > 0 && eval.is_empty() {
+                eprintln!(
+                    "warning: held-out accuracy cannot be measured: none of the {held_out} \
+                     held-out instances fits the model's context of {} tokens with \
+                     --max-new-tokens {}",
+                    engine.config.context_length, config.max_new_tokens
+                );
+            }
+            let eval = eval::keep_referenced(eval);
+            (train, eval, longest_prompt)
         };
         if !config.selector_config.is_empty() {
             selector
