@@ -402,9 +402,7 @@ impl Run {
         // The data is read after the plugins, whose names are quick to
         // check, since preparing a large data set takes a while.
         let (train, eval, longest_prompt) = {
-            let engine = engine
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
+            let engine = lock_engine(&engine)?;
             let (train, eval) = load_data(&config)?;
             let (train, longest_prompt) =
                 drop_long_prompts(&engine, train, config.max_new_tokens, "training")?;
@@ -469,9 +467,7 @@ impl Run {
                     policy_dir.display(),
                     crate::train::checkpoint::STATE_FILE
                 );
-                let mut engine = engine.lock().map_err(|_| {
-                    anyhow::anyhow!("the engine is unusable after an earlier panic")
-                })?;
+                let mut engine = lock_engine(&engine)?;
                 Some(PolicyTrainer::open(
                     &mut engine,
                     &config.model,
@@ -767,9 +763,7 @@ impl Run {
     }
 
     fn lock_engine(&self) -> Result<std::sync::MutexGuard<'_, Engine>> {
-        self.engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
+        lock_engine(&self.engine)
     }
 
     /// Runs one batch: context, choose, generate, score, train or pick,
@@ -1487,6 +1481,18 @@ fn check_plugins_unchanged(path: &Path, loaded: &[serde_json::Value], folder: &P
         );
     }
     Ok(())
+}
+
+/// Locks the engine that the run, its evaluation and the plugins' model
+/// calls share.
+///
+/// # Errors
+///
+/// Fails when a thread panicked while it held the lock.
+pub(crate) fn lock_engine(engine: &Mutex<Engine>) -> Result<std::sync::MutexGuard<'_, Engine>> {
+    engine
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
 }
 
 /// Returns the mean log-probability of a response's tokens, counting the

@@ -109,9 +109,7 @@ pub fn evaluate_best_of_n(
     let mut done = 0;
     for (index, chunk) in instances.chunks(batch_size).enumerate() {
         let generations = {
-            let mut engine = engine
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))?;
+            let mut engine = super::lock_engine(engine)?;
             let prompts: Vec<Vec<u32>> = chunk
                 .iter()
                 .map(|i| engine.chat_prompt(&laser_data::prompt::render(i)))

@@ -28,9 +28,7 @@ impl EngineService {
         if model != POLICY {
             bail!("unknown model {model:?}: this host serves only {POLICY:?}");
         }
-        self.engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the engine is unusable after an earlier panic"))
+        super::lock_engine(&self.engine)
     }
 }
 
