@@ -206,7 +206,7 @@ fn continuation_logprobs_match_log_softmax() {
 }
 
 #[test]
-fn end_of_sequence_logprob_matches_scoring() {
+fn eos_logprob_matches_scoring() {
     // Flat sampling over the tiny model's 258 tokens draws its
     // end-of-sequence token in some of these sequences.
     let (mut engine, _reference, _dir) = load(&TinySpec::default());

@@ -145,7 +145,7 @@ fn killed_run_resumes_to_same_result() {
 }
 
 #[test]
-fn killed_ensemble_run_resumes_to_same_result() {
+fn killed_ensemble_run_resumes_identically() {
     // The ensemble standardizes each reward model's scores with its
     // statistics over the run so far, which the checkpoint must keep.
     assert_killed_run_resumes_to_same_result(&["--selector", "ensemble"]);

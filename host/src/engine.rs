@@ -90,12 +90,23 @@ pub struct Generation {
     /// The log-probability of each token in `tokens` under the model
     /// (temperature 1, before top-k or top-p).
     pub logprobs: Vec<f32>,
-    /// The end-of-sequence token that ended the sequence, when one did (a
-    /// model may have several), and its log-probability, taken as for
-    /// `logprobs`.
+    /// The end-of-sequence token that ended the sequence, when one did. A
+    /// model may have several.
     pub eos_token: Option<u32>,
+    /// The log-probability of `eos_token`, taken as for `logprobs`.
     pub eos_logprob: Option<f32>,
     pub finish: FinishReason,
+}
+
+impl Generation {
+    /// Returns the log-probabilities of the response as training scores it:
+    /// each token's, then the end-of-sequence token's when one ended it.
+    pub fn response_logprobs(&self) -> impl Iterator<Item = f64> + '_ {
+        self.logprobs
+            .iter()
+            .chain(&self.eos_logprob)
+            .map(|&logprob| f64::from(logprob))
+    }
 }
 
 /// The pooling of a prompt's tokens into one vector of the model's width.

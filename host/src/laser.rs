@@ -1084,11 +1084,9 @@ impl Run {
             {
                 continue;
             }
-            // The end-of-sequence token counts, as in training's NLL.
             let generation = &tie.generations[i * tie.n + tie.picked[i]];
-            let logprobs = generation.logprobs.iter().chain(&generation.eos_logprob);
-            let logprob: f64 = logprobs.clone().map(|&l| f64::from(l)).sum();
-            let tokens = logprobs.count();
+            let logprob: f64 = generation.response_logprobs().sum();
+            let tokens = generation.response_logprobs().count();
             let degenerate = PairLogprobs {
                 policy_chosen: logprob,
                 policy_rejected: logprob,
@@ -1372,11 +1370,10 @@ pub fn preference_pairs(
     pairs
 }
 
-/// Describes what a reward model's failure costs the prompts in `members`,
-/// the prompts it was to score. A prompt that picked it alone gets no pick,
-/// and a prompt that spread its weights loses only its share of the
-/// ensemble, unless no other member scores it. Other members may not have
-/// scored yet, so the warning names that case without counting it.
+/// Describes what a reward model's failure costs `members`, the prompts it
+/// was to score: a prompt that picked it alone gets no pick, and one that
+/// spread its weights loses its share of the ensemble. Other members may
+/// not have scored yet, so a prompt left with none is named, not counted.
 fn failed_arm_effect(members: &[usize], picks: &[Pick]) -> String {
     let alone = members
         .iter()
@@ -1500,16 +1497,11 @@ pub(crate) fn lock_engine(engine: &Mutex<Engine>) -> Result<std::sync::MutexGuar
 /// no token at all (cut before its first by a stop string, or at a limit
 /// of 0 new tokens) gives `None`.
 fn mean_logprob(generation: &Generation) -> Option<f64> {
-    let logprobs: Vec<f64> = generation
-        .logprobs
-        .iter()
-        .chain(&generation.eos_logprob)
-        .map(|&l| f64::from(l))
-        .collect();
-    if logprobs.is_empty() {
+    let count = generation.response_logprobs().count();
+    if count == 0 {
         return None;
     }
-    Some(logprobs.iter().sum::<f64>() / logprobs.len() as f64)
+    Some(generation.response_logprobs().sum::<f64>() / count as f64)
 }
 
 /// Returns plugin settings recorded in `plugins.json` with the limits that
@@ -1850,7 +1842,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn best_random_pairs_vary_with_the_seed() {
+    fn best_random_pairs_vary_by_seed() {
         let scores = vec![Some(vec![0.5, 3.0, 1.0, 2.0])];
         let mut rejected = std::collections::BTreeSet::new();
         for seed in 0..32 {
@@ -1884,7 +1876,7 @@ mod tests {
     }
 
     #[test]
-    fn mean_logprob_counts_the_end_of_sequence() {
+    fn mean_logprob_counts_end_token() {
         let generation = |logprobs: Vec<f32>, eos_logprob| Generation {
             tokens: vec![7; logprobs.len()],
             text: String::new(),

@@ -342,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_updates_apply_once_at_the_means() {
+    fn batch_updates_apply_at_means() {
         // Contexts pass through unchanged, so the mean of the prepared
         // contexts is the prepared mean context.
         let driver = |granularity| {

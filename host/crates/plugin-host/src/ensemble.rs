@@ -93,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn normalizer_continues_after_a_json_round_trip() {
+    fn normalizer_survives_json_round_trip() {
         let mut normalizer = ScoreNormalizer::new();
         normalizer.normalize(1, &[vec![0.5, 4.0], vec![-2.0, 7.25]]);
         let json = serde_json::to_string(&normalizer).unwrap();

@@ -107,10 +107,10 @@ pub(crate) fn guest_message(message: &str) -> String {
     if total <= MAX_GUEST_MESSAGE_CHARS {
         return escape_controls(message);
     }
-    let kept: String = message.chars().take(MAX_GUEST_MESSAGE_CHARS).collect();
+    let shortened: String = message.chars().take(MAX_GUEST_MESSAGE_CHARS).collect();
     format!(
         "{}… [{} more characters dropped]",
-        escape_controls(&kept),
+        escape_controls(&shortened),
         total - MAX_GUEST_MESSAGE_CHARS
     )
 }

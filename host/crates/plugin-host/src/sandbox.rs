@@ -94,8 +94,8 @@ impl HostState {
         result.map_err(|e| format!("model {model:?}: {e:#}"))
     }
 
-    /// Fails once the `models` calls of this call have taken longer than
-    /// `limits.model_time_ms`.
+    /// Returns an error once the host's models have taken longer than
+    /// `limits.model_time_ms` during this call.
     fn check_model_time(&self) -> Result<(), String> {
         if self.clock.in_host <= self.model_time {
             return Ok(());

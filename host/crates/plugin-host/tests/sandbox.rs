@@ -418,7 +418,7 @@ impl ModelService for SlowModels {
 }
 
 #[test]
-fn model_time_past_limit_fails_the_call() {
+fn model_time_limit_fails_call() {
     let cache = tempfile::TempDir::new().unwrap();
     let host =
         PluginHost::with_cache_dir(Arc::new(SlowModels), Some(cache.path().to_path_buf())).unwrap();
